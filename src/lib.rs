@@ -1,0 +1,32 @@
+//! lazyroot: container root filesystems from CernVM-FS repositories, fetched lazily.
+//!
+//! # Layout
+//! - [`hash`]: content hashes (SHA-1, RIPEMD-160, SHAKE-128) with hex suffixes; MD5 path keys.
+//! - [`object`]: object names `data/XX/…[suffix]`, zlib streams, verify-while-reading.
+//! - [`store`]: a repository directory on disk: atomic object writes, bounded reads.
+//! - [`letter`], [`signature`], [`certificate`], [`whitelist`], [`manifest`]: the trust chain.
+//! - [`catalog`]: SQLite catalogs: schema, rows, reader, writer, counters, xattr blobs.
+//! - [`history`], [`reflog`]: the tag database and the list of every published root object.
+//! - [`repository`]: the read side: open, verify the chain, resolve paths through nested catalogs.
+//! - [`publish`]: the write side: walk a tree, chunk, hash and compress in parallel, write
+//!   catalogs, sign, commit the manifest last.
+//! - [`keys`]: the key files of a repository and `mkfs`/`resign`.
+//! - [`check`]: audit every object reachable from the manifest.
+//! - [`timefmt`]: UTC timestamps in the format's textual forms.
+
+pub mod catalog;
+pub mod certificate;
+pub mod check;
+pub mod hash;
+pub mod history;
+pub mod keys;
+pub mod letter;
+pub mod manifest;
+pub mod object;
+pub mod publish;
+pub mod reflog;
+pub mod repository;
+pub mod signature;
+pub mod store;
+pub mod timefmt;
+pub mod whitelist;

@@ -1,0 +1,182 @@
+//! The read side: open a repository through an [`ObjectSource`], verify the whole trust
+//! chain, then read snapshots (a root catalog hash) through their nested catalogs.
+
+pub mod path;
+mod snapshot;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use rsa::RsaPublicKey;
+
+pub use snapshot::{Found, Snapshot};
+
+use crate::catalog::{CatalogDb, CatalogError};
+use crate::certificate::{CertificateError, RepoCertificate};
+use crate::hash::ContentHash;
+use crate::history::{History, HistoryError};
+use crate::letter::MAX_LETTER;
+use crate::manifest::{Manifest, ManifestError};
+use crate::object::{open_verified, ObjectError, ObjectKind, ObjectName};
+use crate::store::{ObjectSource, SourceError};
+use crate::whitelist::{Whitelist, WhitelistError};
+
+pub const MANIFEST_PATH: &str = ".cvmfspublished";
+pub const WHITELIST_PATH: &str = ".cvmfswhitelist";
+
+/// Upper bounds for objects whose size no signed field states.
+const MAX_CERTIFICATE: u64 = 64 << 10;
+const MAX_HISTORY: u64 = 256 << 20;
+/// A catalog larger than this is refused even if a parent claims it (1 GiB).
+pub const MAX_CATALOG: u64 = 1 << 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Whitelist(#[from] WhitelistError),
+    #[error("repository certificate: {0}")]
+    Certificate(#[from] CertificateError),
+    #[error(transparent)]
+    Object(#[from] ObjectError),
+    #[error("{what}: {source}")]
+    Catalog { what: String, source: CatalogError },
+    #[error(transparent)]
+    History(#[from] HistoryError),
+    #[error("manifest names repository {found:?}, expected {expected:?}")]
+    WrongRepository { expected: String, found: String },
+    #[error("manifest has no certificate (X) field")]
+    NoCertificate,
+    #[error("no such file or directory: {0}")]
+    NotFound(String),
+    #[error("not a directory: {0}")]
+    NotADirectory(String),
+    #[error("not a regular file: {0}")]
+    NotAFile(String),
+    #[error("repository has no history database, so it has no tags")]
+    NoHistory,
+    #[error("no tag named {0:?} (see `lazyroot tag`)")]
+    UnknownTag(String),
+    #[error(transparent)]
+    BadPath(#[from] path::BadPath),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What a reader trusts: the master public keys, and the clock for whitelist expiry.
+#[derive(Clone)]
+pub struct Trust {
+    pub master_keys: Vec<RsaPublicKey>,
+    /// The repository name expected; `None` takes the manifest's (still checked against
+    /// the whitelist, which the master key signed).
+    pub fqrn: Option<String>,
+    pub now: i64,
+}
+
+/// Which revision to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum At {
+    Latest,
+    RootHash(ContentHash),
+    Tag(String),
+}
+
+/// A verified repository.
+pub struct Repository {
+    source: Arc<dyn ObjectSource>,
+    manifest: Manifest,
+    whitelist: Whitelist,
+    catalogs: Mutex<HashMap<ContentHash, Arc<Mutex<CatalogDb>>>>,
+}
+
+impl Repository {
+    /// Fetches and verifies the manifest, whitelist and certificate.
+    pub fn open(source: Arc<dyn ObjectSource>, trust: &Trust) -> Result<Self, RepoError> {
+        let manifest_bytes = source.fetch(MANIFEST_PATH, MAX_LETTER as u64)?;
+        let (manifest, letter) = Manifest::parse_unverified(&manifest_bytes)?;
+        let fqrn = trust.fqrn.clone().unwrap_or_else(|| manifest.fqrn.clone());
+        if !manifest.fqrn.is_empty() && manifest.fqrn != fqrn {
+            return Err(RepoError::WrongRepository { expected: fqrn, found: manifest.fqrn });
+        }
+        let whitelist_bytes = source.fetch(WHITELIST_PATH, MAX_LETTER as u64)?;
+        let whitelist = Whitelist::verify(&whitelist_bytes, &trust.master_keys)?;
+        let cert_hash = manifest.certificate.ok_or(RepoError::NoCertificate)?;
+        let cert_name = ObjectName::new(cert_hash, ObjectKind::Certificate);
+        let cert_bytes = fetch_object(source.as_ref(), &cert_name, MAX_CERTIFICATE)?;
+        let cert = RepoCertificate::parse(&cert_bytes)?;
+        whitelist.check(&fqrn, trust.now, &cert.fingerprint(manifest.hash_algo()))?;
+        Manifest::verify_letter(&letter, cert.public_key())?;
+        Ok(Repository { source, manifest, whitelist, catalogs: Mutex::new(HashMap::new()) })
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    pub fn whitelist(&self) -> &Whitelist {
+        &self.whitelist
+    }
+
+    pub fn source(&self) -> &Arc<dyn ObjectSource> {
+        &self.source
+    }
+
+    /// The history database named by the manifest, if any.
+    pub fn history(&self) -> Result<Option<History>, RepoError> {
+        let Some(h) = self.manifest.history else { return Ok(None) };
+        let bytes = fetch_object(self.source.as_ref(), &ObjectName::new(h, ObjectKind::History), MAX_HISTORY)?;
+        Ok(Some(History::from_bytes(&bytes)?))
+    }
+
+    /// Resolves `at` to a root catalog hash and its size (0 when unknown).
+    pub fn resolve(&self, at: &At) -> Result<(ContentHash, u64), RepoError> {
+        match at {
+            At::Latest => Ok((self.manifest.root_catalog, self.manifest.root_catalog_size)),
+            At::RootHash(h) => Ok((*h, 0)),
+            At::Tag(name) => {
+                let history = self.history()?.ok_or(RepoError::NoHistory)?;
+                let tag = history.get(name)?.ok_or_else(|| RepoError::UnknownTag(name.clone()))?;
+                Ok((tag.root_hash, tag.size))
+            }
+        }
+    }
+
+    pub fn snapshot(&self, at: &At) -> Result<Snapshot<'_>, RepoError> {
+        let (root, size) = self.resolve(at)?;
+        Snapshot::new(self, root, size)
+    }
+
+    /// Loads (once) and returns the catalog `hash`; `size` bounds the download (0: unknown).
+    pub fn catalog(&self, hash: &ContentHash, size: u64) -> Result<Arc<Mutex<CatalogDb>>, RepoError> {
+        if let Some(c) = self.catalogs.lock().expect("catalog map").get(hash) {
+            return Ok(c.clone());
+        }
+        let bytes = self.catalog_bytes(hash, size)?;
+        let db = CatalogDb::from_bytes(&bytes)
+            .map_err(|source| RepoError::Catalog { what: format!("catalog {}", hash.to_hex()), source })?;
+        let db = Arc::new(Mutex::new(db));
+        self.catalogs.lock().expect("catalog map").insert(*hash, db.clone());
+        Ok(db)
+    }
+
+    /// The decompressed, verified bytes of a catalog.
+    pub fn catalog_bytes(&self, hash: &ContentHash, size: u64) -> Result<Vec<u8>, RepoError> {
+        let limit = if size > 0 { size.min(MAX_CATALOG) } else { MAX_CATALOG };
+        let bytes = fetch_object(self.source.as_ref(), &ObjectName::new(*hash, ObjectKind::Catalog), limit)?;
+        if size > 0 && bytes.len() as u64 != size {
+            return Err(ObjectError::SizeMismatch { name: hash.to_hex(), expected: size, actual: bytes.len() as u64 }.into());
+        }
+        Ok(bytes)
+    }
+}
+
+/// Fetches an object, verifies its hash and inflates at most `limit` bytes.
+pub fn fetch_object(source: &dyn ObjectSource, name: &ObjectName, limit: u64) -> Result<Vec<u8>, RepoError> {
+    // zlib never grows data by more than about 0.1 % plus a few bytes.
+    let compressed_limit = limit + limit / 512 + 1024;
+    let compressed = source.fetch(&name.path(), compressed_limit)?;
+    Ok(open_verified(name, &compressed, limit)?)
+}

@@ -1,0 +1,180 @@
+//! One revision of a repository, named by its root catalog hash: path lookups through
+//! nested catalogs, directory listings and verified file reads.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use crate::catalog::{CatalogDb, Chunk, Entry, EntryKind, Row};
+use crate::hash::{ContentHash, PathKey};
+use crate::object::{ObjectError, ObjectKind, ObjectName};
+
+use super::path::{is_within, join, normalize};
+use super::{fetch_object, RepoError, Repository};
+
+/// An entry together with where it was found.
+#[derive(Debug, Clone)]
+pub struct Found {
+    /// Normalized path ("" for the root).
+    pub path: Vec<u8>,
+    pub entry: Entry,
+    /// The catalog that holds the entry.
+    pub catalog: ContentHash,
+}
+
+pub struct Snapshot<'r> {
+    repo: &'r Repository,
+    root: ContentHash,
+    root_size: u64,
+}
+
+fn shown(path: &[u8]) -> String {
+    if path.is_empty() {
+        "/".to_string()
+    } else {
+        String::from_utf8_lossy(path).into_owned()
+    }
+}
+
+impl<'r> Snapshot<'r> {
+    pub(super) fn new(repo: &'r Repository, root: ContentHash, root_size: u64) -> Result<Self, RepoError> {
+        let s = Snapshot { repo, root, root_size };
+        s.repo.catalog(&root, root_size)?; // fail early on a missing or corrupt root catalog
+        Ok(s)
+    }
+
+    pub fn root_hash(&self) -> ContentHash {
+        self.root
+    }
+
+    pub fn repository(&self) -> &'r Repository {
+        self.repo
+    }
+
+    /// The deepest catalog whose subtree holds `path` (a normalized path).
+    fn catalog_for(&self, path: &[u8]) -> Result<(ContentHash, Arc<Mutex<CatalogDb>>), RepoError> {
+        let (mut hash, mut size) = (self.root, self.root_size);
+        loop {
+            let db = self.repo.catalog(&hash, size)?;
+            let nested = db.lock().expect("catalog").nested().map_err(|source| RepoError::Catalog {
+                what: format!("catalog {}", hash.to_hex()),
+                source,
+            })?;
+            match nested.into_iter().find(|n| is_within(path, &n.path)) {
+                Some(n) => (hash, size) = (n.hash, n.size),
+                None => return Ok((hash, db)),
+            }
+        }
+    }
+
+    fn cat_err(hash: &ContentHash) -> impl Fn(crate::catalog::CatalogError) -> RepoError + '_ {
+        move |source| RepoError::Catalog { what: format!("catalog {}", hash.to_hex()), source }
+    }
+
+    /// Looks up `path`; `None` if it does not exist.
+    pub fn lookup(&self, path: &[u8]) -> Result<Option<Found>, RepoError> {
+        let path = normalize(path)?;
+        let (hash, db) = self.catalog_for(&path)?;
+        let entry = db.lock().expect("catalog").lookup(PathKey::of(&path)).map_err(Self::cat_err(&hash))?;
+        Ok(entry.map(|entry| Found { path, entry, catalog: hash }))
+    }
+
+    pub fn stat(&self, path: &[u8]) -> Result<Found, RepoError> {
+        self.lookup(path)?.ok_or_else(|| RepoError::NotFound(shown(path)))
+    }
+
+    /// The entries of a directory, ordered by name (hidden entries left out).
+    pub fn list(&self, path: &[u8]) -> Result<Vec<Found>, RepoError> {
+        let dir = self.stat(path)?;
+        if !dir.entry.is_dir() {
+            return Err(RepoError::NotADirectory(shown(&dir.path)));
+        }
+        let (hash, db) = self.catalog_for(&dir.path)?;
+        let rows: Vec<Row> = db.lock().expect("catalog").children(PathKey::of(&dir.path)).map_err(Self::cat_err(&hash))?;
+        Ok(rows
+            .into_iter()
+            .filter(|r| !r.entry.is_hidden())
+            .map(|r| Found { path: join(&dir.path, &r.entry.name), entry: r.entry, catalog: hash })
+            .collect())
+    }
+
+    /// The chunk list of a chunked file.
+    pub fn chunks(&self, found: &Found) -> Result<Vec<Chunk>, RepoError> {
+        let db = self.repo.catalog(&found.catalog, 0)?;
+        let chunks = db
+            .lock()
+            .expect("catalog")
+            .chunks(PathKey::of(&found.path), found.entry.hash_algo())
+            .map_err(Self::cat_err(&found.catalog))?;
+        Ok(chunks)
+    }
+
+    /// Writes the verified content of a regular file to `out`; returns the byte count.
+    pub fn read_file(&self, path: &[u8], out: &mut dyn Write) -> Result<u64, RepoError> {
+        let found = self.stat(path)?;
+        self.read_found(&found, out)
+    }
+
+    pub fn read_found(&self, found: &Found, out: &mut dyn Write) -> Result<u64, RepoError> {
+        let e = &found.entry;
+        if e.kind() != EntryKind::File {
+            return Err(RepoError::NotAFile(shown(&found.path)));
+        }
+        let io = |err: std::io::Error| RepoError::Invalid(format!("writing {}: {err}", shown(&found.path)));
+        if e.flags & crate::catalog::schema::flags::EXTERNAL != 0 {
+            return Err(RepoError::Invalid(format!("{}: external files are not supported", shown(&found.path))));
+        }
+        if e.is_chunked() {
+            let mut expected_offset = 0u64;
+            for c in self.chunks(found)? {
+                if c.offset != expected_offset {
+                    return Err(RepoError::Invalid(format!("{}: chunk list has a gap at {expected_offset}", shown(&found.path))));
+                }
+                let data = self.object(ObjectName::new(c.hash, ObjectKind::Chunk), c.size, e.is_compressed())?;
+                out.write_all(&data).map_err(io)?;
+                expected_offset += c.size;
+            }
+            if expected_offset != e.size {
+                return Err(RepoError::Invalid(format!("{}: chunks cover {expected_offset} of {} bytes", shown(&found.path), e.size)));
+            }
+            return Ok(e.size);
+        }
+        let Some(hash) = e.hash else {
+            if e.size == 0 {
+                return Ok(0);
+            }
+            return Err(RepoError::Invalid(format!("{}: file of {} bytes has no content hash", shown(&found.path), e.size)));
+        };
+        let data = self.object(ObjectName::new(hash, ObjectKind::File), e.size, e.is_compressed())?;
+        out.write_all(&data).map_err(io)?;
+        Ok(e.size)
+    }
+
+    /// A verified object of exactly `size` bytes once decompressed.
+    fn object(&self, name: ObjectName, size: u64, compressed: bool) -> Result<Vec<u8>, RepoError> {
+        let data = if compressed {
+            fetch_object(self.repo.source().as_ref(), &name, size)?
+        } else {
+            let raw = self.repo.source().fetch(&name.path(), size)?;
+            if name.hash.algo.digest(&raw) != name.hash {
+                return Err(ObjectError::HashMismatch { name: name.path(), actual: name.hash.algo.digest(&raw).to_hex() }.into());
+            }
+            raw
+        };
+        if data.len() as u64 != size {
+            return Err(ObjectError::SizeMismatch { name: name.path(), expected: size, actual: data.len() as u64 }.into());
+        }
+        Ok(data)
+    }
+
+    /// Visits every entry below `path` (itself included) in pre-order, children by name.
+    pub fn walk(&self, path: &[u8], visit: &mut dyn FnMut(&Found) -> Result<(), RepoError>) -> Result<(), RepoError> {
+        let mut stack = vec![self.stat(path)?];
+        while let Some(item) = stack.pop() {
+            visit(&item)?;
+            if item.entry.is_dir() {
+                stack.extend(self.list(&item.path)?.into_iter().rev());
+            }
+        }
+        Ok(())
+    }
+}

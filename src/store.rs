@@ -1,0 +1,246 @@
+//! A repository's objects and bootstrap files on local disk: the writer's side (temporary
+//! name, then rename) and the reader's side (bounded reads) of `data/`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::hash::HashAlgo;
+use crate::object::{compress_and_hash, CompressingWriter, ObjectKind, ObjectName};
+
+/// An I/O failure with the operation and path it happened to.
+#[derive(Debug, thiserror::Error)]
+#[error("{op} {}: {source}", path.display())]
+pub struct IoError {
+    pub op: &'static str,
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+impl IoError {
+    pub fn new(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        IoError { op, path: path.into(), source }
+    }
+}
+
+/// Adds the operation and path to an `io::Result`.
+pub trait IoContext<T> {
+    fn ctx(self, op: &'static str, path: &Path) -> Result<T, IoError>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn ctx(self, op: &'static str, path: &Path) -> Result<T, IoError> {
+        self.map_err(|e| IoError::new(op, path, e))
+    }
+}
+
+/// Why a file of the repository could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{0} is missing from the repository")]
+    NotFound(String),
+    #[error("{what} is {size} bytes, more than the {limit} allowed")]
+    TooLarge { what: String, size: u64, limit: u64 },
+    #[error(transparent)]
+    Io(#[from] IoError),
+}
+
+/// Where a reader gets the raw bytes of repository files (`.cvmfspublished`, `data/…`).
+/// A local directory now; HTTP implements the same trait.
+pub trait ObjectSource: Send + Sync {
+    /// The bytes of `rel` (a path relative to the repository root), at most `limit` of them.
+    fn fetch(&self, rel: &str, limit: u64) -> Result<Vec<u8>, SourceError>;
+    /// A short description for messages (a directory or a URL).
+    fn describe(&self) -> String;
+}
+
+/// A repository directory on local disk, as a Stratum 0 keeps it.
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalStore { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn path_of(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    fn txn_dir(&self) -> PathBuf {
+        self.root.join("data/txn")
+    }
+
+    /// Creates `data/00`…`data/ff` and `data/txn`.
+    pub fn create_layout(&self) -> Result<(), IoError> {
+        for i in 0..=255u8 {
+            let d = self.root.join(format!("data/{i:02x}"));
+            fs::create_dir_all(&d).ctx("creating", &d)?;
+        }
+        let t = self.txn_dir();
+        fs::create_dir_all(&t).ctx("creating", &t)
+    }
+
+    pub fn contains(&self, name: &ObjectName) -> bool {
+        self.path_of(&name.path()).exists()
+    }
+
+    /// Stores already compressed bytes under `name`; a no-op if the object exists.
+    /// Returns whether bytes were written.
+    pub fn put_compressed(&self, name: &ObjectName, compressed: &[u8]) -> Result<bool, IoError> {
+        let dest = self.path_of(&name.path());
+        if dest.exists() {
+            return Ok(false);
+        }
+        let mut tmp = self.temp_file()?;
+        tmp.write_all(compressed).ctx("writing", tmp.path())?;
+        self.commit_temp(tmp, &dest)?;
+        Ok(true)
+    }
+
+    /// Compresses, hashes and stores `data` as an object of `kind`.
+    pub fn put(&self, kind: ObjectKind, algo: HashAlgo, data: &[u8]) -> Result<ObjectName, IoError> {
+        let (compressed, hash) = compress_and_hash(algo, data);
+        let name = ObjectName::new(hash, kind);
+        self.put_compressed(&name, &compressed)?;
+        Ok(name)
+    }
+
+    /// Streams `reader` into a new object with bounded memory. Returns the name, the
+    /// uncompressed size and whether the object was new.
+    pub fn put_stream(
+        &self,
+        kind: ObjectKind,
+        algo: HashAlgo,
+        reader: &mut dyn Read,
+        source: &Path,
+    ) -> Result<(ObjectName, u64, bool), IoError> {
+        let tmp = self.temp_file()?;
+        let tmp_path = tmp.path().to_path_buf();
+        let mut w = CompressingWriter::new(algo, io::BufWriter::with_capacity(256 << 10, tmp));
+        let size = copy_reporting(reader, &mut w, source, &tmp_path)?;
+        let (buf, hash, _) = w.finish().ctx("writing", &tmp_path)?;
+        let tmp = buf.into_inner().map_err(|e| IoError::new("writing", &tmp_path, e.into_error()))?;
+        let name = ObjectName::new(hash, kind);
+        let dest = self.path_of(&name.path());
+        if dest.exists() {
+            return Ok((name, size, false));
+        }
+        self.commit_temp(tmp, &dest)?;
+        Ok((name, size, true))
+    }
+
+    fn temp_file(&self) -> Result<tempfile::NamedTempFile, IoError> {
+        let dir = self.txn_dir();
+        tempfile::Builder::new().prefix("obj.").tempfile_in(&dir).ctx("creating a temporary file in", &dir)
+    }
+
+    fn commit_temp(&self, tmp: tempfile::NamedTempFile, dest: &Path) -> Result<(), IoError> {
+        // Objects are world-readable: a web server serves them as they are.
+        let perm = std::os::unix::fs::PermissionsExt::from_mode(0o644);
+        fs::set_permissions(tmp.path(), perm).ctx("setting permissions of", tmp.path())?;
+        tmp.persist(dest).map_err(|e| IoError::new("renaming into", dest, e.error))?;
+        Ok(())
+    }
+
+    /// Writes a bootstrap file (manifest, whitelist, reflog) durably and atomically:
+    /// temporary file, fsync, rename, fsync of the directory.
+    pub fn write_atomic(&self, rel: &str, bytes: &[u8]) -> Result<(), IoError> {
+        let dest = self.path_of(rel);
+        let dir = dest.parent().unwrap_or(&self.root).to_path_buf();
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".lazyroot-tmp.")
+            .tempfile_in(&dir)
+            .ctx("creating a temporary file in", &dir)?;
+        tmp.write_all(bytes).ctx("writing", tmp.path())?;
+        tmp.as_file().sync_all().ctx("syncing", tmp.path())?;
+        let perm = std::os::unix::fs::PermissionsExt::from_mode(0o644);
+        fs::set_permissions(tmp.path(), perm).ctx("setting permissions of", tmp.path())?;
+        tmp.persist(&dest).map_err(|e| IoError::new("renaming into", &dest, e.error))?;
+        File::open(&dir).and_then(|d| d.sync_all()).ctx("syncing", &dir)
+    }
+
+    /// Flushes everything written to the repository's filesystem, once, before the
+    /// manifest that makes it reachable is written (cheaper than an fsync per object).
+    pub fn sync_filesystem(&self) -> Result<(), IoError> {
+        let f = File::open(&self.root).ctx("opening", &self.root)?;
+        nix::unistd::syncfs(&f)
+            .map_err(|e| IoError::new("syncing the filesystem of", &self.root, e.into()))
+    }
+
+    /// Opens the lock file that keeps two publishers apart.
+    pub fn lock_file(&self) -> Result<File, IoError> {
+        let p = self.txn_dir().join("publish.lock");
+        OpenOptions::new().create(true).truncate(false).write(true).open(&p).ctx("opening", &p)
+    }
+}
+
+/// Copies with error messages that name the side that failed: the source file or the
+/// temporary object.
+fn copy_reporting(r: &mut dyn Read, w: &mut dyn Write, source: &Path, tmp: &Path) -> Result<u64, IoError> {
+    let mut buf = vec![0u8; 256 << 10];
+    let mut total = 0u64;
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(IoError::new("reading", source, e)),
+        };
+        w.write_all(&buf[..n]).ctx("writing", tmp)?;
+        total += n as u64;
+    }
+}
+
+impl ObjectSource for LocalStore {
+    fn fetch(&self, rel: &str, limit: u64) -> Result<Vec<u8>, SourceError> {
+        let path = self.path_of(rel);
+        let f = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(SourceError::NotFound(format!("{} ({})", rel, self.root.display())))
+            }
+            Err(e) => return Err(IoError::new("opening", path, e).into()),
+        };
+        let size = f.metadata().ctx("reading metadata of", &path)?.len();
+        if size > limit {
+            return Err(SourceError::TooLarge { what: path.display().to_string(), size, limit });
+        }
+        let mut out = Vec::with_capacity(size as usize);
+        f.take(limit).read_to_end(&mut out).ctx("reading", &path)?;
+        Ok(out)
+    }
+
+    fn describe(&self) -> String {
+        self.root.display().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_is_idempotent_and_leaves_no_temporaries() {
+        let d = tempfile::tempdir().unwrap();
+        let s = LocalStore::new(d.path());
+        s.create_layout().unwrap();
+        let a = s.put(ObjectKind::File, HashAlgo::Sha1, b"foo\n").unwrap();
+        assert_eq!(a.path(), "data/d8/5ab7e835750785b0535d4fbba7d59e921b1f48");
+        let (c, _) = compress_and_hash(HashAlgo::Sha1, b"foo\n");
+        assert!(!s.put_compressed(&a, &c).unwrap(), "second put is a no-op");
+        let (b, size, new) = s.put_stream(ObjectKind::File, HashAlgo::Sha1, &mut &b"foo\n"[..], Path::new("x")).unwrap();
+        assert_eq!((b, size, new), (a, 4, false));
+        assert_eq!(fs::read_dir(d.path().join("data/txn")).unwrap().count(), 0);
+        assert_eq!(s.fetch(&a.path(), 100).unwrap(), c);
+        assert!(matches!(s.fetch(&a.path(), 3), Err(SourceError::TooLarge { .. })));
+        assert!(matches!(s.fetch("data/00/nope", 3), Err(SourceError::NotFound(_))));
+    }
+}
