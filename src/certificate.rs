@@ -43,18 +43,29 @@ impl RepoCertificate {
     /// characters are cut to 30 and marked `[...]`, as `cvmfs_server` does).
     pub fn generate(fqrn: &str, key: &RsaPrivateKey) -> Result<String, CertificateError> {
         let build = |e: &dyn std::fmt::Display| CertificateError::Build(e.to_string());
-        let short = if fqrn.len() > 30 { format!("{}[...]", &fqrn[..30]) } else { fqrn.to_string() };
+        let short = if fqrn.len() > 30 {
+            format!("{}[...]", &fqrn[..30])
+        } else {
+            fqrn.to_string()
+        };
         let cn = format!("{short} CernVM-FS Release Managers");
         let subject = Name::from_str(&format!("CN={cn}")).map_err(|e| build(&e))?;
-        let spki_der = key.to_public_key().to_public_key_der().map_err(|e| build(&e))?;
-        let spki = SubjectPublicKeyInfoOwned::from_der(spki_der.as_bytes()).map_err(|e| build(&e))?;
+        let spki_der = key
+            .to_public_key()
+            .to_public_key_der()
+            .map_err(|e| build(&e))?;
+        let spki =
+            SubjectPublicKeyInfoOwned::from_der(spki_der.as_bytes()).map_err(|e| build(&e))?;
         let serial: [u8; 8] = rand::random();
         let serial = SerialNumber::new(&[&[0x01], &serial[..]].concat()).map_err(|e| build(&e))?;
         let validity = Validity::from_now(VALIDITY).map_err(|e| build(&e))?;
         let signer = SigningKey::<Sha256>::new(key.clone());
-        let builder = CertificateBuilder::new(Profile::Root, serial, validity, subject, spki, &signer)
+        let builder =
+            CertificateBuilder::new(Profile::Root, serial, validity, subject, spki, &signer)
+                .map_err(|e| build(&e))?;
+        let cert = builder
+            .build::<rsa::pkcs1v15::Signature>()
             .map_err(|e| build(&e))?;
-        let cert = builder.build::<rsa::pkcs1v15::Signature>().map_err(|e| build(&e))?;
         cert.to_pem(der::pem::LineEnding::LF).map_err(|e| build(&e))
     }
 
@@ -65,9 +76,13 @@ impl RepoCertificate {
             Err(_) => Certificate::from_der(bytes).map_err(CertificateError::Parse)?,
         };
         let der = cert.to_der().map_err(CertificateError::Parse)?;
-        let spki_der = cert.tbs_certificate.subject_public_key_info.to_der().map_err(CertificateError::Parse)?;
-        let public_key =
-            RsaPublicKey::from_public_key_der(&spki_der).map_err(|e| CertificateError::Key(e.to_string()))?;
+        let spki_der = cert
+            .tbs_certificate
+            .subject_public_key_info
+            .to_der()
+            .map_err(CertificateError::Parse)?;
+        let public_key = RsaPublicKey::from_public_key_der(&spki_der)
+            .map_err(|e| CertificateError::Key(e.to_string()))?;
         Ok(RepoCertificate { der, public_key })
     }
 

@@ -83,7 +83,9 @@ impl FromStr for HashAlgo {
     }
 }
 
-/// An incremental hasher for any of the content algorithms.
+/// An incremental hasher for any of the content algorithms. Short-lived and on the stack,
+/// so the variants' size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Hasher {
     Sha1(sha1::Sha1),
     Rmd160(ripemd::Ripemd160),
@@ -250,9 +252,21 @@ mod tests {
     #[test]
     fn known_digests() {
         let cases: &[(HashAlgo, &[u8], &str)] = &[
-            (HashAlgo::Sha1, b"abc", "a9993e364706816aba3e25717850c26c9cd0d89d"),
-            (HashAlgo::Rmd160, b"abc", "8eb208f7e05d987a9b044a8e98c6b087f15a0bfc-rmd160"),
-            (HashAlgo::Shake128, b"", "7f9c2ba4e88f827d616045507605853ed73b8093-shake128"),
+            (
+                HashAlgo::Sha1,
+                b"abc",
+                "a9993e364706816aba3e25717850c26c9cd0d89d",
+            ),
+            (
+                HashAlgo::Rmd160,
+                b"abc",
+                "8eb208f7e05d987a9b044a8e98c6b087f15a0bfc-rmd160",
+            ),
+            (
+                HashAlgo::Shake128,
+                b"",
+                "7f9c2ba4e88f827d616045507605853ed73b8093-shake128",
+            ),
         ];
         for (algo, input, want) in cases {
             let h = algo.digest(input);
@@ -263,7 +277,12 @@ mod tests {
 
     #[test]
     fn parse_rejects_garbage() {
-        for bad in ["", "abc", "zz993e364706816aba3e25717850c26c9cd0d89d", "a9993e364706816aba3e25717850c26c9cd0d89d-md5"] {
+        for bad in [
+            "",
+            "abc",
+            "zz993e364706816aba3e25717850c26c9cd0d89d",
+            "a9993e364706816aba3e25717850c26c9cd0d89d-md5",
+        ] {
             assert!(ContentHash::parse(bad).is_err(), "{bad}");
         }
     }
@@ -276,14 +295,26 @@ mod tests {
         assert_eq!(ContentHash::parse_fingerprint(&fp).unwrap(), h);
         let s = HashAlgo::Shake128.digest(b"x");
         assert!(s.to_fingerprint().ends_with("-SHAKE128"));
-        assert_eq!(ContentHash::parse_fingerprint(&s.to_fingerprint()).unwrap(), s);
+        assert_eq!(
+            ContentHash::parse_fingerprint(&s.to_fingerprint()).unwrap(),
+            s
+        );
     }
 
     #[test]
     fn path_keys_match_fixture() {
         // Verified against the stock fixture's root catalog.
-        assert_eq!(PathKey::of(b""), PathKey(338333539836370388, 9098107892288553193));
-        assert_eq!(PathKey::of(b"").md5_hex(), "d41d8cd98f00b204e9800998ecf8427e");
-        assert_eq!(PathKey::of(b"/foo"), PathKey(5745132282796244766, -5819618580357280866));
+        assert_eq!(
+            PathKey::of(b""),
+            PathKey(338333539836370388, 9098107892288553193)
+        );
+        assert_eq!(
+            PathKey::of(b"").md5_hex(),
+            "d41d8cd98f00b204e9800998ecf8427e"
+        );
+        assert_eq!(
+            PathKey::of(b"/foo"),
+            PathKey(5745132282796244766, -5819618580357280866)
+        );
     }
 }

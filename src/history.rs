@@ -52,7 +52,9 @@ pub struct History {
 pub fn validate_tag_name(name: &str) -> Result<(), HistoryError> {
     let ok = !name.is_empty()
         && name.len() <= 255
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'));
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'));
     if ok {
         Ok(())
     } else {
@@ -64,12 +66,18 @@ impl History {
     pub fn create(fqrn: &str) -> Result<Self, HistoryError> {
         let conn = Connection::open_in_memory()?;
         conn.execute_batch(CREATE)?;
-        conn.execute("INSERT INTO properties (key, value) VALUES ('schema', ?1)", [SCHEMA_VERSION])?;
+        conn.execute(
+            "INSERT INTO properties (key, value) VALUES ('schema', ?1)",
+            [SCHEMA_VERSION],
+        )?;
         conn.execute(
             "INSERT INTO properties (key, value) VALUES ('schema_revision', ?1)",
             [SCHEMA_REVISION.to_string()],
         )?;
-        conn.execute("INSERT INTO properties (key, value) VALUES ('fqrn', ?1)", [fqrn])?;
+        conn.execute(
+            "INSERT INTO properties (key, value) VALUES ('fqrn', ?1)",
+            [fqrn],
+        )?;
         Ok(History { conn })
     }
 
@@ -106,8 +114,18 @@ impl History {
         let mut out = Vec::new();
         for row in rows {
             let (name, hash, revision, timestamp, description, size) = row?;
-            let root_hash = ContentHash::parse(&hash).map_err(|_| HistoryError::BadHash { name: name.clone(), hash })?;
-            out.push(Tag { name, root_hash, revision: revision as u64, timestamp, description, size: size as u64 });
+            let root_hash = ContentHash::parse(&hash).map_err(|_| HistoryError::BadHash {
+                name: name.clone(),
+                hash,
+            })?;
+            out.push(Tag {
+                name,
+                root_hash,
+                revision: revision as u64,
+                timestamp,
+                description,
+                size: size as u64,
+            });
         }
         Ok(out)
     }
@@ -120,7 +138,11 @@ impl History {
         validate_tag_name(&tag.name)?;
         let has_branch: bool = self
             .conn
-            .query_row("SELECT count(*) FROM pragma_table_info('tags') WHERE name='branch'", [], |r| r.get::<_, i64>(0))
+            .query_row(
+                "SELECT count(*) FROM pragma_table_info('tags') WHERE name='branch'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
             .map(|n| n > 0)?;
         let sql = if has_branch {
             "INSERT OR REPLACE INTO tags (name, hash, revision, timestamp, channel, description, size, branch)
@@ -131,18 +153,33 @@ impl History {
         };
         self.conn.execute(
             sql,
-            params![tag.name, tag.root_hash.to_hex(), tag.revision as i64, tag.timestamp, tag.description, tag.size as i64],
+            params![
+                tag.name,
+                tag.root_hash.to_hex(),
+                tag.revision as i64,
+                tag.timestamp,
+                tag.description,
+                tag.size as i64
+            ],
         )?;
         Ok(())
     }
 
     /// Removes a tag; returns whether it existed.
     pub fn remove(&self, name: &str) -> Result<bool, HistoryError> {
-        Ok(self.conn.execute("DELETE FROM tags WHERE name = ?1", [name])? > 0)
+        Ok(self
+            .conn
+            .execute("DELETE FROM tags WHERE name = ?1", [name])?
+            > 0)
     }
 
     pub fn fqrn(&self) -> Result<Option<String>, HistoryError> {
-        Ok(self.conn.query_row("SELECT value FROM properties WHERE key='fqrn'", [], |r| r.get(0)).optional()?)
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM properties WHERE key='fqrn'", [], |r| {
+                r.get(0)
+            })
+            .optional()?)
     }
 
     pub fn to_bytes(&self) -> Result<Vec<u8>, HistoryError> {

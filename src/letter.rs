@@ -27,18 +27,32 @@ pub const MAX_LETTER: usize = 1 << 20;
 impl<'a> Letter<'a> {
     pub fn split(what: &'static str, bytes: &'a [u8]) -> Result<Self, LetterError> {
         if bytes.len() > MAX_LETTER {
-            return Err(LetterError::TooLarge { what, limit: MAX_LETTER });
+            return Err(LetterError::TooLarge {
+                what,
+                limit: MAX_LETTER,
+            });
         }
         // The separator is a line of its own: at the start, or after a newline.
         let sep = if bytes.starts_with(b"--\n") {
             0
         } else {
-            bytes.windows(4).position(|w| w == b"\n--\n").map(|p| p + 1).ok_or(LetterError::NoSeparator(what))?
+            bytes
+                .windows(4)
+                .position(|w| w == b"\n--\n")
+                .map(|p| p + 1)
+                .ok_or(LetterError::NoSeparator(what))?
         };
         let body = &bytes[..sep];
         let rest = &bytes[sep + 3..];
-        let nl = rest.iter().position(|&b| b == b'\n').ok_or(LetterError::NoHash(what))?;
-        Ok(Letter { body, hash_hex: &rest[..nl], signature: &rest[nl + 1..] })
+        let nl = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or(LetterError::NoHash(what))?;
+        Ok(Letter {
+            body,
+            hash_hex: &rest[..nl],
+            signature: &rest[nl + 1..],
+        })
     }
 
     pub fn compose(body: &[u8], hash_hex: &str, signature: &[u8]) -> Vec<u8> {
@@ -60,8 +74,17 @@ mod tests {
     fn split_and_compose() {
         let raw = Letter::compose(b"Cabc\nS2\n", "ff00", b"\x00--\n\x01");
         let l = Letter::split("manifest", &raw).unwrap();
-        assert_eq!((l.body, l.hash_hex, l.signature), (&b"Cabc\nS2\n"[..], &b"ff00"[..], &b"\x00--\n\x01"[..]));
-        assert_eq!(Letter::split("manifest", b"Cabc\nS2\n"), Err(LetterError::NoSeparator("manifest")));
-        assert_eq!(Letter::split("manifest", b"Cabc\n--\nff"), Err(LetterError::NoHash("manifest")));
+        assert_eq!(
+            (l.body, l.hash_hex, l.signature),
+            (&b"Cabc\nS2\n"[..], &b"ff00"[..], &b"\x00--\n\x01"[..])
+        );
+        assert_eq!(
+            Letter::split("manifest", b"Cabc\nS2\n"),
+            Err(LetterError::NoSeparator("manifest"))
+        );
+        assert_eq!(
+            Letter::split("manifest", b"Cabc\n--\nff"),
+            Err(LetterError::NoHash("manifest"))
+        );
     }
 }

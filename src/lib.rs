@@ -12,6 +12,7 @@
 //!   catalogs, sign, commit the manifest last.
 //! - [`keys`]: the key files of a repository and `mkfs`/`resign`.
 //! - [`check`]: audit every object reachable from the manifest.
+//! - [`listing`]: a tab-separated listing of a snapshot, comparable across implementations.
 //! - [`timefmt`]: UTC timestamps in the format's textual forms.
 
 pub mod catalog;
@@ -21,6 +22,7 @@ pub mod hash;
 pub mod history;
 pub mod keys;
 pub mod letter;
+pub mod listing;
 pub mod manifest;
 pub mod object;
 pub mod publish;

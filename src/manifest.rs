@@ -117,7 +117,10 @@ impl Manifest {
     }
 
     fn parse_body(body: &[u8]) -> Result<Self, ManifestError> {
-        let field = |key: char, why: &str| ManifestError::Field { key, why: why.to_string() };
+        let field = |key: char, why: &str| ManifestError::Field {
+            key,
+            why: why.to_string(),
+        };
         let mut m = Manifest {
             root_catalog: ContentHash::new(HashAlgo::Sha1, [0; 20]),
             root_catalog_size: 0,
@@ -140,7 +143,10 @@ impl Manifest {
             let key = chars.next().expect("non-empty");
             let val = chars.as_str();
             let hash = || ContentHash::parse(val).map_err(|e| field(key, &e.to_string()));
-            let num = || val.parse::<u64>().map_err(|_| field(key, "is not a number"));
+            let num = || {
+                val.parse::<u64>()
+                    .map_err(|_| field(key, "is not a number"))
+            };
             match key {
                 'C' => (m.root_catalog, has_c) = (hash()?, true),
                 'B' => m.root_catalog_size = num()?,
@@ -219,10 +225,19 @@ mod tests {
         let i = bytes.windows(2).position(|w| w == b"S7").unwrap();
         t[i + 1] = b'8';
         let (_, l) = Manifest::parse_unverified(&t).unwrap();
-        assert!(matches!(Manifest::verify_letter(&l, &key.to_public_key()), Err(ManifestError::HashMismatch)));
+        assert!(matches!(
+            Manifest::verify_letter(&l, &key.to_public_key()),
+            Err(ManifestError::HashMismatch)
+        ));
         let other = signature::generate_key().unwrap();
         let (_, l) = Manifest::parse_unverified(&bytes).unwrap();
-        assert!(matches!(Manifest::verify_letter(&l, &other.to_public_key()), Err(ManifestError::BadSignature)));
-        assert!(matches!(Manifest::parse_unverified(b"B1\n--\nab\n"), Err(ManifestError::Field { key: 'C', .. })));
+        assert!(matches!(
+            Manifest::verify_letter(&l, &other.to_public_key()),
+            Err(ManifestError::BadSignature)
+        ));
+        assert!(matches!(
+            Manifest::parse_unverified(b"B1\n--\nab\n"),
+            Err(ManifestError::Field { key: 'C', .. })
+        ));
     }
 }

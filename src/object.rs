@@ -64,7 +64,10 @@ impl std::fmt::Display for ObjectName {
 
 /// Compresses with zlib's default level, as `deflateInit(Z_DEFAULT_COMPRESSION)` upstream.
 pub fn compress(data: &[u8]) -> Vec<u8> {
-    let mut enc = ZlibEncoder::new(Vec::with_capacity(data.len() / 2 + 64), Compression::default());
+    let mut enc = ZlibEncoder::new(
+        Vec::with_capacity(data.len() / 2 + 64),
+        Compression::default(),
+    );
     enc.write_all(data).expect("writing to a Vec cannot fail");
     enc.finish().expect("writing to a Vec cannot fail")
 }
@@ -83,17 +86,28 @@ pub enum ObjectError {
     #[error("object {name}: decompresses to more than the expected {limit} bytes")]
     TooLarge { name: String, limit: u64 },
     #[error("object {name}: decompresses to {actual} bytes, expected {expected}")]
-    SizeMismatch { name: String, expected: u64, actual: u64 },
+    SizeMismatch {
+        name: String,
+        expected: u64,
+        actual: u64,
+    },
     #[error("object {name}: not a valid zlib stream: {source}")]
     Corrupt { name: String, source: io::Error },
 }
 
 /// Verifies `compressed` against `name` and inflates it, refusing to produce more than
 /// `limit` bytes (sizes come from signed metadata; an attacker's zlib bomb stops here).
-pub fn open_verified(name: &ObjectName, compressed: &[u8], limit: u64) -> Result<Vec<u8>, ObjectError> {
+pub fn open_verified(
+    name: &ObjectName,
+    compressed: &[u8],
+    limit: u64,
+) -> Result<Vec<u8>, ObjectError> {
     let actual = name.hash.algo.digest(compressed);
     if actual != name.hash {
-        return Err(ObjectError::HashMismatch { name: name.path(), actual: actual.to_hex() });
+        return Err(ObjectError::HashMismatch {
+            name: name.path(),
+            actual: actual.to_hex(),
+        });
     }
     inflate_bounded(&name.path(), compressed, limit)
 }
@@ -103,9 +117,15 @@ pub fn inflate_bounded(what: &str, compressed: &[u8], limit: u64) -> Result<Vec<
     let mut out = Vec::with_capacity(limit.min(compressed.len() as u64 * 4).min(64 << 20) as usize);
     let mut dec = ZlibDecoder::new(compressed).take(limit.saturating_add(1));
     dec.read_to_end(&mut out)
-        .map_err(|source| ObjectError::Corrupt { name: what.to_string(), source })?;
+        .map_err(|source| ObjectError::Corrupt {
+            name: what.to_string(),
+            source,
+        })?;
     if out.len() as u64 > limit {
-        return Err(ObjectError::TooLarge { name: what.to_string(), limit });
+        return Err(ObjectError::TooLarge {
+            name: what.to_string(),
+            limit,
+        });
     }
     Ok(out)
 }
@@ -119,7 +139,14 @@ pub struct CompressingWriter<W: Write> {
 impl<W: Write> CompressingWriter<W> {
     pub fn new(algo: HashAlgo, inner: W) -> Self {
         CompressingWriter {
-            enc: ZlibEncoder::new(HashingWriter { inner, hasher: algo.hasher(), written: 0 }, Compression::default()),
+            enc: ZlibEncoder::new(
+                HashingWriter {
+                    inner,
+                    hasher: algo.hasher(),
+                    written: 0,
+                },
+                Compression::default(),
+            ),
         }
     }
 
@@ -165,12 +192,30 @@ mod tests {
     fn names_carry_suffixes() {
         let h = ContentHash::parse("d85ab7e835750785b0535d4fbba7d59e921b1f48").unwrap();
         let cases = [
-            (ObjectKind::File, "data/d8/5ab7e835750785b0535d4fbba7d59e921b1f48"),
-            (ObjectKind::Catalog, "data/d8/5ab7e835750785b0535d4fbba7d59e921b1f48C"),
-            (ObjectKind::Chunk, "data/d8/5ab7e835750785b0535d4fbba7d59e921b1f48P"),
-            (ObjectKind::History, "data/d8/5ab7e835750785b0535d4fbba7d59e921b1f48H"),
-            (ObjectKind::Certificate, "data/d8/5ab7e835750785b0535d4fbba7d59e921b1f48X"),
-            (ObjectKind::MetaInfo, "data/d8/5ab7e835750785b0535d4fbba7d59e921b1f48M"),
+            (
+                ObjectKind::File,
+                "data/d8/5ab7e835750785b0535d4fbba7d59e921b1f48",
+            ),
+            (
+                ObjectKind::Catalog,
+                "data/d8/5ab7e835750785b0535d4fbba7d59e921b1f48C",
+            ),
+            (
+                ObjectKind::Chunk,
+                "data/d8/5ab7e835750785b0535d4fbba7d59e921b1f48P",
+            ),
+            (
+                ObjectKind::History,
+                "data/d8/5ab7e835750785b0535d4fbba7d59e921b1f48H",
+            ),
+            (
+                ObjectKind::Certificate,
+                "data/d8/5ab7e835750785b0535d4fbba7d59e921b1f48X",
+            ),
+            (
+                ObjectKind::MetaInfo,
+                "data/d8/5ab7e835750785b0535d4fbba7d59e921b1f48M",
+            ),
         ];
         for (kind, want) in cases {
             assert_eq!(ObjectName::new(h, kind).path(), want);
@@ -188,10 +233,16 @@ mod tests {
         assert_eq!(&c[..2], &[0x78, 0x9c], "RFC 1950 header, default level");
         let name = ObjectName::new(h, ObjectKind::File);
         assert_eq!(open_verified(&name, &c, 4).unwrap(), b"foo\n");
-        assert!(matches!(open_verified(&name, &c, 3), Err(ObjectError::TooLarge { .. })));
+        assert!(matches!(
+            open_verified(&name, &c, 3),
+            Err(ObjectError::TooLarge { .. })
+        ));
         let mut bad = c.clone();
         bad[3] ^= 1;
-        assert!(matches!(open_verified(&name, &bad, 4), Err(ObjectError::HashMismatch { .. })));
+        assert!(matches!(
+            open_verified(&name, &bad, 4),
+            Err(ObjectError::HashMismatch { .. })
+        ));
     }
 
     #[test]

@@ -36,7 +36,10 @@ impl Reflog {
     pub fn create(fqrn: &str) -> Result<Self, ReflogError> {
         let conn = Connection::open_in_memory()?;
         conn.execute_batch(CREATE)?;
-        conn.execute("INSERT INTO properties (key, value) VALUES ('fqrn', ?1)", [fqrn])?;
+        conn.execute(
+            "INSERT INTO properties (key, value) VALUES ('fqrn', ?1)",
+            [fqrn],
+        )?;
         Ok(Reflog { conn })
     }
 
@@ -47,7 +50,12 @@ impl Reflog {
         Ok(Reflog { conn })
     }
 
-    pub fn add(&self, hash: &ContentHash, kind: RefType, timestamp: i64) -> Result<(), ReflogError> {
+    pub fn add(
+        &self,
+        hash: &ContentHash,
+        kind: RefType,
+        timestamp: i64,
+    ) -> Result<(), ReflogError> {
         self.conn.execute(
             "INSERT OR REPLACE INTO refs (hash, type, timestamp) VALUES (?1, ?2, ?3)",
             params![hash.to_hex(), kind as i64, timestamp],
@@ -56,7 +64,11 @@ impl Reflog {
     }
 
     pub fn count(&self, kind: RefType) -> Result<u64, ReflogError> {
-        Ok(self.conn.query_row("SELECT count(*) FROM refs WHERE type = ?1", [kind as i64], |r| r.get::<_, i64>(0))? as u64)
+        Ok(self.conn.query_row(
+            "SELECT count(*) FROM refs WHERE type = ?1",
+            [kind as i64],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
     }
 
     pub fn to_bytes(&self) -> Result<Vec<u8>, ReflogError> {

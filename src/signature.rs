@@ -13,7 +13,10 @@ use sha1::{Digest, Sha1};
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("reading key {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("key {path} is not an RSA {kind} key in PEM form (PKCS#1 or PKCS#8/SPKI)")]
     Format { path: String, kind: &'static str },
     #[error("generating an RSA key: {0}")]
@@ -30,54 +33,74 @@ pub fn generate_key() -> Result<RsaPrivateKey, KeyError> {
 }
 
 pub fn parse_private_key(pem: &str) -> Option<RsaPrivateKey> {
-    RsaPrivateKey::from_pkcs1_pem(pem).ok().or_else(|| RsaPrivateKey::from_pkcs8_pem(pem).ok())
+    RsaPrivateKey::from_pkcs1_pem(pem)
+        .ok()
+        .or_else(|| RsaPrivateKey::from_pkcs8_pem(pem).ok())
 }
 
 pub fn parse_public_key(pem: &str) -> Option<RsaPublicKey> {
-    RsaPublicKey::from_public_key_pem(pem).ok().or_else(|| RsaPublicKey::from_pkcs1_pem(pem).ok())
+    RsaPublicKey::from_public_key_pem(pem)
+        .ok()
+        .or_else(|| RsaPublicKey::from_pkcs1_pem(pem).ok())
 }
 
 pub fn load_private_key(path: &Path) -> Result<RsaPrivateKey, KeyError> {
     let pem = read_text(path)?;
-    parse_private_key(&pem).ok_or_else(|| KeyError::Format { path: path.display().to_string(), kind: "private" })
+    parse_private_key(&pem).ok_or_else(|| KeyError::Format {
+        path: path.display().to_string(),
+        kind: "private",
+    })
 }
 
 pub fn load_public_key(path: &Path) -> Result<RsaPublicKey, KeyError> {
     let pem = read_text(path)?;
-    parse_public_key(&pem).ok_or_else(|| KeyError::Format { path: path.display().to_string(), kind: "public" })
+    parse_public_key(&pem).ok_or_else(|| KeyError::Format {
+        path: path.display().to_string(),
+        kind: "public",
+    })
 }
 
 fn read_text(path: &Path) -> Result<String, KeyError> {
-    std::fs::read_to_string(path).map_err(|source| KeyError::Read { path: path.display().to_string(), source })
+    std::fs::read_to_string(path).map_err(|source| KeyError::Read {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 /// PEM forms as stock CernVM-FS writes them: `RSA PRIVATE KEY` and `PUBLIC KEY`.
 pub fn private_key_pem(key: &RsaPrivateKey) -> String {
-    key.to_pkcs1_pem(LineEnding::LF).expect("encoding an RSA key").to_string()
+    key.to_pkcs1_pem(LineEnding::LF)
+        .expect("encoding an RSA key")
+        .to_string()
 }
 
 pub fn public_key_pem(key: &RsaPublicKey) -> String {
-    key.to_public_key_pem(LineEnding::LF).expect("encoding an RSA key")
+    key.to_public_key_pem(LineEnding::LF)
+        .expect("encoding an RSA key")
 }
 
 /// Manifest signature: RSA PKCS#1 v1.5 with SHA-1 over the ASCII hex hash.
 pub fn sign_digest_sha1(key: &RsaPrivateKey, hash_hex: &[u8]) -> Result<Vec<u8>, KeyError> {
     let digest = Sha1::digest(hash_hex);
-    key.sign(Pkcs1v15Sign::new::<Sha1>(), &digest).map_err(KeyError::Sign)
+    key.sign(Pkcs1v15Sign::new::<Sha1>(), &digest)
+        .map_err(KeyError::Sign)
 }
 
 pub fn verify_digest_sha1(key: &RsaPublicKey, hash_hex: &[u8], signature: &[u8]) -> bool {
     let digest = Sha1::digest(hash_hex);
-    key.verify(Pkcs1v15Sign::new::<Sha1>(), &digest, signature).is_ok()
+    key.verify(Pkcs1v15Sign::new::<Sha1>(), &digest, signature)
+        .is_ok()
 }
 
 /// Whitelist signature: the hex hash itself, type-1 padded, no DigestInfo.
 pub fn sign_raw(key: &RsaPrivateKey, hash_hex: &[u8]) -> Result<Vec<u8>, KeyError> {
-    key.sign(Pkcs1v15Sign::new_unprefixed(), hash_hex).map_err(KeyError::Sign)
+    key.sign(Pkcs1v15Sign::new_unprefixed(), hash_hex)
+        .map_err(KeyError::Sign)
 }
 
 pub fn verify_raw(key: &RsaPublicKey, hash_hex: &[u8], signature: &[u8]) -> bool {
-    key.verify(Pkcs1v15Sign::new_unprefixed(), hash_hex, signature).is_ok()
+    key.verify(Pkcs1v15Sign::new_unprefixed(), hash_hex, signature)
+        .is_ok()
 }
 
 #[cfg(test)]
@@ -95,7 +118,11 @@ mod tests {
         assert!(verify_raw(&p, msg, &s2));
         assert!(!verify_raw(&p, msg, &s1));
         assert!(!verify_digest_sha1(&p, msg, &s2));
-        assert!(!verify_digest_sha1(&p, b"a9993e364706816aba3e25717850c26c9cd0d89e", &s1));
+        assert!(!verify_digest_sha1(
+            &p,
+            b"a9993e364706816aba3e25717850c26c9cd0d89e",
+            &s1
+        ));
         let pem = private_key_pem(&k);
         assert!(pem.starts_with("-----BEGIN RSA PRIVATE KEY-----"));
         assert_eq!(parse_private_key(&pem).unwrap(), k);

@@ -20,7 +20,11 @@ pub struct IoError {
 
 impl IoError {
     pub fn new(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
-        IoError { op, path: path.into(), source }
+        IoError {
+            op,
+            path: path.into(),
+            source,
+        }
     }
 }
 
@@ -106,7 +110,12 @@ impl LocalStore {
     }
 
     /// Compresses, hashes and stores `data` as an object of `kind`.
-    pub fn put(&self, kind: ObjectKind, algo: HashAlgo, data: &[u8]) -> Result<ObjectName, IoError> {
+    pub fn put(
+        &self,
+        kind: ObjectKind,
+        algo: HashAlgo,
+        data: &[u8],
+    ) -> Result<ObjectName, IoError> {
         let (compressed, hash) = compress_and_hash(algo, data);
         let name = ObjectName::new(hash, kind);
         self.put_compressed(&name, &compressed)?;
@@ -127,7 +136,9 @@ impl LocalStore {
         let mut w = CompressingWriter::new(algo, io::BufWriter::with_capacity(256 << 10, tmp));
         let size = copy_reporting(reader, &mut w, source, &tmp_path)?;
         let (buf, hash, _) = w.finish().ctx("writing", &tmp_path)?;
-        let tmp = buf.into_inner().map_err(|e| IoError::new("writing", &tmp_path, e.into_error()))?;
+        let tmp = buf
+            .into_inner()
+            .map_err(|e| IoError::new("writing", &tmp_path, e.into_error()))?;
         let name = ObjectName::new(hash, kind);
         let dest = self.path_of(&name.path());
         if dest.exists() {
@@ -139,14 +150,18 @@ impl LocalStore {
 
     fn temp_file(&self) -> Result<tempfile::NamedTempFile, IoError> {
         let dir = self.txn_dir();
-        tempfile::Builder::new().prefix("obj.").tempfile_in(&dir).ctx("creating a temporary file in", &dir)
+        tempfile::Builder::new()
+            .prefix("obj.")
+            .tempfile_in(&dir)
+            .ctx("creating a temporary file in", &dir)
     }
 
     fn commit_temp(&self, tmp: tempfile::NamedTempFile, dest: &Path) -> Result<(), IoError> {
         // Objects are world-readable: a web server serves them as they are.
         let perm = std::os::unix::fs::PermissionsExt::from_mode(0o644);
         fs::set_permissions(tmp.path(), perm).ctx("setting permissions of", tmp.path())?;
-        tmp.persist(dest).map_err(|e| IoError::new("renaming into", dest, e.error))?;
+        tmp.persist(dest)
+            .map_err(|e| IoError::new("renaming into", dest, e.error))?;
         Ok(())
     }
 
@@ -163,8 +178,11 @@ impl LocalStore {
         tmp.as_file().sync_all().ctx("syncing", tmp.path())?;
         let perm = std::os::unix::fs::PermissionsExt::from_mode(0o644);
         fs::set_permissions(tmp.path(), perm).ctx("setting permissions of", tmp.path())?;
-        tmp.persist(&dest).map_err(|e| IoError::new("renaming into", &dest, e.error))?;
-        File::open(&dir).and_then(|d| d.sync_all()).ctx("syncing", &dir)
+        tmp.persist(&dest)
+            .map_err(|e| IoError::new("renaming into", &dest, e.error))?;
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .ctx("syncing", &dir)
     }
 
     /// Flushes everything written to the repository's filesystem, once, before the
@@ -178,13 +196,23 @@ impl LocalStore {
     /// Opens the lock file that keeps two publishers apart.
     pub fn lock_file(&self) -> Result<File, IoError> {
         let p = self.txn_dir().join("publish.lock");
-        OpenOptions::new().create(true).truncate(false).write(true).open(&p).ctx("opening", &p)
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .ctx("opening", &p)
     }
 }
 
 /// Copies with error messages that name the side that failed: the source file or the
 /// temporary object.
-fn copy_reporting(r: &mut dyn Read, w: &mut dyn Write, source: &Path, tmp: &Path) -> Result<u64, IoError> {
+fn copy_reporting(
+    r: &mut dyn Read,
+    w: &mut dyn Write,
+    source: &Path,
+    tmp: &Path,
+) -> Result<u64, IoError> {
     let mut buf = vec![0u8; 256 << 10];
     let mut total = 0u64;
     loop {
@@ -205,13 +233,21 @@ impl ObjectSource for LocalStore {
         let f = match File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(SourceError::NotFound(format!("{} ({})", rel, self.root.display())))
+                return Err(SourceError::NotFound(format!(
+                    "{} ({})",
+                    rel,
+                    self.root.display()
+                )))
             }
             Err(e) => return Err(IoError::new("opening", path, e).into()),
         };
         let size = f.metadata().ctx("reading metadata of", &path)?.len();
         if size > limit {
-            return Err(SourceError::TooLarge { what: path.display().to_string(), size, limit });
+            return Err(SourceError::TooLarge {
+                what: path.display().to_string(),
+                size,
+                limit,
+            });
         }
         let mut out = Vec::with_capacity(size as usize);
         f.take(limit).read_to_end(&mut out).ctx("reading", &path)?;
@@ -236,11 +272,24 @@ mod tests {
         assert_eq!(a.path(), "data/d8/5ab7e835750785b0535d4fbba7d59e921b1f48");
         let (c, _) = compress_and_hash(HashAlgo::Sha1, b"foo\n");
         assert!(!s.put_compressed(&a, &c).unwrap(), "second put is a no-op");
-        let (b, size, new) = s.put_stream(ObjectKind::File, HashAlgo::Sha1, &mut &b"foo\n"[..], Path::new("x")).unwrap();
+        let (b, size, new) = s
+            .put_stream(
+                ObjectKind::File,
+                HashAlgo::Sha1,
+                &mut &b"foo\n"[..],
+                Path::new("x"),
+            )
+            .unwrap();
         assert_eq!((b, size, new), (a, 4, false));
         assert_eq!(fs::read_dir(d.path().join("data/txn")).unwrap().count(), 0);
         assert_eq!(s.fetch(&a.path(), 100).unwrap(), c);
-        assert!(matches!(s.fetch(&a.path(), 3), Err(SourceError::TooLarge { .. })));
-        assert!(matches!(s.fetch("data/00/nope", 3), Err(SourceError::NotFound(_))));
+        assert!(matches!(
+            s.fetch(&a.path(), 3),
+            Err(SourceError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            s.fetch("data/00/nope", 3),
+            Err(SourceError::NotFound(_))
+        ));
     }
 }

@@ -48,7 +48,14 @@ pub fn parse_compact(s: &str) -> Option<i64> {
         return None;
     }
     let n = |a: usize, b: usize| s[a..b].parse::<u32>().ok();
-    let (y, mo, d, h, mi, se) = (n(0, 4)?, n(4, 6)?, n(6, 8)?, n(8, 10)?, n(10, 12)?, n(12, 14)?);
+    let (y, mo, d, h, mi, se) = (
+        n(0, 4)?,
+        n(4, 6)?,
+        n(6, 8)?,
+        n(8, 10)?,
+        n(10, 12)?,
+        n(12, 14)?,
+    );
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
         return None;
     }
@@ -56,7 +63,10 @@ pub fn parse_compact(s: &str) -> Option<i64> {
 }
 
 pub fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -65,7 +75,11 @@ mod tests {
 
     #[test]
     fn known_instants() {
-        let cases = [(0, "19700101000000", "1970-01-01T00:00:00Z"), (1_445_428_515, "20151021115515", "2015-10-21T11:55:15Z"), (951_782_400, "20000229000000", "2000-02-29T00:00:00Z")];
+        let cases = [
+            (0, "19700101000000", "1970-01-01T00:00:00Z"),
+            (1_445_428_515, "20151021115515", "2015-10-21T11:55:15Z"),
+            (951_782_400, "20000229000000", "2000-02-29T00:00:00Z"),
+        ];
         for (secs, c, iso) in cases {
             assert_eq!(compact(secs), c);
             assert_eq!(iso8601(secs), iso);

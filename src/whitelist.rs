@@ -50,7 +50,12 @@ impl Whitelist {
     }
 
     fn body(&self) -> String {
-        let mut s = format!("{}\nE{}\nN{}\n", timefmt::compact(self.created), timefmt::compact(self.expires), self.fqrn);
+        let mut s = format!(
+            "{}\nE{}\nN{}\n",
+            timefmt::compact(self.created),
+            timefmt::compact(self.expires),
+            self.fqrn
+        );
         for fp in &self.fingerprints {
             s.push_str(&fp.to_fingerprint());
             s.push('\n');
@@ -62,7 +67,11 @@ impl Whitelist {
     /// algorithm of its fingerprints), signed raw by the master key.
     pub fn sign(&self, master: &RsaPrivateKey) -> Result<Vec<u8>, WhitelistError> {
         let body = self.body();
-        let algo = self.fingerprints.first().map(|f| f.algo).unwrap_or_default();
+        let algo = self
+            .fingerprints
+            .first()
+            .map(|f| f.algo)
+            .unwrap_or_default();
         let hash_hex = algo.digest(body.as_bytes()).to_hex();
         let sig = signature::sign_raw(master, hash_hex.as_bytes())?;
         Ok(Letter::compose(body.as_bytes(), &hash_hex, &sig))
@@ -73,21 +82,33 @@ impl Whitelist {
     pub fn verify(bytes: &[u8], masters: &[RsaPublicKey]) -> Result<Self, WhitelistError> {
         let letter = Letter::split("whitelist", bytes)?;
         let wl = Self::parse_body(letter.body)?;
-        let hash_text = std::str::from_utf8(letter.hash_hex).map_err(|_| WhitelistError::HashMismatch)?;
+        let hash_text =
+            std::str::from_utf8(letter.hash_hex).map_err(|_| WhitelistError::HashMismatch)?;
         let claimed = ContentHash::parse(hash_text).map_err(|_| WhitelistError::HashMismatch)?;
         if claimed.algo.digest(letter.body) != claimed {
             return Err(WhitelistError::HashMismatch);
         }
-        if !masters.iter().any(|k| signature::verify_raw(k, letter.hash_hex, letter.signature)) {
+        if !masters
+            .iter()
+            .any(|k| signature::verify_raw(k, letter.hash_hex, letter.signature))
+        {
             return Err(WhitelistError::BadSignature(masters.len()));
         }
         Ok(wl)
     }
 
     /// The whitelist must name `fqrn`, be unexpired at `now`, and list `fingerprint`.
-    pub fn check(&self, fqrn: &str, now: i64, fingerprint: &ContentHash) -> Result<(), WhitelistError> {
+    pub fn check(
+        &self,
+        fqrn: &str,
+        now: i64,
+        fingerprint: &ContentHash,
+    ) -> Result<(), WhitelistError> {
         if self.fqrn != fqrn {
-            return Err(WhitelistError::WrongRepository { expected: fqrn.to_string(), found: self.fqrn.clone() });
+            return Err(WhitelistError::WrongRepository {
+                expected: fqrn.to_string(),
+                found: self.fqrn.clone(),
+            });
         }
         // Expiry is checked to the hour, as stock clients do: minutes and seconds of the
         // E line are ignored.
@@ -101,19 +122,29 @@ impl Whitelist {
     }
 
     fn parse_body(body: &[u8]) -> Result<Self, WhitelistError> {
-        let text = std::str::from_utf8(body)
-            .map_err(|_| WhitelistError::Malformed { line: 0, why: "not UTF-8".into() })?;
+        let text = std::str::from_utf8(body).map_err(|_| WhitelistError::Malformed {
+            line: 0,
+            why: "not UTF-8".into(),
+        })?;
         let mut lines = text.lines().enumerate();
-        let bad = |line: usize, why: &str| WhitelistError::Malformed { line: line + 1, why: why.to_string() };
+        let bad = |line: usize, why: &str| WhitelistError::Malformed {
+            line: line + 1,
+            why: why.to_string(),
+        };
         let (i, l) = lines.next().ok_or_else(|| bad(0, "empty"))?;
-        let created = timefmt::parse_compact(l.trim()).ok_or_else(|| bad(i, "expected a YYYYMMDDHHMMSS timestamp"))?;
+        let created = timefmt::parse_compact(l.trim())
+            .ok_or_else(|| bad(i, "expected a YYYYMMDDHHMMSS timestamp"))?;
         let (i, l) = lines.next().ok_or_else(|| bad(1, "no expiry line"))?;
         let expires = l
             .strip_prefix('E')
             .and_then(|t| timefmt::parse_compact(t.trim()))
             .ok_or_else(|| bad(i, "expected E followed by a YYYYMMDDHHMMSS timestamp"))?;
-        let (i, l) = lines.next().ok_or_else(|| bad(2, "no repository name line"))?;
-        let fqrn = l.strip_prefix('N').ok_or_else(|| bad(i, "expected N followed by the repository name"))?;
+        let (i, l) = lines
+            .next()
+            .ok_or_else(|| bad(2, "no repository name line"))?;
+        let fqrn = l
+            .strip_prefix('N')
+            .ok_or_else(|| bad(i, "expected N followed by the repository name"))?;
         let mut fingerprints = Vec::new();
         for (i, l) in lines {
             // Option lines (Vpkcs7, Wcachain) are not supported modes; they carry no fingerprint.
@@ -122,9 +153,15 @@ impl Whitelist {
             }
             // A fingerprint may be followed by a comment (`AA:BB:… # CN=…`).
             let fp = l.split_whitespace().next().unwrap_or("");
-            fingerprints.push(ContentHash::parse_fingerprint(fp).map_err(|e| bad(i, &e.to_string()))?);
+            fingerprints
+                .push(ContentHash::parse_fingerprint(fp).map_err(|e| bad(i, &e.to_string()))?);
         }
-        Ok(Whitelist { created, expires, fqrn: fqrn.to_string(), fingerprints })
+        Ok(Whitelist {
+            created,
+            expires,
+            fqrn: fqrn.to_string(),
+            fingerprints,
+        })
     }
 }
 
@@ -140,14 +177,27 @@ mod tests {
         let fp = HashAlgo::Sha1.digest(b"cert");
         let wl = Whitelist::new("a.example.org", fp, 1_000_000, 30);
         let bytes = wl.sign(&master).unwrap();
-        let got = Whitelist::verify(&bytes, &[other.to_public_key(), master.to_public_key()]).unwrap();
+        let got =
+            Whitelist::verify(&bytes, &[other.to_public_key(), master.to_public_key()]).unwrap();
         assert_eq!(got, wl);
         got.check("a.example.org", 1_000_001, &fp).unwrap();
-        assert!(matches!(got.check("b.example.org", 1_000_001, &fp), Err(WhitelistError::WrongRepository { .. })));
-        assert!(matches!(got.check("a.example.org", 1_000_000 + 30 * 86_400 - 1, &fp), Err(WhitelistError::Expired(_))));
+        assert!(matches!(
+            got.check("b.example.org", 1_000_001, &fp),
+            Err(WhitelistError::WrongRepository { .. })
+        ));
+        assert!(matches!(
+            got.check("a.example.org", 1_000_000 + 30 * 86_400 - 1, &fp),
+            Err(WhitelistError::Expired(_))
+        ));
         let fp2 = HashAlgo::Sha1.digest(b"other");
-        assert!(matches!(got.check("a.example.org", 1_000_001, &fp2), Err(WhitelistError::NotListed(_))));
-        assert!(matches!(Whitelist::verify(&bytes, &[other.to_public_key()]), Err(WhitelistError::BadSignature(1))));
+        assert!(matches!(
+            got.check("a.example.org", 1_000_001, &fp2),
+            Err(WhitelistError::NotListed(_))
+        ));
+        assert!(matches!(
+            Whitelist::verify(&bytes, &[other.to_public_key()]),
+            Err(WhitelistError::BadSignature(1))
+        ));
         let mut tampered = bytes.clone();
         tampered[20] = b'9';
         assert!(Whitelist::verify(&tampered, &[master.to_public_key()]).is_err());

@@ -1,5 +1,6 @@
 //! Statistics counters (`catalog_counters.h`): what `df -i` and the `repo_counters` xattr
-//! report. Each catalog stores `self_*` for its own rows and `subtree_*` including nested ones.
+//! report. Each catalog stores `self_*` for its own rows and `subtree_*` for everything in
+//! the catalogs nested below it (not its own rows: stock readers add the two).
 
 use std::collections::BTreeMap;
 
@@ -48,7 +49,10 @@ impl Counters {
                 c.add("xattr", 1);
             }
         }
-        c.add("chunks", content.chunks.values().map(|v| v.len() as i64).sum());
+        c.add(
+            "chunks",
+            content.chunks.values().map(|v| v.len() as i64).sum(),
+        );
         c.add("nested", content.nested.len() as i64);
         c
     }
@@ -67,11 +71,12 @@ impl Counters {
         }
     }
 
-    /// Reads the `subtree_*` counters a catalog stored.
-    pub fn subtree_from(stats: &BTreeMap<String, i64>) -> Self {
+    /// Everything a stored catalog accounts for: its `self_*` plus its `subtree_*`.
+    pub fn totals_from(stats: &BTreeMap<String, i64>) -> Self {
         let mut c = Counters::default();
         for f in FIELDS {
-            c.add(f, stats.get(&format!("subtree_{f}")).copied().unwrap_or(0));
+            let get = |p: &str| stats.get(&format!("{p}_{f}")).copied().unwrap_or(0);
+            c.add(f, get("self") + get("subtree"));
         }
         c
     }

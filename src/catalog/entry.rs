@@ -103,7 +103,8 @@ impl Entry {
     }
 
     pub fn hash_algo(&self) -> HashAlgo {
-        HashAlgo::from_flag_bits((self.flags & flags::HASH_MASK) >> flags::HASH_SHIFT).unwrap_or_default()
+        HashAlgo::from_flag_bits((self.flags & flags::HASH_MASK) >> flags::HASH_SHIFT)
+            .unwrap_or_default()
     }
 
     /// Objects are zlib unless the row says "no compression" (bits 11-13 = 1).

@@ -47,7 +47,10 @@ pub struct CatalogContent {
 
 impl CatalogContent {
     pub fn new(root_prefix: Vec<u8>) -> Self {
-        CatalogContent { root_prefix, ..Default::default() }
+        CatalogContent {
+            root_prefix,
+            ..Default::default()
+        }
     }
 
     /// Loads every row, chunk and nested reference of an open catalog.

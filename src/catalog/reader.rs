@@ -35,7 +35,10 @@ impl CatalogDb {
 
     /// Opens a decompressed catalog file read-only.
     pub fn open_file(path: &Path) -> Result<Self, CatalogError> {
-        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
         Self::init(conn)
     }
 
@@ -50,11 +53,11 @@ impl CatalogDb {
         if cols.is_empty() {
             return Err(CatalogError::Invalid("no `catalog` table".into()));
         }
-        let has_bind_mountpoints = conn
-            .query_row("SELECT count(*) FROM sqlite_master WHERE type='table' AND name='bind_mountpoints'", [], |r| {
-                r.get::<_, i64>(0)
-            })?
-            > 0;
+        let has_bind_mountpoints = conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type='table' AND name='bind_mountpoints'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )? > 0;
         Ok(CatalogDb {
             has_mtimens: cols.iter().any(|c| c == "mtimens"),
             has_xattr: cols.iter().any(|c| c == "xattr"),
@@ -78,7 +81,9 @@ impl CatalogDb {
                 Ok(match r.get_ref(0)? {
                     ValueRef::Integer(i) => i.to_string(),
                     ValueRef::Real(f) => f.to_string(),
-                    ValueRef::Text(t) | ValueRef::Blob(t) => String::from_utf8_lossy(t).into_owned(),
+                    ValueRef::Text(t) | ValueRef::Blob(t) => {
+                        String::from_utf8_lossy(t).into_owned()
+                    }
                     ValueRef::Null => String::new(),
                 })
             })
@@ -86,18 +91,31 @@ impl CatalogDb {
     }
 
     pub fn properties(&self) -> Result<BTreeMap<String, String>, CatalogError> {
-        let mut st = self.conn.prepare("SELECT key, CAST(value AS TEXT) FROM properties")?;
-        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?.unwrap_or_default())))?;
+        let mut st = self
+            .conn
+            .prepare("SELECT key, CAST(value AS TEXT) FROM properties")?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+            ))
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     pub fn schema_revision(&self) -> Result<u32, CatalogError> {
-        Ok(self.property("schema_revision")?.and_then(|v| v.parse().ok()).unwrap_or(0))
+        Ok(self
+            .property("schema_revision")?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
     }
 
     /// The path this catalog is mounted at ("" for the root catalog).
     pub fn root_prefix(&self) -> Result<Vec<u8>, CatalogError> {
-        Ok(self.property("root_prefix")?.map(|p| p.into_bytes()).unwrap_or_default())
+        Ok(self
+            .property("root_prefix")?
+            .map(|p| p.into_bytes())
+            .unwrap_or_default())
     }
 
     pub fn statistics(&self) -> Result<BTreeMap<String, i64>, CatalogError> {
@@ -107,7 +125,10 @@ impl CatalogDb {
     }
 
     pub fn lookup(&self, key: PathKey) -> Result<Option<Entry>, CatalogError> {
-        let sql = format!("SELECT {} FROM catalog WHERE md5path_1 = ?1 AND md5path_2 = ?2", self.columns());
+        let sql = format!(
+            "SELECT {} FROM catalog WHERE md5path_1 = ?1 AND md5path_2 = ?2",
+            self.columns()
+        );
         let mut st = self.conn.prepare_cached(&sql)?;
         let row = st.query_row(params![key.0, key.1], read_row).optional()?;
         row.map(|r| r.map(|r| r.entry)).transpose()
@@ -115,9 +136,14 @@ impl CatalogDb {
 
     /// The rows whose parent is `parent`, ordered by name.
     pub fn children(&self, parent: PathKey) -> Result<Vec<Row>, CatalogError> {
-        let sql = format!("SELECT {} FROM catalog WHERE parent_1 = ?1 AND parent_2 = ?2", self.columns());
+        let sql = format!(
+            "SELECT {} FROM catalog WHERE parent_1 = ?1 AND parent_2 = ?2",
+            self.columns()
+        );
         let mut st = self.conn.prepare_cached(&sql)?;
-        let mut rows = st.query_map(params![parent.0, parent.1], read_row)?.collect::<Result<Result<Vec<_>, _>, _>>()??;
+        let mut rows = st
+            .query_map(params![parent.0, parent.1], read_row)?
+            .collect::<Result<Result<Vec<_>, _>, _>>()??;
         rows.retain(|r| r.key != parent); // the root row is its own child nowhere, but be safe
         rows.sort_by(|a, b| a.entry.name.cmp(&b.entry.name));
         Ok(rows)
@@ -125,9 +151,14 @@ impl CatalogDb {
 
     /// Every row, ordered by path key.
     pub fn all_rows(&self) -> Result<Vec<Row>, CatalogError> {
-        let sql = format!("SELECT {} FROM catalog ORDER BY md5path_1, md5path_2", self.columns());
+        let sql = format!(
+            "SELECT {} FROM catalog ORDER BY md5path_1, md5path_2",
+            self.columns()
+        );
         let mut st = self.conn.prepare(&sql)?;
-        let rows = st.query_map([], read_row)?.collect::<Result<Result<Vec<_>, _>, _>>()??;
+        let rows = st
+            .query_map([], read_row)?
+            .collect::<Result<Result<Vec<_>, _>, _>>()??;
         Ok(rows)
     }
 
@@ -136,7 +167,11 @@ impl CatalogDb {
             .conn
             .prepare_cached("SELECT offset, size, hash FROM chunks WHERE md5path_1 = ?1 AND md5path_2 = ?2 ORDER BY offset")?;
         let rows = st.query_map(params![key.0, key.1], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?))
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+            ))
         })?;
         let mut out = Vec::new();
         for row in rows {
@@ -144,22 +179,14 @@ impl CatalogDb {
             let hash = ContentHash::from_blob(algo, &blob)
                 .ok()
                 .flatten()
-                .ok_or_else(|| CatalogError::Invalid(format!("chunk at offset {offset} has no valid hash")))?;
-            out.push(Chunk { offset: offset as u64, size: size as u64, hash });
-        }
-        Ok(out)
-    }
-
-    /// All chunk rows, grouped by path key (for copying a catalog).
-    pub fn all_chunks(&self) -> Result<BTreeMap<PathKey, Vec<(u64, u64, Vec<u8>)>>, CatalogError> {
-        let mut st = self.conn.prepare("SELECT md5path_1, md5path_2, offset, size, hash FROM chunks ORDER BY offset")?;
-        let mut out: BTreeMap<PathKey, Vec<(u64, u64, Vec<u8>)>> = BTreeMap::new();
-        let rows = st.query_map([], |r| {
-            Ok((PathKey(r.get(0)?, r.get(1)?), r.get::<_, i64>(2)? as u64, r.get::<_, i64>(3)? as u64, r.get::<_, Vec<u8>>(4)?))
-        })?;
-        for row in rows {
-            let (k, o, s, h) = row?;
-            out.entry(k).or_default().push((o, s, h));
+                .ok_or_else(|| {
+                    CatalogError::Invalid(format!("chunk at offset {offset} has no valid hash"))
+                })?;
+            out.push(Chunk {
+                offset: offset as u64,
+                size: size as u64,
+                hash,
+            });
         }
         Ok(out)
     }
@@ -172,15 +199,27 @@ impl CatalogDb {
         }
         let mut st = self.conn.prepare(&sql)?;
         let rows = st.query_map([], |r| {
-            Ok((text_bytes(r.get_ref(0)?), text_bytes(r.get_ref(1)?), r.get::<_, Option<i64>>(2)?.unwrap_or(0)))
+            Ok((
+                text_bytes(r.get_ref(0)?),
+                text_bytes(r.get_ref(1)?),
+                r.get::<_, Option<i64>>(2)?.unwrap_or(0),
+            ))
         })?;
         let mut out = Vec::new();
         for row in rows {
             let (path, hash, size) = row?;
             let hash_text = String::from_utf8_lossy(&hash);
-            let hash = ContentHash::parse(&hash_text)
-                .map_err(|e| CatalogError::Invalid(format!("nested catalog {}: {e}", String::from_utf8_lossy(&path))))?;
-            out.push(NestedRef { path, hash, size: size.max(0) as u64 });
+            let hash = ContentHash::parse(&hash_text).map_err(|e| {
+                CatalogError::Invalid(format!(
+                    "nested catalog {}: {e}",
+                    String::from_utf8_lossy(&path)
+                ))
+            })?;
+            out.push(NestedRef {
+                path,
+                hash,
+                size: size.max(0) as u64,
+            });
         }
         out.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(out)
@@ -212,17 +251,22 @@ fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Row, CatalogError>
     let mtimens: Option<i64> = r.get(14)?;
     let xattr_blob: Option<Vec<u8>> = r.get(15)?;
     Ok((|| {
-        let bad = |why: String| CatalogError::Invalid(format!("entry {:?}: {why}", String::from_utf8_lossy(&name)));
+        let bad = |why: String| {
+            CatalogError::Invalid(format!("entry {:?}: {why}", String::from_utf8_lossy(&name)))
+        };
         if name.len() > MAX_NAME || symlink.len() > MAX_NAME {
             return Err(bad("name or symlink target too long".into()));
         }
-        if name.contains(&b'/') || (key != PathKey::of(b"") && (name.is_empty() || name == b"." || name == b"..")) {
+        if name.contains(&b'/')
+            || (key != PathKey::of(b"") && (name.is_empty() || name == b"." || name == b".."))
+        {
             return Err(bad("invalid name".into()));
         }
         let flags = fl as u32;
         let algo = HashAlgo::from_flag_bits((flags & flags::HASH_MASK) >> flags::HASH_SHIFT)
             .ok_or_else(|| bad("unknown hash algorithm in flags".into()))?;
-        let hash = ContentHash::from_blob(algo, hash_blob.as_deref().unwrap_or(&[])).map_err(|e| bad(e.to_string()))?;
+        let hash = ContentHash::from_blob(algo, hash_blob.as_deref().unwrap_or(&[]))
+            .map_err(|e| bad(e.to_string()))?;
         let xattrs = match xattr_blob {
             Some(b) if !b.is_empty() => Some(xattr::decode(&b).map_err(|e| bad(e.to_string()))?),
             _ => None,

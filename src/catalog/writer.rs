@@ -27,13 +27,13 @@ fn text_or_blob(b: &[u8]) -> ToSqlOutput<'_> {
     }
 }
 
-/// Serializes `content` into a catalog database; `self_counters` are this catalog's own,
-/// `subtree` the sum over itself and its nested catalogs.
+/// Serializes `content` into a catalog database; `self_counters` count its own rows,
+/// `below` everything in the catalogs nested below it.
 pub fn write(
     content: &CatalogContent,
     props: &CatalogProperties,
     self_counters: &Counters,
-    subtree: &Counters,
+    below: &Counters,
 ) -> Result<Vec<u8>, CatalogError> {
     let mut conn = Connection::open_in_memory()?;
     conn.execute_batch("PRAGMA page_size=4096; PRAGMA journal_mode=OFF;")?;
@@ -48,9 +48,9 @@ pub fn write(
             let e = &row.entry;
             // NULL, not an empty blob, where there is no content hash (as upstream binds it).
             let hash = e.hash.map(|h| h.digest.to_vec());
-            let xattr = e
-                .xattr_blob()
-                .map_err(|err| CatalogError::Invalid(format!("{:?}: {err}", String::from_utf8_lossy(&e.name))))?;
+            let xattr = e.xattr_blob().map_err(|err| {
+                CatalogError::Invalid(format!("{:?}: {err}", String::from_utf8_lossy(&e.name)))
+            })?;
             ins.execute(params![
                 row.key.0,
                 row.key.1,
@@ -70,20 +70,33 @@ pub fn write(
                 xattr,
             ])?;
         }
-        let mut ins = tx.prepare("INSERT INTO chunks (md5path_1, md5path_2, offset, size, hash) VALUES (?1,?2,?3,?4,?5)")?;
+        let mut ins = tx.prepare(
+            "INSERT INTO chunks (md5path_1, md5path_2, offset, size, hash) VALUES (?1,?2,?3,?4,?5)",
+        )?;
         for (key, chunks) in &content.chunks {
             for c in chunks {
-                ins.execute(params![key.0, key.1, c.offset as i64, c.size as i64, c.hash.digest.to_vec()])?;
+                ins.execute(params![
+                    key.0,
+                    key.1,
+                    c.offset as i64,
+                    c.size as i64,
+                    c.hash.digest.to_vec()
+                ])?;
             }
         }
-        let mut ins = tx.prepare("INSERT INTO nested_catalogs (path, sha1, size) VALUES (?1,?2,?3)")?;
+        let mut ins =
+            tx.prepare("INSERT INTO nested_catalogs (path, sha1, size) VALUES (?1,?2,?3)")?;
         for n in content.nested.values() {
-            ins.execute(params![text_or_blob(&n.path), n.hash.to_hex(), n.size as i64])?;
+            ins.execute(params![
+                text_or_blob(&n.path),
+                n.hash.to_hex(),
+                n.size as i64
+            ])?;
         }
         let mut ins = tx.prepare("INSERT INTO statistics (counter, value) VALUES (?1, ?2)")?;
         for f in FIELDS {
             ins.execute(params![format!("self_{f}"), self_counters.get(f)])?;
-            ins.execute(params![format!("subtree_{f}"), subtree.get(f)])?;
+            ins.execute(params![format!("subtree_{f}"), below.get(f)])?;
         }
         let mut ins = tx.prepare("INSERT INTO properties (key, value) VALUES (?1, ?2)")?;
         ins.execute(params!["schema", SCHEMA_VERSION])?;

@@ -41,7 +41,9 @@ pub fn decode(blob: &[u8]) -> Result<Xattrs, XattrError> {
     if version != 1 {
         return Err(XattrError::Malformed("unknown version"));
     }
-    let (&count, mut rest) = rest.split_first().ok_or(XattrError::Malformed("no count"))?;
+    let (&count, mut rest) = rest
+        .split_first()
+        .ok_or(XattrError::Malformed("no count"))?;
     let mut out = Xattrs::new();
     for _ in 0..count {
         if rest.len() < 2 {
@@ -74,7 +76,13 @@ mod tests {
         let blob = encode(&a).unwrap();
         assert_eq!(&blob[..4], &[1, 2, 19, 4]);
         assert_eq!(decode(&blob).unwrap(), a);
-        for bad in [&[][..], &[2, 0], &[1, 1, 5], &[1, 1, 1, 1, b'k'], &[1, 0, 9]] {
+        for bad in [
+            &[][..],
+            &[2, 0],
+            &[1, 1, 5],
+            &[1, 1, 1, 1, b'k'],
+            &[1, 0, 9],
+        ] {
             assert!(decode(bad).is_err(), "{bad:?}");
         }
         a.insert(vec![b'k'; 256], vec![]);

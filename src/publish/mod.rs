@@ -1,1 +1,350 @@
-//! publish
+//! The write side: a directory tree becomes the next revision of a repository.
+//!
+//! Order of work: take the publisher lock, verify the previous revision, walk the source,
+//! turn files into objects (in parallel, reusing unchanged ones), cut the tree into
+//! catalogs, write them children first (keeping unchanged ones), graft under `--path`,
+//! then history, reflog, sync, and the signed manifest last.
+
+pub mod build;
+pub mod chunker;
+pub mod commit;
+pub mod content;
+pub mod graft;
+pub mod index;
+pub mod mkfs;
+pub mod old;
+pub mod partition;
+pub mod walk;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+pub use chunker::ChunkSizes;
+pub use partition::AutoCatalogs;
+
+use crate::catalog::NestedRef;
+use crate::hash::HashAlgo;
+use crate::history::HistoryError;
+use crate::keys::{KeyPaths, KeysError, SigningKeys};
+use crate::manifest::ManifestError;
+use crate::reflog::ReflogError;
+use crate::repository::{path::BadPath, RepoError, Repository, Trust, MANIFEST_PATH};
+use crate::store::{IoError, LocalStore};
+use crate::timefmt;
+use crate::whitelist::WhitelistError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Io(#[from] IoError),
+    #[error("source {0} is not a directory")]
+    NotADirectory(PathBuf),
+    #[error("cannot publish there: {0} is not a directory in the repository")]
+    NotADirectoryInRepo(String),
+    #[error("{0} vanished during publish; nothing was committed, publish again")]
+    Vanished(PathBuf),
+    #[error(
+        "{0} changed during publish; nothing was committed, publish again once writers are done"
+    )]
+    Changed(PathBuf),
+    #[error("{0} is more than {1} directories deep")]
+    TooDeep(PathBuf, usize),
+    #[error("{0}: name contains a NUL byte")]
+    BadName(PathBuf),
+    #[error("another publisher holds the lock {0}; wait for it to finish")]
+    Locked(PathBuf),
+    #[error("{0} is not a repository (no {MANIFEST_PATH}); create one with `lazyroot mkfs`")]
+    NotARepository(PathBuf),
+    #[error("{0} already holds a repository")]
+    AlreadyExists(PathBuf),
+    #[error("repository name {0:?} is invalid: use lower-case letters, digits, '-', '_' and '.' (like a host name)")]
+    BadRepositoryName(String),
+    #[error("catalog {0}")]
+    Catalog(String),
+    #[error("previous revision: {0}")]
+    Repo(#[from] RepoError),
+    #[error(transparent)]
+    Keys(#[from] KeysError),
+    #[error(transparent)]
+    History(#[from] HistoryError),
+    #[error(transparent)]
+    Reflog(#[from] ReflogError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Whitelist(#[from] WhitelistError),
+    #[error(transparent)]
+    Path(#[from] BadPath),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl PublishError {
+    pub fn io(op: &'static str, path: &Path, e: std::io::Error) -> Self {
+        PublishError::Io(IoError::new(op, path, e))
+    }
+}
+
+/// Reports progress and lets tests act at precise moments.
+pub trait Progress: Send + Sync {
+    /// Total bytes of regular files about to be processed.
+    fn start(&self, _total_bytes: u64) {}
+    fn bytes(&self, _n: u64) {}
+    /// Called right before a source file is opened for reading.
+    fn before_read(&self, _path: &Path) {}
+    fn finish(&self) {}
+    fn warn(&self, msg: &str) {
+        eprintln!("warning: {msg}");
+    }
+}
+
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+#[derive(Clone)]
+pub struct PublishOptions {
+    /// The repository directory (what a web server serves as `/cvmfs/<fqrn>`).
+    pub repo: PathBuf,
+    /// The directory with `<fqrn>.key`, `.crt`, `.pub`.
+    pub keys: PathBuf,
+    pub source: PathBuf,
+    /// Where in the repository the source goes ("" = replace the whole repository).
+    pub path: Vec<u8>,
+    pub tag: Option<String>,
+    pub tag_description: String,
+    /// `None` disables chunking.
+    pub chunking: Option<ChunkSizes>,
+    pub auto_catalogs: Option<AutoCatalogs>,
+    pub ttl: u64,
+    /// Re-read every file instead of trusting the publish index.
+    pub full: bool,
+}
+
+impl PublishOptions {
+    pub fn new(
+        repo: impl Into<PathBuf>,
+        keys: impl Into<PathBuf>,
+        source: impl Into<PathBuf>,
+    ) -> Self {
+        PublishOptions {
+            repo: repo.into(),
+            keys: keys.into(),
+            source: source.into(),
+            path: Vec::new(),
+            tag: None,
+            tag_description: String::new(),
+            chunking: Some(ChunkSizes::default()),
+            auto_catalogs: None,
+            ttl: crate::catalog::schema::DEFAULT_TTL,
+            full: false,
+        }
+    }
+}
+
+/// What a publish did.
+#[derive(Debug, Clone)]
+pub struct PublishReport {
+    pub revision: u64,
+    pub root: NestedRef,
+    pub entries: u64,
+    pub files_read: u64,
+    pub bytes_read: u64,
+    pub files_reused: u64,
+    pub catalogs_written: u64,
+    pub catalogs_kept: u64,
+    pub seconds: f64,
+}
+
+/// Where publisher-private state lives: inside the repository directory but outside what
+/// readers ever request (`.cvmfs*` and `data/`).
+pub fn spool_dir(repo: &Path) -> PathBuf {
+    repo.join(".lazyroot")
+}
+
+/// Holds the publisher lock for as long as it lives.
+pub struct PublishLock {
+    _file: nix::fcntl::Flock<std::fs::File>,
+}
+
+pub fn lock(store: &LocalStore) -> Result<PublishLock, PublishError> {
+    let f = store.lock_file()?;
+    let path = store.root().join("data/txn/publish.lock");
+    match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(l) => Ok(PublishLock { _file: l }),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(PublishError::Locked(path)),
+        Err((_, e)) => Err(PublishError::io("locking", &path, e.into())),
+    }
+}
+
+/// Opens the current revision with the repository's own master public key.
+pub fn open_current(
+    store: &LocalStore,
+    keys_dir: &Path,
+) -> Result<(Repository, KeyPaths), PublishError> {
+    use crate::store::ObjectSource;
+    if !store.path_of(MANIFEST_PATH).exists() {
+        return Err(PublishError::NotARepository(store.root().to_path_buf()));
+    }
+    let raw = store
+        .fetch(MANIFEST_PATH, crate::letter::MAX_LETTER as u64)
+        .map_err(RepoError::from)?;
+    let (m, _) = crate::manifest::Manifest::parse_unverified(&raw)?;
+    let paths = KeyPaths::new(keys_dir, &m.fqrn);
+    let master =
+        crate::keys::load_master_public(&paths.master_public()).map_err(KeysError::from)?;
+    let trust = Trust {
+        master_keys: vec![master],
+        fqrn: Some(m.fqrn.clone()),
+        now: timefmt::now(),
+    };
+    let repo = Repository::open(std::sync::Arc::new(store.clone()), &trust)?;
+    Ok((repo, paths))
+}
+
+/// Publishes `opts.source` as the next revision.
+pub fn publish(
+    opts: &PublishOptions,
+    progress: &dyn Progress,
+) -> Result<PublishReport, PublishError> {
+    // Deep trees recurse deeply; give the work a stack that cannot be the limit.
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("publish".into())
+            .stack_size(256 << 20)
+            .spawn_scoped(s, || publish_inner(opts, progress))
+            .expect("spawning the publish thread")
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
+fn publish_inner(
+    opts: &PublishOptions,
+    progress: &dyn Progress,
+) -> Result<PublishReport, PublishError> {
+    let started = Instant::now();
+    let target = crate::repository::path::normalize(&opts.path)?;
+    if let Some(t) = &opts.tag {
+        crate::history::validate_tag_name(t)?;
+    }
+    if let Some(c) = &opts.chunking {
+        c.validate().map_err(PublishError::Invalid)?;
+    }
+    let store = LocalStore::new(&opts.repo);
+    let _lock = lock(&store)?;
+    let (repo, key_paths) = open_current(&store, &opts.keys)?;
+    let keys = SigningKeys::load(&key_paths)?;
+    let old_manifest = repo.manifest().clone();
+    let algo: HashAlgo = old_manifest.hash_algo();
+    let now = timefmt::now();
+    let revision = old_manifest.revision + 1;
+
+    let mut walker = walk::Walker::new();
+    let mut root_node = walker.walk_root(&opts.source, &target)?;
+    root_node.name = target
+        .rsplit(|&b| b == b'/')
+        .next()
+        .unwrap_or_default()
+        .to_vec();
+
+    let spool = spool_dir(&opts.repo);
+    std::fs::create_dir_all(&spool).map_err(|e| PublishError::io("creating", &spool, e))?;
+    let index_path = spool.join("publish-index.sqlite");
+    let index = if opts.full {
+        index::PublishIndex::default()
+    } else {
+        index::PublishIndex::load(&index_path)
+    };
+    progress.start(walker.jobs.iter().map(|j| j.meta.size).sum());
+    let settings = content::ContentSettings {
+        store: &store,
+        algo,
+        chunking: opts.chunking,
+        progress,
+        index: &index,
+    };
+    let (contents, stats) = content::process_all(&walker.jobs, &settings)?;
+
+    let dirtab = match std::fs::read(opts.source.join(".cvmfsdirtab")) {
+        Ok(t) => partition::Dirtab::parse(&t),
+        Err(_) => partition::Dirtab::default(),
+    };
+    let roots = partition::catalog_roots(&root_node, &target, &dirtab, opts.auto_catalogs);
+    let old = old::OldRevision::new(&repo);
+    let mut ctx = build::BuildCtx {
+        store: &store,
+        algo,
+        revision,
+        now,
+        ttl: opts.ttl,
+        contents: &contents,
+        roots: &roots,
+        old: &old,
+        written: 0,
+        kept: 0,
+    };
+    let built = ctx.build(&root_node, &target)?;
+    let root = if target.is_empty() {
+        built.nested
+    } else {
+        let old_root = NestedRef {
+            path: Vec::new(),
+            hash: old_manifest.root_catalog,
+            size: old_manifest.root_catalog_size,
+        };
+        let dir_meta = walk::Meta {
+            mode: libc::S_IFDIR | 0o755,
+            mtime: now,
+            ..root_node.meta.clone()
+        };
+        let dir_meta = walk::Meta {
+            uid: 0,
+            gid: 0,
+            mtime_ns: 0,
+            ..dir_meta
+        };
+        let g = graft::Graft {
+            path: &target,
+            subtree: built,
+            dir_meta,
+        };
+        graft::graft_into(&mut ctx, &old_root, &g, Some(opts.ttl))?.0
+    };
+    let (written, kept) = (ctx.written, ctx.kept);
+    progress.finish();
+
+    let history = repo.history()?;
+    let tags = opts
+        .tag
+        .iter()
+        .map(|t| (t.clone(), opts.tag_description.clone()))
+        .collect();
+    commit::commit(commit::CommitInput {
+        store: &store,
+        keys: &keys,
+        fqrn: &old_manifest.fqrn,
+        algo,
+        root: &root,
+        revision,
+        now,
+        ttl: opts.ttl,
+        old_manifest: Some(&old_manifest),
+        history,
+        tags,
+        move_trunk: true,
+    })?;
+    if let Err(e) = index.save(&target, &walker.jobs, &contents) {
+        progress.warn(&format!("{e}; the next publish re-reads every file"));
+    }
+    Ok(PublishReport {
+        revision,
+        root,
+        entries: walker.entries,
+        files_read: stats.files_read,
+        bytes_read: stats.bytes_read,
+        files_reused: stats.files_reused,
+        catalogs_written: written,
+        catalogs_kept: kept,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}

@@ -99,7 +99,10 @@ impl Repository {
         let (manifest, letter) = Manifest::parse_unverified(&manifest_bytes)?;
         let fqrn = trust.fqrn.clone().unwrap_or_else(|| manifest.fqrn.clone());
         if !manifest.fqrn.is_empty() && manifest.fqrn != fqrn {
-            return Err(RepoError::WrongRepository { expected: fqrn, found: manifest.fqrn });
+            return Err(RepoError::WrongRepository {
+                expected: fqrn,
+                found: manifest.fqrn,
+            });
         }
         let whitelist_bytes = source.fetch(WHITELIST_PATH, MAX_LETTER as u64)?;
         let whitelist = Whitelist::verify(&whitelist_bytes, &trust.master_keys)?;
@@ -109,7 +112,12 @@ impl Repository {
         let cert = RepoCertificate::parse(&cert_bytes)?;
         whitelist.check(&fqrn, trust.now, &cert.fingerprint(manifest.hash_algo()))?;
         Manifest::verify_letter(&letter, cert.public_key())?;
-        Ok(Repository { source, manifest, whitelist, catalogs: Mutex::new(HashMap::new()) })
+        Ok(Repository {
+            source,
+            manifest,
+            whitelist,
+            catalogs: Mutex::new(HashMap::new()),
+        })
     }
 
     pub fn manifest(&self) -> &Manifest {
@@ -126,8 +134,14 @@ impl Repository {
 
     /// The history database named by the manifest, if any.
     pub fn history(&self) -> Result<Option<History>, RepoError> {
-        let Some(h) = self.manifest.history else { return Ok(None) };
-        let bytes = fetch_object(self.source.as_ref(), &ObjectName::new(h, ObjectKind::History), MAX_HISTORY)?;
+        let Some(h) = self.manifest.history else {
+            return Ok(None);
+        };
+        let bytes = fetch_object(
+            self.source.as_ref(),
+            &ObjectName::new(h, ObjectKind::History),
+            MAX_HISTORY,
+        )?;
         Ok(Some(History::from_bytes(&bytes)?))
     }
 
@@ -138,7 +152,9 @@ impl Repository {
             At::RootHash(h) => Ok((*h, 0)),
             At::Tag(name) => {
                 let history = self.history()?.ok_or(RepoError::NoHistory)?;
-                let tag = history.get(name)?.ok_or_else(|| RepoError::UnknownTag(name.clone()))?;
+                let tag = history
+                    .get(name)?
+                    .ok_or_else(|| RepoError::UnknownTag(name.clone()))?;
                 Ok((tag.root_hash, tag.size))
             }
         }
@@ -150,31 +166,57 @@ impl Repository {
     }
 
     /// Loads (once) and returns the catalog `hash`; `size` bounds the download (0: unknown).
-    pub fn catalog(&self, hash: &ContentHash, size: u64) -> Result<Arc<Mutex<CatalogDb>>, RepoError> {
+    pub fn catalog(
+        &self,
+        hash: &ContentHash,
+        size: u64,
+    ) -> Result<Arc<Mutex<CatalogDb>>, RepoError> {
         if let Some(c) = self.catalogs.lock().expect("catalog map").get(hash) {
             return Ok(c.clone());
         }
         let bytes = self.catalog_bytes(hash, size)?;
-        let db = CatalogDb::from_bytes(&bytes)
-            .map_err(|source| RepoError::Catalog { what: format!("catalog {}", hash.to_hex()), source })?;
+        let db = CatalogDb::from_bytes(&bytes).map_err(|source| RepoError::Catalog {
+            what: format!("catalog {}", hash.to_hex()),
+            source,
+        })?;
         let db = Arc::new(Mutex::new(db));
-        self.catalogs.lock().expect("catalog map").insert(*hash, db.clone());
+        self.catalogs
+            .lock()
+            .expect("catalog map")
+            .insert(*hash, db.clone());
         Ok(db)
     }
 
     /// The decompressed, verified bytes of a catalog.
     pub fn catalog_bytes(&self, hash: &ContentHash, size: u64) -> Result<Vec<u8>, RepoError> {
-        let limit = if size > 0 { size.min(MAX_CATALOG) } else { MAX_CATALOG };
-        let bytes = fetch_object(self.source.as_ref(), &ObjectName::new(*hash, ObjectKind::Catalog), limit)?;
+        let limit = if size > 0 {
+            size.min(MAX_CATALOG)
+        } else {
+            MAX_CATALOG
+        };
+        let bytes = fetch_object(
+            self.source.as_ref(),
+            &ObjectName::new(*hash, ObjectKind::Catalog),
+            limit,
+        )?;
         if size > 0 && bytes.len() as u64 != size {
-            return Err(ObjectError::SizeMismatch { name: hash.to_hex(), expected: size, actual: bytes.len() as u64 }.into());
+            return Err(ObjectError::SizeMismatch {
+                name: hash.to_hex(),
+                expected: size,
+                actual: bytes.len() as u64,
+            }
+            .into());
         }
         Ok(bytes)
     }
 }
 
 /// Fetches an object, verifies its hash and inflates at most `limit` bytes.
-pub fn fetch_object(source: &dyn ObjectSource, name: &ObjectName, limit: u64) -> Result<Vec<u8>, RepoError> {
+pub fn fetch_object(
+    source: &dyn ObjectSource,
+    name: &ObjectName,
+    limit: u64,
+) -> Result<Vec<u8>, RepoError> {
     // zlib never grows data by more than about 0.1 % plus a few bytes.
     let compressed_limit = limit + limit / 512 + 1024;
     let compressed = source.fetch(&name.path(), compressed_limit)?;

@@ -40,7 +40,8 @@ pub fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
 
 /// Whether `path` is `prefix` or lies below it.
 pub fn is_within(path: &[u8], prefix: &[u8]) -> bool {
-    prefix.is_empty() || (path.starts_with(prefix) && (path.len() == prefix.len() || path[prefix.len()] == b'/'))
+    prefix.is_empty()
+        || (path.starts_with(prefix) && (path.len() == prefix.len() || path[prefix.len()] == b'/'))
 }
 
 #[cfg(test)]

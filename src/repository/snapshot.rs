@@ -36,8 +36,16 @@ fn shown(path: &[u8]) -> String {
 }
 
 impl<'r> Snapshot<'r> {
-    pub(super) fn new(repo: &'r Repository, root: ContentHash, root_size: u64) -> Result<Self, RepoError> {
-        let s = Snapshot { repo, root, root_size };
+    pub(super) fn new(
+        repo: &'r Repository,
+        root: ContentHash,
+        root_size: u64,
+    ) -> Result<Self, RepoError> {
+        let s = Snapshot {
+            repo,
+            root,
+            root_size,
+        };
         s.repo.catalog(&root, root_size)?; // fail early on a missing or corrupt root catalog
         Ok(s)
     }
@@ -55,10 +63,14 @@ impl<'r> Snapshot<'r> {
         let (mut hash, mut size) = (self.root, self.root_size);
         loop {
             let db = self.repo.catalog(&hash, size)?;
-            let nested = db.lock().expect("catalog").nested().map_err(|source| RepoError::Catalog {
-                what: format!("catalog {}", hash.to_hex()),
-                source,
-            })?;
+            let nested =
+                db.lock()
+                    .expect("catalog")
+                    .nested()
+                    .map_err(|source| RepoError::Catalog {
+                        what: format!("catalog {}", hash.to_hex()),
+                        source,
+                    })?;
             match nested.into_iter().find(|n| is_within(path, &n.path)) {
                 Some(n) => (hash, size) = (n.hash, n.size),
                 None => return Ok((hash, db)),
@@ -67,19 +79,31 @@ impl<'r> Snapshot<'r> {
     }
 
     fn cat_err(hash: &ContentHash) -> impl Fn(crate::catalog::CatalogError) -> RepoError + '_ {
-        move |source| RepoError::Catalog { what: format!("catalog {}", hash.to_hex()), source }
+        move |source| RepoError::Catalog {
+            what: format!("catalog {}", hash.to_hex()),
+            source,
+        }
     }
 
     /// Looks up `path`; `None` if it does not exist.
     pub fn lookup(&self, path: &[u8]) -> Result<Option<Found>, RepoError> {
         let path = normalize(path)?;
         let (hash, db) = self.catalog_for(&path)?;
-        let entry = db.lock().expect("catalog").lookup(PathKey::of(&path)).map_err(Self::cat_err(&hash))?;
-        Ok(entry.map(|entry| Found { path, entry, catalog: hash }))
+        let entry = db
+            .lock()
+            .expect("catalog")
+            .lookup(PathKey::of(&path))
+            .map_err(Self::cat_err(&hash))?;
+        Ok(entry.map(|entry| Found {
+            path,
+            entry,
+            catalog: hash,
+        }))
     }
 
     pub fn stat(&self, path: &[u8]) -> Result<Found, RepoError> {
-        self.lookup(path)?.ok_or_else(|| RepoError::NotFound(shown(path)))
+        self.lookup(path)?
+            .ok_or_else(|| RepoError::NotFound(shown(path)))
     }
 
     /// The entries of a directory, ordered by name (hidden entries left out).
@@ -89,11 +113,19 @@ impl<'r> Snapshot<'r> {
             return Err(RepoError::NotADirectory(shown(&dir.path)));
         }
         let (hash, db) = self.catalog_for(&dir.path)?;
-        let rows: Vec<Row> = db.lock().expect("catalog").children(PathKey::of(&dir.path)).map_err(Self::cat_err(&hash))?;
+        let rows: Vec<Row> = db
+            .lock()
+            .expect("catalog")
+            .children(PathKey::of(&dir.path))
+            .map_err(Self::cat_err(&hash))?;
         Ok(rows
             .into_iter()
             .filter(|r| !r.entry.is_hidden())
-            .map(|r| Found { path: join(&dir.path, &r.entry.name), entry: r.entry, catalog: hash })
+            .map(|r| Found {
+                path: join(&dir.path, &r.entry.name),
+                entry: r.entry,
+                catalog: hash,
+            })
             .collect())
     }
 
@@ -119,22 +151,38 @@ impl<'r> Snapshot<'r> {
         if e.kind() != EntryKind::File {
             return Err(RepoError::NotAFile(shown(&found.path)));
         }
-        let io = |err: std::io::Error| RepoError::Invalid(format!("writing {}: {err}", shown(&found.path)));
+        let io = |err: std::io::Error| {
+            RepoError::Invalid(format!("writing {}: {err}", shown(&found.path)))
+        };
         if e.flags & crate::catalog::schema::flags::EXTERNAL != 0 {
-            return Err(RepoError::Invalid(format!("{}: external files are not supported", shown(&found.path))));
+            return Err(RepoError::Invalid(format!(
+                "{}: external files are not supported",
+                shown(&found.path)
+            )));
         }
         if e.is_chunked() {
             let mut expected_offset = 0u64;
             for c in self.chunks(found)? {
                 if c.offset != expected_offset {
-                    return Err(RepoError::Invalid(format!("{}: chunk list has a gap at {expected_offset}", shown(&found.path))));
+                    return Err(RepoError::Invalid(format!(
+                        "{}: chunk list has a gap at {expected_offset}",
+                        shown(&found.path)
+                    )));
                 }
-                let data = self.object(ObjectName::new(c.hash, ObjectKind::Chunk), c.size, e.is_compressed())?;
+                let data = self.object(
+                    ObjectName::new(c.hash, ObjectKind::Chunk),
+                    c.size,
+                    e.is_compressed(),
+                )?;
                 out.write_all(&data).map_err(io)?;
                 expected_offset += c.size;
             }
             if expected_offset != e.size {
-                return Err(RepoError::Invalid(format!("{}: chunks cover {expected_offset} of {} bytes", shown(&found.path), e.size)));
+                return Err(RepoError::Invalid(format!(
+                    "{}: chunks cover {expected_offset} of {} bytes",
+                    shown(&found.path),
+                    e.size
+                )));
             }
             return Ok(e.size);
         }
@@ -142,9 +190,17 @@ impl<'r> Snapshot<'r> {
             if e.size == 0 {
                 return Ok(0);
             }
-            return Err(RepoError::Invalid(format!("{}: file of {} bytes has no content hash", shown(&found.path), e.size)));
+            return Err(RepoError::Invalid(format!(
+                "{}: file of {} bytes has no content hash",
+                shown(&found.path),
+                e.size
+            )));
         };
-        let data = self.object(ObjectName::new(hash, ObjectKind::File), e.size, e.is_compressed())?;
+        let data = self.object(
+            ObjectName::new(hash, ObjectKind::File),
+            e.size,
+            e.is_compressed(),
+        )?;
         out.write_all(&data).map_err(io)?;
         Ok(e.size)
     }
@@ -156,18 +212,31 @@ impl<'r> Snapshot<'r> {
         } else {
             let raw = self.repo.source().fetch(&name.path(), size)?;
             if name.hash.algo.digest(&raw) != name.hash {
-                return Err(ObjectError::HashMismatch { name: name.path(), actual: name.hash.algo.digest(&raw).to_hex() }.into());
+                return Err(ObjectError::HashMismatch {
+                    name: name.path(),
+                    actual: name.hash.algo.digest(&raw).to_hex(),
+                }
+                .into());
             }
             raw
         };
         if data.len() as u64 != size {
-            return Err(ObjectError::SizeMismatch { name: name.path(), expected: size, actual: data.len() as u64 }.into());
+            return Err(ObjectError::SizeMismatch {
+                name: name.path(),
+                expected: size,
+                actual: data.len() as u64,
+            }
+            .into());
         }
         Ok(data)
     }
 
     /// Visits every entry below `path` (itself included) in pre-order, children by name.
-    pub fn walk(&self, path: &[u8], visit: &mut dyn FnMut(&Found) -> Result<(), RepoError>) -> Result<(), RepoError> {
+    pub fn walk(
+        &self,
+        path: &[u8],
+        visit: &mut dyn FnMut(&Found) -> Result<(), RepoError>,
+    ) -> Result<(), RepoError> {
         let mut stack = vec![self.stat(path)?];
         while let Some(item) = stack.pop() {
             visit(&item)?;

@@ -1,0 +1,329 @@
+//! Turning the walked tree into catalogs, children first so each parent can list its
+//! nested catalogs' hashes. A catalog whose rows equal the previous revision's at the same
+//! mountpoint is kept as it was: same object, no new bytes.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::catalog::schema::flags;
+use crate::catalog::writer::{self, CatalogProperties};
+use crate::catalog::{CatalogContent, Counters, Entry, NestedRef, Row};
+use crate::hash::{HashAlgo, PathKey};
+use crate::object::ObjectKind;
+use crate::repository::path::{join, parent};
+use crate::store::LocalStore;
+
+use super::content::FileContent;
+use super::walk::{Meta, Node, NodeKind};
+use super::PublishError;
+
+/// Size recorded for directories, as tar ingestion upstream records it.
+const DIR_SIZE: u64 = 4096;
+/// `previous_revision` of a catalog that has no predecessor.
+pub const NO_PREVIOUS: &str = "0000000000000000000000000000000000000000";
+
+/// A catalog of the previous revision: its reference and a way to read it.
+pub trait OldCatalogs {
+    fn at(&self, mountpoint: &[u8]) -> Result<Option<NestedRef>, PublishError>;
+    fn load(&self, r: &NestedRef) -> Result<CatalogContent, PublishError>;
+    /// Counters of all the catalog accounts for (its own rows and those nested below).
+    fn totals(&self, r: &NestedRef) -> Result<Counters, PublishError>;
+}
+
+pub struct BuildCtx<'a> {
+    pub store: &'a LocalStore,
+    pub algo: HashAlgo,
+    pub revision: u64,
+    pub now: i64,
+    /// TTL written into a root catalog.
+    pub ttl: u64,
+    pub contents: &'a [FileContent],
+    pub roots: &'a HashSet<Vec<u8>>,
+    pub old: &'a dyn OldCatalogs,
+    pub written: u64,
+    pub kept: u64,
+}
+
+/// A finished catalog: the reference its parent stores, the counters of all it holds
+/// (itself and everything nested below), and the row
+/// of its root directory (the parent stores the same row as the mountpoint).
+pub struct Built {
+    pub nested: NestedRef,
+    pub totals: Counters,
+    pub root_entry: Entry,
+}
+
+pub fn dir_entry(
+    name: &[u8],
+    m: &Meta,
+    xattrs: Option<crate::catalog::xattr::Xattrs>,
+    subdirs: u64,
+    fl: u32,
+) -> Entry {
+    Entry {
+        name: name.to_vec(),
+        mode: m.mode,
+        uid: m.uid,
+        gid: m.gid,
+        size: DIR_SIZE,
+        mtime: m.mtime,
+        mtime_ns: Some(m.mtime_ns),
+        flags: fl,
+        hardlinks: 2 + subdirs,
+        hash: None,
+        symlink: Vec::new(),
+        xattrs,
+    }
+}
+
+impl BuildCtx<'_> {
+    /// Builds the catalog rooted at directory `node`, mounted at `path`, and every catalog below.
+    pub fn build(&mut self, node: &Node, path: &[u8]) -> Result<Built, PublishError> {
+        let NodeKind::Dir(children) = &node.kind else {
+            unreachable!("catalog roots are directories")
+        };
+        let mut content = CatalogContent::new(path.to_vec());
+        let mut below = Counters::default();
+        let links = self.hardlink_counts(node, path);
+        let mut groups: HashMap<(u64, u64), u32> = HashMap::new();
+        let root_flags = if path.is_empty() {
+            flags::DIR
+        } else {
+            flags::DIR | flags::NESTED_ROOT
+        };
+        let root_entry = dir_entry(
+            &node.name,
+            &node.meta,
+            node.xattrs.clone(),
+            count_subdirs(children),
+            root_flags,
+        );
+        let parent_key = if path.is_empty() {
+            PathKey::NONE
+        } else {
+            PathKey::of(parent(path))
+        };
+        content.rows.insert(
+            PathKey::of(path),
+            Row {
+                key: PathKey::of(path),
+                parent: parent_key,
+                entry: root_entry.clone(),
+            },
+        );
+        self.add_children(node, path, &mut content, &mut below, &links, &mut groups)?;
+        let self_counters = Counters::of(&content);
+        let mut totals = self_counters.clone();
+        totals.plus(&below);
+        let old = self.old.at(path)?;
+        // The root catalog is always rewritten: its revision property names the revision.
+        if let Some(old) = old.as_ref().filter(|_| !path.is_empty()) {
+            if self.old.load(old)? == content {
+                self.kept += 1;
+                return Ok(Built {
+                    nested: old.clone(),
+                    totals,
+                    root_entry,
+                });
+            }
+        }
+        let props = CatalogProperties {
+            revision: self.revision,
+            last_modified: self.now,
+            previous_revision: Some(
+                old.map(|o| o.hash.to_hex())
+                    .unwrap_or_else(|| NO_PREVIOUS.to_string()),
+            ),
+            ttl: path.is_empty().then_some(self.ttl),
+        };
+        let nested = self.write(&content, &props, &self_counters, &below)?;
+        Ok(Built {
+            nested,
+            totals,
+            root_entry,
+        })
+    }
+
+    pub fn write(
+        &mut self,
+        content: &CatalogContent,
+        props: &CatalogProperties,
+        own: &Counters,
+        below: &Counters,
+    ) -> Result<NestedRef, PublishError> {
+        let bytes = writer::write(content, props, own, below)
+            .map_err(|e| PublishError::Catalog(format!("{}: {e}", shown(&content.root_prefix))))?;
+        let name = self.store.put(ObjectKind::Catalog, self.algo, &bytes)?;
+        self.written += 1;
+        Ok(NestedRef {
+            path: content.root_prefix.clone(),
+            hash: name.hash,
+            size: bytes.len() as u64,
+        })
+    }
+
+    fn add_children(
+        &mut self,
+        dir: &Node,
+        dir_path: &[u8],
+        content: &mut CatalogContent,
+        below: &mut Counters,
+        links: &HashMap<(u64, u64), u32>,
+        groups: &mut HashMap<(u64, u64), u32>,
+    ) -> Result<(), PublishError> {
+        let NodeKind::Dir(children) = &dir.kind else {
+            return Ok(());
+        };
+        let parent_key = PathKey::of(dir_path);
+        for child in children {
+            let path = join(dir_path, &child.name);
+            let key = PathKey::of(&path);
+            let entry = match &child.kind {
+                NodeKind::Dir(grandchildren) if self.roots.contains(&path) => {
+                    let built = self.build(child, &path)?;
+                    below.plus(&built.totals);
+                    content.nested.insert(path.clone(), built.nested);
+                    let mut e = built.root_entry;
+                    e.flags = flags::DIR | flags::NESTED_MOUNTPOINT;
+                    debug_assert_eq!(e.hardlinks, 2 + count_subdirs(grandchildren));
+                    e
+                }
+                NodeKind::Dir(grandchildren) => {
+                    self.add_children(child, &path, content, below, links, groups)?;
+                    dir_entry(
+                        &child.name,
+                        &child.meta,
+                        child.xattrs.clone(),
+                        count_subdirs(grandchildren),
+                        flags::DIR,
+                    )
+                }
+                other => {
+                    let mut e = leaf_entry(child, other, self.contents, self.algo);
+                    if let FileContentRef::Chunked(chunks) = file_chunks(other, self.contents) {
+                        content.chunks.insert(key, chunks.to_vec());
+                    }
+                    let id = (child.meta.dev, child.meta.ino);
+                    if let Some(&count) = links.get(&id) {
+                        let next = groups.len() as u32 + 1;
+                        let group = *groups.entry(id).or_insert(next);
+                        e.hardlinks = (u64::from(group) << 32) | u64::from(count);
+                    }
+                    e
+                }
+            };
+            content.rows.insert(
+                key,
+                Row {
+                    key,
+                    parent: parent_key,
+                    entry,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Inodes that appear more than once among this catalog's non-directory entries, with
+    /// their count here. Hard links are catalog-local in the format, so links that cross
+    /// a catalog boundary become separate files.
+    fn hardlink_counts(&self, node: &Node, path: &[u8]) -> HashMap<(u64, u64), u32> {
+        let mut counts: HashMap<(u64, u64), u32> = HashMap::new();
+        let mut stack = vec![(node, path.to_vec())];
+        while let Some((n, p)) = stack.pop() {
+            let NodeKind::Dir(children) = &n.kind else {
+                continue;
+            };
+            for c in children {
+                let cp = join(&p, &c.name);
+                match c.kind {
+                    NodeKind::Dir(_) if !self.roots.contains(&cp) => stack.push((c, cp)),
+                    NodeKind::Dir(_) => {}
+                    _ if c.meta.nlink > 1 => {
+                        *counts.entry((c.meta.dev, c.meta.ino)).or_insert(0) += 1
+                    }
+                    _ => {}
+                }
+            }
+        }
+        counts.retain(|_, n| *n > 1);
+        counts
+    }
+}
+
+fn count_subdirs(children: &[Node]) -> u64 {
+    children
+        .iter()
+        .filter(|c| matches!(c.kind, NodeKind::Dir(_)))
+        .count() as u64
+}
+
+enum FileContentRef<'a> {
+    None,
+    Chunked(&'a [crate::catalog::Chunk]),
+}
+
+fn file_chunks<'a>(kind: &NodeKind, contents: &'a [FileContent]) -> FileContentRef<'a> {
+    match kind {
+        NodeKind::File(i) => match &contents[*i] {
+            FileContent::Chunked { chunks, .. } => FileContentRef::Chunked(chunks),
+            FileContent::Whole { .. } => FileContentRef::None,
+        },
+        _ => FileContentRef::None,
+    }
+}
+
+fn leaf_entry(node: &Node, kind: &NodeKind, contents: &[FileContent], algo: HashAlgo) -> Entry {
+    let m = &node.meta;
+    let mut e = Entry {
+        name: node.name.clone(),
+        mode: m.mode,
+        uid: m.uid,
+        gid: m.gid,
+        size: 0,
+        mtime: m.mtime,
+        mtime_ns: Some(m.mtime_ns),
+        flags: flags::FILE,
+        hardlinks: 1,
+        hash: None,
+        symlink: Vec::new(),
+        xattrs: node.xattrs.clone(),
+    };
+    match kind {
+        NodeKind::File(i) => {
+            // The algorithm bits are set only where there is content, as upstream does.
+            e.flags |= algo.flag_bits() << flags::HASH_SHIFT;
+            match &contents[*i] {
+                FileContent::Whole { hash, size } => {
+                    e.hash = Some(*hash);
+                    e.size = *size;
+                }
+                FileContent::Chunked { size, .. } => {
+                    e.flags |= flags::CHUNKED;
+                    e.size = *size;
+                }
+            }
+        }
+        NodeKind::Symlink(target) => {
+            e.flags |= flags::LINK;
+            e.size = target.len() as u64;
+            e.symlink = target.clone();
+        }
+        NodeKind::Special => {
+            e.flags |= flags::SPECIAL;
+            let ft = m.mode & libc::S_IFMT;
+            if ft == libc::S_IFCHR || ft == libc::S_IFBLK {
+                e.size = m.rdev;
+            }
+        }
+        NodeKind::Dir(_) => unreachable!("directories are handled by the caller"),
+    }
+    e
+}
+
+pub fn shown(path: &[u8]) -> String {
+    if path.is_empty() {
+        "/".into()
+    } else {
+        String::from_utf8_lossy(path).into_owned()
+    }
+}

@@ -1,0 +1,120 @@
+//! Making a revision visible: certificate, history and reflog first, a filesystem sync,
+//! then the signed manifest, renamed into place last. Until that rename, readers see the
+//! previous revision, whole.
+
+use crate::catalog::NestedRef;
+use crate::hash::HashAlgo;
+use crate::history::{History, Tag, TRUNK, TRUNK_PREVIOUS};
+use crate::keys::SigningKeys;
+use crate::manifest::{Manifest, ROOT_PATH_MD5};
+use crate::object::ObjectKind;
+use crate::reflog::{self, RefType, Reflog};
+use crate::repository::MANIFEST_PATH;
+use crate::store::{LocalStore, ObjectSource};
+
+use super::PublishError;
+
+pub struct CommitInput<'a> {
+    pub store: &'a LocalStore,
+    pub keys: &'a SigningKeys,
+    pub fqrn: &'a str,
+    pub algo: HashAlgo,
+    pub root: &'a NestedRef,
+    pub revision: u64,
+    pub now: i64,
+    pub ttl: u64,
+    pub old_manifest: Option<&'a Manifest>,
+    /// The history to extend (a new one is made if `None`).
+    pub history: Option<History>,
+    /// Tags to set on the new root, with descriptions.
+    pub tags: Vec<(String, String)>,
+    /// Whether `trunk` / `trunk-previous` move (a publish) or stay (a tag edit).
+    pub move_trunk: bool,
+}
+
+fn tag(name: &str, description: &str, c: &CommitInput<'_>) -> Tag {
+    Tag {
+        name: name.to_string(),
+        root_hash: c.root.hash,
+        revision: c.revision,
+        timestamp: c.now,
+        description: description.to_string(),
+        size: c.root.size,
+    }
+}
+
+pub fn commit(mut c: CommitInput<'_>) -> Result<Manifest, PublishError> {
+    let cert = c.store.put(
+        ObjectKind::Certificate,
+        c.algo,
+        c.keys.certificate_pem.as_bytes(),
+    )?;
+
+    let history = match c.history.take() {
+        Some(h) => h,
+        None => History::create(c.fqrn)?,
+    };
+    for (name, description) in &c.tags {
+        history.insert(&tag(name, description, &c))?;
+    }
+    if c.move_trunk {
+        // As `swissknife tag_edit`: the old trunk becomes trunk-previous, the new root trunk.
+        history.remove(TRUNK_PREVIOUS)?;
+        if let Some(mut t) = history.get(TRUNK)? {
+            t.name = TRUNK_PREVIOUS.to_string();
+            t.description = "default undo target".to_string();
+            history.insert(&t)?;
+        }
+        history.insert(&tag(TRUNK, "current HEAD", &c))?;
+    }
+    if let Some(h) = c.old_manifest.and_then(|m| m.history) {
+        history.set_previous(&h)?;
+    }
+    let history_name = c
+        .store
+        .put(ObjectKind::History, c.algo, &history.to_bytes()?)?;
+
+    let reflog = load_reflog(c.store, c.old_manifest, c.fqrn)?;
+    reflog.add(&c.root.hash, RefType::Catalog, c.now)?;
+    reflog.add(&cert.hash, RefType::Certificate, c.now)?;
+    reflog.add(&history_name.hash, RefType::History, c.now)?;
+    let reflog_bytes = reflog.to_bytes()?;
+    c.store.write_atomic(reflog::PATH, &reflog_bytes)?;
+
+    let manifest = Manifest {
+        root_catalog: c.root.hash,
+        root_catalog_size: c.root.size,
+        root_path_md5: ROOT_PATH_MD5.to_string(),
+        ttl: c.ttl,
+        revision: c.revision,
+        garbage_collectable: false,
+        alt_catalog_path: false,
+        fqrn: c.fqrn.to_string(),
+        certificate: Some(cert.hash),
+        history: Some(history_name.hash),
+        timestamp: c.now,
+        meta_info: None,
+        reflog: Some(c.algo.digest(&reflog_bytes)),
+    };
+    let signed = manifest.sign(&c.keys.repo_key)?;
+    c.store.sync_filesystem()?;
+    c.store.write_atomic(MANIFEST_PATH, &signed)?;
+    Ok(manifest)
+}
+
+/// The previous reflog if it matches the previous manifest; otherwise a new one (it is
+/// bookkeeping for garbage collection, never needed to read a revision).
+fn load_reflog(
+    store: &LocalStore,
+    old: Option<&Manifest>,
+    fqrn: &str,
+) -> Result<Reflog, PublishError> {
+    if let (Some(m), Ok(bytes)) = (old, store.fetch(reflog::PATH, 1 << 30)) {
+        if m.reflog.is_some_and(|y| y.algo.digest(&bytes) == y) {
+            if let Ok(r) = Reflog::from_bytes(&bytes) {
+                return Ok(r);
+            }
+        }
+    }
+    Ok(Reflog::create(fqrn)?)
+}

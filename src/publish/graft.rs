@@ -1,0 +1,137 @@
+//! Placing a newly built subtree catalog at `--path P` inside the previous revision: only
+//! the catalogs on the way from the root to P are rewritten; every other catalog, and so
+//! every other image in the repository, is kept byte for byte.
+
+use crate::catalog::schema::flags;
+use crate::catalog::writer::CatalogProperties;
+use crate::catalog::{CatalogContent, Counters, NestedRef, Row};
+use crate::hash::PathKey;
+use crate::repository::path::{is_within, parent};
+
+use super::build::{dir_entry, shown, BuildCtx, Built};
+use super::walk::Meta;
+use super::PublishError;
+
+pub struct Graft<'a> {
+    /// Where the new subtree goes.
+    pub path: &'a [u8],
+    pub subtree: Built,
+    /// Metadata for directories that must be created on the way to `path`.
+    pub dir_meta: Meta,
+}
+
+/// Rewrites the catalog `r` (mounted at `r.path`) and those below it on the way to the
+/// graft point; returns the new reference and the counters of all it holds.
+pub fn graft_into(
+    ctx: &mut BuildCtx<'_>,
+    r: &NestedRef,
+    g: &Graft<'_>,
+    ttl: Option<u64>,
+) -> Result<(NestedRef, Counters), PublishError> {
+    let mut content = ctx.old.load(r)?;
+    let via = content
+        .nested
+        .values()
+        .find(|n| is_within(g.path, &n.path) && n.path != g.path)
+        .cloned();
+    let replaced = if let Some(child) = via {
+        let (new_ref, counters) = graft_into(ctx, &child, g, None)?;
+        content.nested.insert(child.path.clone(), new_ref);
+        (child.path, counters)
+    } else {
+        place(&mut content, g)?;
+        (g.path.to_vec(), g.subtree.totals.clone())
+    };
+    // Counters: our own rows, and below them every nested catalog's totals.
+    let own = Counters::of(&content);
+    let mut below = Counters::default();
+    for n in content.nested.values() {
+        if n.path == replaced.0 {
+            below.plus(&replaced.1);
+        } else {
+            below.plus(&ctx.old.totals(n)?);
+        }
+    }
+    let is_root = r.path.is_empty();
+    let props = CatalogProperties {
+        revision: ctx.revision,
+        last_modified: ctx.now,
+        previous_revision: Some(r.hash.to_hex()),
+        ttl: if is_root { ttl } else { None },
+    };
+    let new_ref = ctx.write(&content, &props, &own, &below)?;
+    let mut totals = own;
+    totals.plus(&below);
+    Ok((new_ref, totals))
+}
+
+/// Removes whatever was at the graft point and puts the new subtree's mountpoint there,
+/// creating missing parent directories.
+fn place(content: &mut CatalogContent, g: &Graft<'_>) -> Result<(), PublishError> {
+    let target = g.path;
+    for k in content.subtree_keys(PathKey::of(target)) {
+        content.rows.remove(&k);
+        content.chunks.remove(&k);
+    }
+    content.nested.retain(|p, _| !is_within(p, target));
+    // Directories from this catalog's root down to the graft point's parent.
+    let mut missing = Vec::new();
+    let mut p = parent(target).to_vec();
+    while p.len() > content.root_prefix.len() {
+        match content.rows.get(&PathKey::of(&p)) {
+            Some(row) if row.entry.is_dir() => break,
+            Some(_) => return Err(PublishError::NotADirectoryInRepo(shown(&p))),
+            None => missing.push(p.clone()),
+        }
+        p = parent(&p).to_vec();
+    }
+    for dir in missing.into_iter().rev() {
+        let name = dir
+            .rsplit(|&b| b == b'/')
+            .next()
+            .unwrap_or_default()
+            .to_vec();
+        let e = dir_entry(&name, &g.dir_meta, None, 0, flags::DIR);
+        let key = PathKey::of(&dir);
+        content.rows.insert(
+            key,
+            Row {
+                key,
+                parent: PathKey::of(parent(&dir)),
+                entry: e,
+            },
+        );
+    }
+    let mut mount = g.subtree.root_entry.clone();
+    mount.flags = flags::DIR | flags::NESTED_MOUNTPOINT;
+    let key = PathKey::of(target);
+    content.rows.insert(
+        key,
+        Row {
+            key,
+            parent: PathKey::of(parent(target)),
+            entry: mount,
+        },
+    );
+    content
+        .nested
+        .insert(target.to_vec(), g.subtree.nested.clone());
+    fix_link_counts(content);
+    Ok(())
+}
+
+/// Directory link counts are 2 + subdirectories; recount those whose children live here
+/// (a mountpoint's children live in its own catalog, so its count is left alone).
+fn fix_link_counts(content: &mut CatalogContent) {
+    let mut subdirs: std::collections::HashMap<PathKey, u64> = std::collections::HashMap::new();
+    for r in content.rows.values() {
+        if r.entry.is_dir() && r.key != r.parent {
+            *subdirs.entry(r.parent).or_insert(0) += 1;
+        }
+    }
+    for r in content.rows.values_mut() {
+        if r.entry.is_dir() && !r.entry.is_nested_mountpoint() {
+            r.entry.hardlinks = 2 + subdirs.get(&r.key).copied().unwrap_or(0);
+        }
+    }
+}

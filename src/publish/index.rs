@@ -1,0 +1,225 @@
+//! The publish index: for every file of the last publish, the inode, size, mtime and ctime
+//! it had and the content it became. A file whose stat is unchanged (ctime included, which
+//! no one can set by hand) is not read again: this is what makes a 1 % republish cheap.
+//! It lives in the spool, outside the served tree; losing it only costs a full re-read.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection};
+
+use crate::catalog::Chunk;
+use crate::hash::{ContentHash, HashAlgo};
+
+use super::content::FileContent;
+use super::walk::{FileJob, Meta};
+
+#[derive(Debug, Clone)]
+struct Record {
+    stat: [i64; 7],
+    content: FileContent,
+}
+
+fn stat_key(m: &Meta) -> [i64; 7] {
+    [
+        m.dev as i64,
+        m.ino as i64,
+        m.size as i64,
+        m.mtime,
+        m.mtime_ns as i64,
+        m.ctime,
+        m.ctime_ns as i64,
+    ]
+}
+
+#[derive(Default)]
+pub struct PublishIndex {
+    records: HashMap<Vec<u8>, Record>,
+    path: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("publish index {path}: {source}")]
+pub struct IndexError {
+    path: String,
+    source: rusqlite::Error,
+}
+
+fn encode(c: &FileContent) -> String {
+    match c {
+        FileContent::Whole { hash, size } => format!("W {size} {}", hash.to_hex()),
+        FileContent::Chunked { size, chunks } => {
+            let list: Vec<String> = chunks
+                .iter()
+                .map(|c| format!("{}:{}:{}", c.offset, c.size, c.hash.to_hex()))
+                .collect();
+            format!("C {size} {}", list.join(","))
+        }
+    }
+}
+
+fn decode(s: &str) -> Option<FileContent> {
+    let mut parts = s.splitn(3, ' ');
+    let (kind, size, rest) = (parts.next()?, parts.next()?.parse().ok()?, parts.next()?);
+    match kind {
+        "W" => Some(FileContent::Whole {
+            hash: ContentHash::parse(rest).ok()?,
+            size,
+        }),
+        "C" => {
+            let mut chunks = Vec::new();
+            for c in rest.split(',') {
+                let mut f = c.splitn(3, ':');
+                chunks.push(Chunk {
+                    offset: f.next()?.parse().ok()?,
+                    size: f.next()?.parse().ok()?,
+                    hash: ContentHash::parse(f.next()?).ok()?,
+                });
+            }
+            Some(FileContent::Chunked { size, chunks })
+        }
+        _ => None,
+    }
+}
+
+impl PublishIndex {
+    /// Loads the index at `path`; a missing or unreadable index is an empty one.
+    pub fn load(path: &Path) -> Self {
+        let mut idx = PublishIndex {
+            records: HashMap::new(),
+            path: Some(path.to_path_buf()),
+        };
+        let Ok(conn) = Connection::open(path) else {
+            return idx;
+        };
+        let Ok(mut st) = conn.prepare(
+            "SELECT path, dev, ino, size, mtime, mtime_ns, ctime, ctime_ns, content FROM files",
+        ) else {
+            return idx;
+        };
+        let rows = st.query_map([], |r| {
+            let mut stat = [0i64; 7];
+            for (i, s) in stat.iter_mut().enumerate() {
+                *s = r.get(i + 1)?;
+            }
+            Ok((r.get::<_, Vec<u8>>(0)?, stat, r.get::<_, String>(8)?))
+        });
+        if let Ok(rows) = rows {
+            for (path, stat, content) in rows.flatten() {
+                if let Some(content) = decode(&content) {
+                    idx.records.insert(path, Record { stat, content });
+                }
+            }
+        }
+        idx
+    }
+
+    /// The content recorded for `repo_path` if the file's stat is exactly as recorded and
+    /// the algorithm is the same.
+    pub fn reusable(&self, repo_path: &[u8], meta: &Meta, algo: HashAlgo) -> Option<FileContent> {
+        let r = self.records.get(repo_path)?;
+        let algo_ok = match &r.content {
+            FileContent::Whole { hash, .. } => hash.algo == algo,
+            FileContent::Chunked { chunks, .. } => chunks.iter().all(|c| c.hash.algo == algo),
+        };
+        (r.stat == stat_key(meta) && algo_ok).then(|| r.content.clone())
+    }
+
+    /// Replaces the index with this publish's files (those below `prefix` are replaced,
+    /// the rest kept), written to a temporary file and renamed.
+    pub fn save(
+        &self,
+        prefix: &[u8],
+        jobs: &[FileJob],
+        contents: &[FileContent],
+    ) -> Result<(), IndexError> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let err = |source| IndexError {
+            path: path.display().to_string(),
+            source,
+        };
+        let tmp = path.with_extension("tmp");
+        let _ = std::fs::remove_file(&tmp);
+        let mut conn = Connection::open(&tmp).map_err(err)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;
+             CREATE TABLE files (path BLOB PRIMARY KEY, dev, ino, size, mtime, mtime_ns, ctime, ctime_ns, content TEXT);",
+        )
+        .map_err(err)?;
+        let tx = conn.transaction().map_err(err)?;
+        {
+            let mut ins = tx
+                .prepare("INSERT OR REPLACE INTO files VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)")
+                .map_err(err)?;
+            for (p, r) in &self.records {
+                if !crate::repository::path::is_within(p, prefix) {
+                    let s = r.stat;
+                    ins.execute(params![
+                        p,
+                        s[0],
+                        s[1],
+                        s[2],
+                        s[3],
+                        s[4],
+                        s[5],
+                        s[6],
+                        encode(&r.content)
+                    ])
+                    .map_err(err)?;
+                }
+            }
+            for (job, c) in jobs.iter().zip(contents) {
+                let s = stat_key(&job.meta);
+                ins.execute(params![
+                    job.repo_path,
+                    s[0],
+                    s[1],
+                    s[2],
+                    s[3],
+                    s[4],
+                    s[5],
+                    s[6],
+                    encode(c)
+                ])
+                .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)?;
+        drop(conn);
+        std::fs::rename(&tmp, path)
+            .map_err(|e| err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_encoding_round_trips() {
+        let h = HashAlgo::Shake128.digest(b"x");
+        for c in [
+            FileContent::Whole { hash: h, size: 3 },
+            FileContent::Chunked {
+                size: 9,
+                chunks: vec![
+                    Chunk {
+                        offset: 0,
+                        size: 4,
+                        hash: h,
+                    },
+                    Chunk {
+                        offset: 4,
+                        size: 5,
+                        hash: h,
+                    },
+                ],
+            },
+        ] {
+            assert_eq!(decode(&encode(&c)), Some(c));
+        }
+        assert_eq!(decode("X 1 2"), None);
+    }
+}
