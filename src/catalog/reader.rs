@@ -75,20 +75,24 @@ impl CatalogDb {
     }
 
     pub fn property(&self, key: &str) -> Result<Option<String>, CatalogError> {
+        Ok(self.property_bytes(key)?.map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+
+    /// A property's raw bytes.
+    pub fn property_bytes(&self, key: &str) -> Result<Option<Vec<u8>>, CatalogError> {
         Ok(self
             .conn
             .query_row("SELECT value FROM properties WHERE key = ?1", [key], |r| {
                 Ok(match r.get_ref(0)? {
-                    ValueRef::Integer(i) => i.to_string(),
-                    ValueRef::Real(f) => f.to_string(),
-                    ValueRef::Text(t) | ValueRef::Blob(t) => {
-                        String::from_utf8_lossy(t).into_owned()
-                    }
-                    ValueRef::Null => String::new(),
+                    ValueRef::Integer(i) => i.to_string().into_bytes(),
+                    ValueRef::Real(f) => f.to_string().into_bytes(),
+                    ValueRef::Text(t) | ValueRef::Blob(t) => t.to_vec(),
+                    ValueRef::Null => Vec::new(),
                 })
             })
             .optional()?)
     }
+
 
     pub fn properties(&self) -> Result<BTreeMap<String, String>, CatalogError> {
         let mut st = self
@@ -110,13 +114,12 @@ impl CatalogDb {
             .unwrap_or(0))
     }
 
-    /// The path this catalog is mounted at ("" for the root catalog).
+    /// The path this catalog is mounted at ("" for the root catalog); raw bytes, as a
+    /// mountpoint need not be UTF-8.
     pub fn root_prefix(&self) -> Result<Vec<u8>, CatalogError> {
-        Ok(self
-            .property("root_prefix")?
-            .map(|p| p.into_bytes())
-            .unwrap_or_default())
+        Ok(self.property_bytes("root_prefix")?.unwrap_or_default())
     }
+
 
     pub fn statistics(&self) -> Result<BTreeMap<String, i64>, CatalogError> {
         let mut st = self.conn.prepare("SELECT counter, value FROM statistics")?;

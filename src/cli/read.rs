@@ -163,17 +163,20 @@ pub fn info(a: InfoArgs) -> anyhow::Result<ExitCode> {
     let snap = repo.snapshot(&at(&a.read)?)?;
     let root = repo.catalog(&snap.root_hash(), 0)?;
     let stats = root.lock().expect("catalog").statistics()?;
+    // Stock catalogs store their own rows and the nested ones apart; show the whole tree.
+    let totals = lazyroot::catalog::Counters::totals_from(&stats);
     let tags = repo
         .history()?
         .map(|h| h.tags())
         .transpose()?
         .unwrap_or_default();
     if a.json {
-        let counters: serde_json::Map<String, serde_json::Value> = stats
+        let counters: serde_json::Map<String, serde_json::Value> = totals
+            .0
             .iter()
-            .filter(|(k, _)| k.starts_with("subtree_"))
-            .map(|(k, v)| (k[8..].to_string(), (*v).into()))
+            .map(|(k, v)| (k.to_string(), (*v).into()))
             .collect();
+
         let tags: Vec<_> = tags
             .iter()
             .map(|t| serde_json::json!({"name": t.name, "root_hash": t.root_hash.to_hex(), "revision": t.revision, "timestamp": t.timestamp, "description": t.description}))
@@ -200,8 +203,8 @@ pub fn info(a: InfoArgs) -> anyhow::Result<ExitCode> {
         "whitelist:   valid until {}",
         timefmt::iso8601(repo.whitelist().expires)
     );
-    for (k, v) in stats.iter().filter(|(k, _)| k.starts_with("subtree_")) {
-        println!("{:<12} {v}", format!("{}:", &k[8..]));
+    for (k, v) in &totals.0 {
+        println!("{:<12} {v}", format!("{k}:"));
     }
     for t in tags {
         println!(

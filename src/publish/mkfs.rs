@@ -162,7 +162,8 @@ pub fn edit_tag(
     let store = LocalStore::new(repo);
     let _lock = lock(&store)?;
     let (current, paths) = open_current(&store, keys_dir)?;
-    let signing = SigningKeys::load(&paths)?;
+    let signing = super::signing_keys(&current, &paths)?;
+
     let m = current.manifest().clone();
     let history = current.history()?;
     let history = match history {

@@ -201,6 +201,21 @@ pub fn open_current(
     Ok((repo, paths))
 }
 
+/// Loads the signing keys and makes sure the whitelist lists their certificate: a manifest
+/// signed by any other key would be refused by every client.
+pub fn signing_keys(repo: &Repository, paths: &KeyPaths) -> Result<SigningKeys, PublishError> {
+    let keys = SigningKeys::load(paths)?;
+    let fp = keys.certificate().fingerprint(repo.manifest().hash_algo());
+    if !repo.whitelist().fingerprints.contains(&fp) {
+        return Err(PublishError::Invalid(format!(
+            "the certificate {} (fingerprint {}) is not on the repository's whitelist; clients would refuse what it signs",
+            paths.certificate().display(),
+            fp.to_fingerprint()
+        )));
+    }
+    Ok(keys)
+}
+
 /// Publishes `opts.source` as the next revision.
 pub fn publish(
     opts: &PublishOptions,
@@ -233,8 +248,9 @@ fn publish_inner(
     let store = LocalStore::new(&opts.repo);
     let _lock = lock(&store)?;
     let (repo, key_paths) = open_current(&store, &opts.keys)?;
-    let keys = SigningKeys::load(&key_paths)?;
-    let old_manifest = repo.manifest().clone();
+    let keys = signing_keys(&repo, &key_paths)?;
+    let old_manifest
+ = repo.manifest().clone();
     let algo: HashAlgo = old_manifest.hash_algo();
     let now = timefmt::now();
     let revision = old_manifest.revision + 1;
