@@ -11,8 +11,24 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("lazyroot: error: {e:#}");
+            eprintln!("lazyroot: error: {}", message(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line. Library errors already name their cause in their
+/// own text (a library caller sees it there), so a cause the text ends with is not repeated.
+fn message(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if msg.is_empty() {
+            msg = s;
+        } else if !msg.ends_with(&s) {
+            msg.push_str(": ");
+            msg.push_str(&s);
+        }
+    }
+    msg
 }

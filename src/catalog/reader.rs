@@ -75,7 +75,9 @@ impl CatalogDb {
     }
 
     pub fn property(&self, key: &str) -> Result<Option<String>, CatalogError> {
-        Ok(self.property_bytes(key)?.map(|b| String::from_utf8_lossy(&b).into_owned()))
+        Ok(self
+            .property_bytes(key)?
+            .map(|b| String::from_utf8_lossy(&b).into_owned()))
     }
 
     /// A property's raw bytes.
@@ -92,7 +94,6 @@ impl CatalogDb {
             })
             .optional()?)
     }
-
 
     pub fn properties(&self) -> Result<BTreeMap<String, String>, CatalogError> {
         let mut st = self
@@ -119,7 +120,6 @@ impl CatalogDb {
     pub fn root_prefix(&self) -> Result<Vec<u8>, CatalogError> {
         Ok(self.property_bytes("root_prefix")?.unwrap_or_default())
     }
-
 
     pub fn statistics(&self) -> Result<BTreeMap<String, i64>, CatalogError> {
         let mut st = self.conn.prepare("SELECT counter, value FROM statistics")?;

@@ -167,6 +167,9 @@ pub fn publish(a: PublishArgs) -> anyhow::Result<ExitCode> {
         "published revision {} root {}: {} entries, {} files read ({} bytes), {} unchanged, {} catalogs written, {} kept, {:.2} s",
         r.revision, r.root.hash, r.entries, r.files_read, r.bytes_read, r.files_reused, r.catalogs_written, r.catalogs_kept, r.seconds
     );
+    let [walk, content, catalogs, commit] = r.phases;
+    println!("phases: walk {walk:.2} s, content {content:.2} s, catalogs {catalogs:.2} s, commit {commit:.2} s");
+
     Ok(ExitCode::SUCCESS)
 }
 

@@ -153,6 +153,8 @@ pub struct PublishReport {
     pub catalogs_written: u64,
     pub catalogs_kept: u64,
     pub seconds: f64,
+    /// Wall time of each phase: walk, content, catalogs, commit.
+    pub phases: [f64; 4],
 }
 
 /// Where publisher-private state lives: inside the repository directory but outside what
@@ -249,12 +251,12 @@ fn publish_inner(
     let _lock = lock(&store)?;
     let (repo, key_paths) = open_current(&store, &opts.keys)?;
     let keys = signing_keys(&repo, &key_paths)?;
-    let old_manifest
- = repo.manifest().clone();
+    let old_manifest = repo.manifest().clone();
     let algo: HashAlgo = old_manifest.hash_algo();
     let now = timefmt::now();
     let revision = old_manifest.revision + 1;
 
+    let t_walk = Instant::now();
     let mut walker = walk::Walker::new();
     let mut root_node = walker.walk_root(&opts.source, &target)?;
     root_node.name = target
@@ -279,7 +281,9 @@ fn publish_inner(
         progress,
         index: &index,
     };
+    let t_content = Instant::now();
     let (contents, stats) = content::process_all(&walker.jobs, &settings)?;
+    let t_catalogs = Instant::now();
 
     let dirtab = match std::fs::read(opts.source.join(".cvmfsdirtab")) {
         Ok(t) => partition::Dirtab::parse(&t),
@@ -328,6 +332,7 @@ fn publish_inner(
     };
     let (written, kept) = (ctx.written, ctx.kept);
     progress.finish();
+    let t_commit = Instant::now();
 
     let history = repo.history()?;
     let tags = opts
@@ -362,5 +367,11 @@ fn publish_inner(
         catalogs_written: written,
         catalogs_kept: kept,
         seconds: started.elapsed().as_secs_f64(),
+        phases: [
+            (t_content - t_walk).as_secs_f64(),
+            (t_catalogs - t_content).as_secs_f64(),
+            (t_commit - t_catalogs).as_secs_f64(),
+            t_commit.elapsed().as_secs_f64(),
+        ],
     })
 }

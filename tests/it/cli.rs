@@ -19,7 +19,12 @@ impl Cli {
         std::os::unix::fs::symlink("motd", src.join("etc/link")).unwrap();
         let o = lazyroot(&["mkfs", "cli.example.org", "--repo", &repo, "--keys", &keys]);
         assert!(o.status.success(), "{}", stderr(&o));
-        Cli { _dir: dir, repo, keys, src }
+        Cli {
+            _dir: dir,
+            repo,
+            keys,
+            src,
+        }
     }
 
     fn run(&self, cmd: &str, extra: &[&str]) -> std::process::Output {
@@ -30,7 +35,11 @@ impl Cli {
 
     fn ok(&self, cmd: &str, extra: &[&str]) -> String {
         let o = self.run(cmd, extra);
-        assert!(o.status.success(), "lazyroot {cmd} {extra:?}: {}", stderr(&o));
+        assert!(
+            o.status.success(),
+            "lazyroot {cmd} {extra:?}: {}",
+            stderr(&o)
+        );
         stdout(&o)
     }
 }
@@ -39,15 +48,45 @@ impl Cli {
 fn mkfs_writes_stock_key_files_and_refuses_twice() {
     let c = Cli::new();
     for ext in ["masterkey", "pub", "key", "crt"] {
-        assert!(std::path::Path::new(&c.keys).join(format!("cli.example.org.{ext}")).exists(), "{ext}");
+        assert!(
+            std::path::Path::new(&c.keys)
+                .join(format!("cli.example.org.{ext}"))
+                .exists(),
+            "{ext}"
+        );
     }
-    for f in [".cvmfspublished", ".cvmfswhitelist", ".cvmfsreflog", ".cvmfs_master_replica", "data/00", "data/ff"] {
+    for f in [
+        ".cvmfspublished",
+        ".cvmfswhitelist",
+        ".cvmfsreflog",
+        ".cvmfs_master_replica",
+        "data/00",
+        "data/ff",
+    ] {
         assert!(std::path::Path::new(&c.repo).join(f).exists(), "{f}");
     }
-    let o = lazyroot(&["mkfs", "cli.example.org", "--repo", &c.repo, "--keys", &c.keys]);
+    let o = lazyroot(&[
+        "mkfs",
+        "cli.example.org",
+        "--repo",
+        &c.repo,
+        "--keys",
+        &c.keys,
+    ]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("already holds a repository"), "{}", stderr(&o));
-    let o = lazyroot(&["mkfs", "Bad Name", "--repo", "/tmp/never", "--keys", &c.keys]);
+    assert!(
+        stderr(&o).contains("already holds a repository"),
+        "{}",
+        stderr(&o)
+    );
+    let o = lazyroot(&[
+        "mkfs",
+        "Bad Name",
+        "--repo",
+        "/tmp/never",
+        "--keys",
+        &c.keys,
+    ]);
     assert!(stderr(&o).contains("invalid"), "{}", stderr(&o));
 }
 
@@ -67,7 +106,11 @@ fn publish_ls_cat_info_check() {
     assert!(c.ok("check", &[]).contains("0 problems"));
     let o = c.run("cat", &["/etc/nope"]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("no such file or directory: /etc/nope"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no such file or directory: /etc/nope"),
+        "{}",
+        stderr(&o)
+    );
     let o = c.run("cat", &["/etc"]);
     assert!(stderr(&o).contains("not a regular file"), "{}", stderr(&o));
     let o = c.run("ls", &["/../etc"]);
@@ -84,16 +127,41 @@ fn pinning_by_tag_and_root_hash_and_tag_edits() {
     c.ok("publish", &[c.src.to_str().unwrap()]);
     assert_eq!(c.ok("cat", &["/etc/motd"]), "second\n");
     assert_eq!(c.ok("cat", &["--tag", "v1", "/etc/motd"]), "hello\n");
-    assert_eq!(c.ok("cat", &["--root-hash", &v1_root, "/etc/motd"]), "hello\n");
-    assert_eq!(c.ok("cat", &["--tag", "trunk-previous", "/etc/motd"]), "hello\n");
+    assert_eq!(
+        c.ok("cat", &["--root-hash", &v1_root, "/etc/motd"]),
+        "hello\n"
+    );
+    assert_eq!(
+        c.ok("cat", &["--tag", "trunk-previous", "/etc/motd"]),
+        "hello\n"
+    );
     // Tag an older root, list, remove.
-    c.ok("tag", &["--add", "stable", "--root-hash", &v1_root, "-m", "known good"]);
+    c.ok(
+        "tag",
+        &[
+            "--add",
+            "stable",
+            "--root-hash",
+            &v1_root,
+            "-m",
+            "known good",
+        ],
+    );
     let tags = c.ok("tag", &[]);
-    assert!(tags.lines().any(|l| l.starts_with("stable\t") && l.contains(&v1_root) && l.ends_with("known good")), "{tags}");
+    assert!(
+        tags.lines().any(|l| l.starts_with("stable\t")
+            && l.contains(&v1_root)
+            && l.ends_with("known good")),
+        "{tags}"
+    );
     assert_eq!(c.ok("cat", &["--tag", "stable", "/etc/motd"]), "hello\n");
     c.ok("tag", &["--remove", "stable"]);
     let o = c.run("cat", &["--tag", "stable", "/etc/motd"]);
-    assert!(stderr(&o).contains("no tag named \"stable\""), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no tag named \"stable\""),
+        "{}",
+        stderr(&o)
+    );
     let o = c.run("tag", &["--remove", "stable"]);
     assert!(!o.status.success());
     // Tag edits keep the revision.
@@ -108,7 +176,8 @@ fn check_reports_a_corrupt_object_and_exits_non_zero() {
     c.ok("publish", &[c.src.to_str().unwrap()]);
     // The object holding "hello\n".
     let (_, h) = lazyroot::object::compress_and_hash(lazyroot::hash::HashAlgo::Sha1, b"hello\n");
-    let p = std::path::Path::new(&c.repo).join(lazyroot::object::ObjectName::new(h, lazyroot::object::ObjectKind::File).path());
+    let p = std::path::Path::new(&c.repo)
+        .join(lazyroot::object::ObjectName::new(h, lazyroot::object::ObjectKind::File).path());
     let mut bytes = std::fs::read(&p).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;
@@ -121,7 +190,11 @@ fn check_reports_a_corrupt_object_and_exits_non_zero() {
     assert!(o.stdout.is_empty(), "no wrong bytes are written");
     std::fs::remove_file(&p).unwrap();
     let o = c.run("check", &[]);
-    assert!(stdout(&o).contains("is missing from the repository"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("is missing from the repository"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]

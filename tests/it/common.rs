@@ -40,7 +40,12 @@ impl TestRepo {
             ttl: 240,
         })
         .unwrap();
-        TestRepo { dir, repo, keys, fqrn: FQRN.into() }
+        TestRepo {
+            dir,
+            repo,
+            keys,
+            fqrn: FQRN.into(),
+        }
     }
 
     pub fn options(&self, source: &Path) -> PublishOptions {
@@ -52,8 +57,13 @@ impl TestRepo {
     }
 
     pub fn trust(&self) -> Trust {
-        let pubkey = load_master_public(&KeyPaths::new(&self.keys, &self.fqrn).master_public()).unwrap();
-        Trust { master_keys: vec![pubkey], fqrn: Some(self.fqrn.clone()), now: lazyroot::timefmt::now() }
+        let pubkey =
+            load_master_public(&KeyPaths::new(&self.keys, &self.fqrn).master_public()).unwrap();
+        Trust {
+            master_keys: vec![pubkey],
+            fqrn: Some(self.fqrn.clone()),
+            now: lazyroot::timefmt::now(),
+        }
     }
 
     pub fn open(&self) -> Repository {
@@ -64,7 +74,11 @@ impl TestRepo {
     pub fn assert_healthy(&self) -> Repository {
         let r = self.open();
         let report = check(&r);
-        assert!(report.problems.is_empty(), "check found: {:#?}", report.problems);
+        assert!(
+            report.problems.is_empty(),
+            "check found: {:#?}",
+            report.problems
+        );
         r
     }
 
@@ -77,7 +91,10 @@ impl TestRepo {
 
 /// Runs the built `lazyroot` binary.
 pub fn lazyroot(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lazyroot")).args(args).output().expect("running lazyroot")
+    Command::new(env!("CARGO_BIN_EXE_lazyroot"))
+        .args(args)
+        .output()
+        .expect("running lazyroot")
 }
 
 pub fn stdout(o: &Output) -> String {
@@ -91,7 +108,11 @@ pub fn stderr(o: &Output) -> String {
 /// The shared folder beside the project (as CI lays it out).
 pub fn shared() -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
-    assert!(p.is_dir(), "../shared is missing beside the project: {}", p.display());
+    assert!(
+        p.is_dir(),
+        "../shared is missing beside the project: {}",
+        p.display()
+    );
     p
 }
 
@@ -100,11 +121,22 @@ pub fn unpack_fixture() -> (tempfile::TempDir, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let fx = shared().join("fixtures/cvmfs-legacy-repo");
     for tarball in ["legacy_aufs_repo.tar.gz", "keys.tar.gz"] {
-        let st = Command::new("tar").arg("xzf").arg(fx.join(tarball)).arg("-C").arg(dir.path()).status().unwrap();
+        let st = Command::new("tar")
+            .arg("xzf")
+            .arg(fx.join(tarball))
+            .arg("-C")
+            .arg(dir.path())
+            .status()
+            .unwrap();
         assert!(st.success(), "unpacking {tarball}");
     }
     // Unpacked read-only trees must be writable to re-sign them.
-    let st = Command::new("chmod").arg("-R").arg("u+w").arg(dir.path()).status().unwrap();
+    let st = Command::new("chmod")
+        .arg("-R")
+        .arg("u+w")
+        .arg(dir.path())
+        .status()
+        .unwrap();
     assert!(st.success());
     let repo = dir.path().join("srv/cvmfs/legacy_aufs.cern.ch");
     let keys = dir.path().join("etc/cvmfs/keys");

@@ -14,18 +14,28 @@ const FQRN: &str = "legacy_aufs.cern.ch";
 
 fn trust(keys: &std::path::Path) -> Trust {
     let pubkey = load_master_public(&KeyPaths::new(keys, FQRN).master_public()).unwrap();
-    Trust { master_keys: vec![pubkey], fqrn: Some(FQRN.into()), now: lazyroot::timefmt::now() }
+    Trust {
+        master_keys: vec![pubkey],
+        fqrn: Some(FQRN.into()),
+        now: lazyroot::timefmt::now(),
+    }
 }
 
 fn expected() -> String {
-    std::fs::read_to_string(shared().join("fixtures/cvmfs-legacy-repo/expected-listing.tsv")).unwrap()
+    std::fs::read_to_string(shared().join("fixtures/cvmfs-legacy-repo/expected-listing.tsv"))
+        .unwrap()
 }
 
 #[test]
 fn expired_whitelist_is_refused() {
     let (_d, repo, keys) = unpack_fixture();
-    let err = Repository::open(Arc::new(LocalStore::new(&repo)), &trust(&keys)).err().expect("must be refused");
-    assert!(matches!(err, RepoError::Whitelist(WhitelistError::Expired(_))), "{err}");
+    let err = Repository::open(Arc::new(LocalStore::new(&repo)), &trust(&keys))
+        .err()
+        .expect("must be refused");
+    assert!(
+        matches!(err, RepoError::Whitelist(WhitelistError::Expired(_))),
+        "{err}"
+    );
     assert!(err.to_string().contains("2015-11-20"), "{err}");
 }
 
@@ -36,9 +46,14 @@ fn whitelist_resigned_by_our_code_is_accepted_and_listing_matches() {
     // fingerprints of the stock whitelist.
     let raw = std::fs::read(repo.join(".cvmfswhitelist")).unwrap();
     let master = load_master_key(&KeyPaths::new(&keys, FQRN)).unwrap();
-    let old = Whitelist::verify(&raw, &[master.to_public_key()]).expect("the stock whitelist signature verifies");
+    let old = Whitelist::verify(&raw, &[master.to_public_key()])
+        .expect("the stock whitelist signature verifies");
     let now = lazyroot::timefmt::now();
-    let fresh = Whitelist { created: now, expires: now + 86_400, ..old };
+    let fresh = Whitelist {
+        created: now,
+        expires: now + 86_400,
+        ..old
+    };
     std::fs::write(repo.join(".cvmfswhitelist"), fresh.sign(&master).unwrap()).unwrap();
 
     let r = Repository::open(Arc::new(LocalStore::new(&repo)), &trust(&keys)).unwrap();
@@ -64,7 +79,16 @@ fn cli_resign_then_ls_reproduces_expected_listing() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o), expected());
     // Tags written by stock CernVM-FS pin older revisions.
-    let o = lazyroot(&["ls", "--repo", repo, "--keys", keys, "--tag", "trunk-previous", "/"]);
+    let o = lazyroot(&[
+        "ls",
+        "--repo",
+        repo,
+        "--keys",
+        keys,
+        "--tag",
+        "trunk-previous",
+        "/",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
@@ -72,18 +96,47 @@ fn cli_resign_then_ls_reproduces_expected_listing() {
 fn publishing_into_a_stock_repository_keeps_everything_else() {
     let (d, repo, keys) = unpack_fixture();
     let (rs, ks) = (repo.to_str().unwrap(), keys.to_str().unwrap());
-    assert!(lazyroot(&["resign", "--repo", rs, "--keys", ks]).status.success());
+    assert!(lazyroot(&["resign", "--repo", rs, "--keys", ks])
+        .status
+        .success());
     let src = d.path().join("img");
     write(&src.join("etc/hostname"), b"lazy\n");
-    let o = lazyroot(&["publish", src.to_str().unwrap(), "--repo", rs, "--keys", ks, "--path", "/images/one", "--tag", "one"]);
+    let o = lazyroot(&[
+        "publish",
+        src.to_str().unwrap(),
+        "--repo",
+        rs,
+        "--keys",
+        ks,
+        "--path",
+        "/images/one",
+        "--tag",
+        "one",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let o = lazyroot(&["ls", "-R", "--repo", rs, "--keys", ks]);
     let listing = stdout(&o);
-    let old: Vec<&str> = listing.lines().filter(|l| !l.starts_with("/images")).collect();
-    assert_eq!(old.join("\n") + "\n", expected(), "entries outside --path are untouched");
+    let old: Vec<&str> = listing
+        .lines()
+        .filter(|l| !l.starts_with("/images"))
+        .collect();
+    assert_eq!(
+        old.join("\n") + "\n",
+        expected(),
+        "entries outside --path are untouched"
+    );
     assert!(listing.contains("/images/one/etc/hostname\tf\t"));
     let o = lazyroot(&["check", "--repo", rs, "--keys", ks]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
-    let o = lazyroot(&["cat", "--repo", rs, "--keys", ks, "--tag", "one", "/images/one/etc/hostname"]);
+    let o = lazyroot(&[
+        "cat",
+        "--repo",
+        rs,
+        "--keys",
+        ks,
+        "--tag",
+        "one",
+        "/images/one/etc/hostname",
+    ]);
     assert_eq!(stdout(&o), "lazy\n");
 }

@@ -8,7 +8,10 @@ use crate::common::*;
 
 fn tree(root: &std::path::Path, n: usize) {
     for i in 0..n {
-        write(&root.join(format!("d{}/f{i}", i % 7)), format!("file {i}\n").as_bytes());
+        write(
+            &root.join(format!("d{}/f{i}", i % 7)),
+            format!("file {i}\n").as_bytes(),
+        );
     }
     write(&root.join("d0/.cvmfscatalog"), b"");
     write(&root.join("d1/.cvmfscatalog"), b"");
@@ -24,7 +27,10 @@ fn unchanged_republish_reads_nothing_and_keeps_catalogs() {
     let second = repo.publish(src.path());
     assert_eq!((second.files_read, second.files_reused), (0, 102));
     assert_eq!(second.catalogs_kept, 2, "the two nested catalogs are kept");
-    assert_eq!(second.catalogs_written, 1, "the root catalog always names the new revision");
+    assert_eq!(
+        second.catalogs_written, 1,
+        "the root catalog always names the new revision"
+    );
     // One changed file: read alone; only its catalog and the root are rewritten.
     write(&src.path().join("d0/f0"), b"changed\n");
     let third = repo.publish(src.path());
@@ -32,11 +38,17 @@ fn unchanged_republish_reads_nothing_and_keeps_catalogs() {
     assert_eq!((third.catalogs_written, third.catalogs_kept), (2, 1));
     let r = repo.assert_healthy();
     let mut out = Vec::new();
-    r.snapshot(&At::Latest).unwrap().read_file(b"/d0/f0", &mut out).unwrap();
+    r.snapshot(&At::Latest)
+        .unwrap()
+        .read_file(b"/d0/f0", &mut out)
+        .unwrap();
     assert_eq!(out, b"changed\n");
     // Older revisions stay readable by root hash.
     let mut out = Vec::new();
-    r.snapshot(&At::RootHash(first.root.hash)).unwrap().read_file(b"/d0/f0", &mut out).unwrap();
+    r.snapshot(&At::RootHash(first.root.hash))
+        .unwrap()
+        .read_file(b"/d0/f0", &mut out)
+        .unwrap();
     assert_eq!(out, b"file 0\n");
 }
 
@@ -48,15 +60,33 @@ fn same_size_and_mtime_but_new_content_is_noticed() {
     let f = src.path().join("conf");
     write(&f, b"aaaa");
     let t = nix::sys::time::TimeSpec::new(1_000_000, 0);
-    nix::sys::stat::utimensat(nix::fcntl::AT_FDCWD, &f, &t, &t, nix::sys::stat::UtimensatFlags::NoFollowSymlink).unwrap();
+    nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        &f,
+        &t,
+        &t,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .unwrap();
     repo.publish(src.path());
     std::thread::sleep(std::time::Duration::from_millis(20)); // a distinct ctime
     write(&f, b"bbbb");
-    nix::sys::stat::utimensat(nix::fcntl::AT_FDCWD, &f, &t, &t, nix::sys::stat::UtimensatFlags::NoFollowSymlink).unwrap();
+    nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        &f,
+        &t,
+        &t,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .unwrap();
     let r = repo.publish(src.path());
     assert_eq!(r.files_read, 1);
     let mut out = Vec::new();
-    repo.open().snapshot(&At::Latest).unwrap().read_file(b"/conf", &mut out).unwrap();
+    repo.open()
+        .snapshot(&At::Latest)
+        .unwrap()
+        .read_file(b"/conf", &mut out)
+        .unwrap();
     assert_eq!(out, b"bbbb");
 }
 
@@ -67,10 +97,17 @@ fn chunks_are_shared_after_an_insertion() {
     let data = noise(7, 3 << 20);
     write(&src.path().join("big"), &data);
     let mut o = repo.options(src.path());
-    o.chunking = Some(ChunkSizes { min: 64 << 10, avg: 128 << 10, max: 256 << 10 });
+    o.chunking = Some(ChunkSizes {
+        min: 64 << 10,
+        avg: 128 << 10,
+        max: 256 << 10,
+    });
     publish::publish(&o, &NoProgress).unwrap();
     let objects = |repo: &TestRepo| {
-        walkdir(&repo.repo.join("data")).into_iter().filter(|p| p.to_string_lossy().ends_with('P')).count()
+        walkdir(&repo.repo.join("data"))
+            .into_iter()
+            .filter(|p| p.to_string_lossy().ends_with('P'))
+            .count()
     };
     let before = objects(&repo);
     assert!(before >= 8, "a 3 MiB file in 64-256 KiB chunks: {before}");
@@ -79,9 +116,16 @@ fn chunks_are_shared_after_an_insertion() {
     write(&src.path().join("big"), &shifted);
     publish::publish(&o, &NoProgress).unwrap();
     let added = objects(&repo) - before;
-    assert!(added <= 2, "content-defined chunks re-align after an insertion: {added} new chunks");
+    assert!(
+        added <= 2,
+        "content-defined chunks re-align after an insertion: {added} new chunks"
+    );
     let mut out = Vec::new();
-    repo.assert_healthy().snapshot(&At::Latest).unwrap().read_file(b"/big", &mut out).unwrap();
+    repo.assert_healthy()
+        .snapshot(&At::Latest)
+        .unwrap()
+        .read_file(b"/big", &mut out)
+        .unwrap();
     assert_eq!(out, shifted);
 }
 
@@ -95,13 +139,24 @@ fn images_under_paths_leave_each_other_alone() {
     let mut o = repo.options(a.path());
     o.path = b"/images/a".to_vec();
     publish::publish(&o, &NoProgress).unwrap();
-    let before: Vec<String> = repo.listing().into_iter().filter(|l| l.starts_with("/images/a")).collect();
+    let before: Vec<String> = repo
+        .listing()
+        .into_iter()
+        .filter(|l| l.starts_with("/images/a"))
+        .collect();
     let mut o = repo.options(b.path());
     o.path = b"/images/b".to_vec();
     o.tag = Some("b-v1".into());
     let r = publish::publish(&o, &NoProgress).unwrap();
-    assert_eq!(r.catalogs_written, 2, "the new image's catalog and the root");
-    let after: Vec<String> = repo.listing().into_iter().filter(|l| l.starts_with("/images/a")).collect();
+    assert_eq!(
+        r.catalogs_written, 2,
+        "the new image's catalog and the root"
+    );
+    let after: Vec<String> = repo
+        .listing()
+        .into_iter()
+        .filter(|l| l.starts_with("/images/a"))
+        .collect();
     assert_eq!(before, after);
     let rr = repo.assert_healthy();
     let snap = rr.snapshot(&At::Tag("b-v1".into())).unwrap();
@@ -110,7 +165,14 @@ fn images_under_paths_leave_each_other_alone() {
     assert_eq!(out, b"#!shell");
     // Each image is a nested catalog of its own.
     let root = rr.catalog(&snap.root_hash(), 0).unwrap();
-    let nested: Vec<Vec<u8>> = root.lock().unwrap().nested().unwrap().into_iter().map(|n| n.path).collect();
+    let nested: Vec<Vec<u8>> = root
+        .lock()
+        .unwrap()
+        .nested()
+        .unwrap()
+        .into_iter()
+        .map(|n| n.path)
+        .collect();
     assert_eq!(nested, vec![b"/images/a".to_vec(), b"/images/b".to_vec()]);
 }
 

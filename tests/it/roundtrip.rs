@@ -42,7 +42,10 @@ struct Spec {
 fn name() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         "[a-z]{1,8}".prop_map(|s| s.into_bytes()),
-        proptest::collection::vec(any::<u8>().prop_filter("no / or NUL", |b| *b != b'/' && *b != 0), 1..12),
+        proptest::collection::vec(
+            any::<u8>().prop_filter("no / or NUL", |b| *b != b'/' && *b != 0),
+            1..12
+        ),
         Just(b"new\nline".to_vec()),
         Just(b"bad\xffutf8".to_vec()),
     ]
@@ -61,11 +64,35 @@ fn spec() -> impl Strategy<Value = Spec> {
         1 => (0u32..300, 0u32..300).prop_map(|(a, b)| Kind::BlockDev(a, b)),
     ];
     let xattr = proptest::option::of(prop_oneof![
-        ("user\\.[a-z]{1,10}", proptest::collection::vec(any::<u8>(), 0..40)),
-        Just(("security.capability".to_string(), vec![1, 0, 0, 2, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])),
+        (
+            "user\\.[a-z]{1,10}",
+            proptest::collection::vec(any::<u8>(), 0..40)
+        ),
+        Just((
+            "security.capability".to_string(),
+            vec![1, 0, 0, 2, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+        )),
     ]);
-    (any::<usize>(), name(), kind, 0u32..0o10000, 0u32..70_000, 0u32..70_000, (0i64..4_000_000_000, 0u32..1_000_000_000), xattr)
-        .prop_map(|(parent, name, kind, mode, uid, gid, mtime, xattr)| Spec { parent, name, kind, mode, uid, gid, mtime, xattr })
+    (
+        any::<usize>(),
+        name(),
+        kind,
+        0u32..0o10000,
+        0u32..70_000,
+        0u32..70_000,
+        (0i64..4_000_000_000, 0u32..1_000_000_000),
+        xattr,
+    )
+        .prop_map(|(parent, name, kind, mode, uid, gid, mtime, xattr)| Spec {
+            parent,
+            name,
+            kind,
+            mode,
+            uid,
+            gid,
+            mtime,
+            xattr,
+        })
 }
 
 /// Creates the tree; returns the paths created (index 0 is the root).
@@ -84,13 +111,27 @@ fn materialize(root: &Path, specs: &[Spec]) -> Vec<PathBuf> {
             Kind::Dir => std::fs::create_dir(&p).is_ok(),
             Kind::File(n, seed) => std::fs::write(&p, noise(*seed, *n)).is_ok(),
             Kind::Symlink(t) => std::os::unix::fs::symlink(OsStr::from_bytes(t), &p).is_ok(),
-            Kind::HardLink(i) if !files.is_empty() => std::fs::hard_link(&files[i % files.len()], &p).is_ok(),
+            Kind::HardLink(i) if !files.is_empty() => {
+                std::fs::hard_link(&files[i % files.len()], &p).is_ok()
+            }
             Kind::HardLink(_) => false,
-            Kind::Fifo => nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o644)).is_ok(),
+            Kind::Fifo => {
+                nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o644)).is_ok()
+            }
             Kind::Socket => std::os::unix::net::UnixListener::bind(&p).is_ok(),
             Kind::CharDev(a, b) | Kind::BlockDev(a, b) => {
-                let kind = if matches!(s.kind, Kind::CharDev(..)) { nix::sys::stat::SFlag::S_IFCHR } else { nix::sys::stat::SFlag::S_IFBLK };
-                nix::sys::stat::mknod(&p, kind, nix::sys::stat::Mode::from_bits_truncate(0o600), nix::sys::stat::makedev(*a as u64, *b as u64)).is_ok()
+                let kind = if matches!(s.kind, Kind::CharDev(..)) {
+                    nix::sys::stat::SFlag::S_IFCHR
+                } else {
+                    nix::sys::stat::SFlag::S_IFBLK
+                };
+                nix::sys::stat::mknod(
+                    &p,
+                    kind,
+                    nix::sys::stat::Mode::from_bits_truncate(0o600),
+                    nix::sys::stat::makedev(*a as u64, *b as u64),
+                )
+                .is_ok()
             }
         };
         if !made {
@@ -117,8 +158,13 @@ fn materialize(root: &Path, specs: &[Spec]) -> Vec<PathBuf> {
         );
         if !is_link && !matches!(s.kind, Kind::HardLink(_)) {
             // chown clears setuid bits, so mode comes after it.
-            let mode = if matches!(s.kind, Kind::Dir) { s.mode | 0o700 } else { s.mode };
-            std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+            let mode = if matches!(s.kind, Kind::Dir) {
+                s.mode | 0o700
+            } else {
+                s.mode
+            };
+            std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                .unwrap();
         }
         // After chown, which would drop security.capability.
         if let Some((k, v)) = &s.xattr {
@@ -127,7 +173,14 @@ fn materialize(root: &Path, specs: &[Spec]) -> Vec<PathBuf> {
             }
         }
         let t = nix::sys::time::TimeSpec::new(s.mtime.0, s.mtime.1 as i64);
-        nix::sys::stat::utimensat(nix::fcntl::AT_FDCWD, p, &t, &t, nix::sys::stat::UtimensatFlags::NoFollowSymlink).unwrap();
+        nix::sys::stat::utimensat(
+            nix::fcntl::AT_FDCWD,
+            p,
+            &t,
+            &t,
+            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+        )
+        .unwrap();
     }
     all
 }
@@ -135,7 +188,8 @@ fn materialize(root: &Path, specs: &[Spec]) -> Vec<PathBuf> {
 fn xattr_set(p: &Path, k: &str, v: &[u8]) -> std::io::Result<()> {
     let cp = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
     let ck = std::ffi::CString::new(k).unwrap();
-    let r = unsafe { libc::lsetxattr(cp.as_ptr(), ck.as_ptr(), v.as_ptr() as *const _, v.len(), 0) };
+    let r =
+        unsafe { libc::lsetxattr(cp.as_ptr(), ck.as_ptr(), v.as_ptr() as *const _, v.len(), 0) };
     if r == 0 {
         Ok(())
     } else {
@@ -144,12 +198,19 @@ fn xattr_set(p: &Path, k: &str, v: &[u8]) -> std::io::Result<()> {
 }
 
 fn xattrs_of(p: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    let out = std::process::Command::new("getfattr").args(["-h", "-d", "-m", "-", "-e", "hex", "--absolute-names"]).arg(p).output().unwrap();
+    let out = std::process::Command::new("getfattr")
+        .args(["-h", "-d", "-m", "-", "-e", "hex", "--absolute-names"])
+        .arg(p)
+        .output()
+        .unwrap();
     let mut m = BTreeMap::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         if let Some((k, v)) = line.split_once('=') {
             if k != "security.selinux" {
-                m.insert(k.as_bytes().to_vec(), hex::decode(v.trim_start_matches("0x")).unwrap());
+                m.insert(
+                    k.as_bytes().to_vec(),
+                    hex::decode(v.trim_start_matches("0x")).unwrap(),
+                );
             }
         }
     }
@@ -165,14 +226,25 @@ fn check_identical(repo: &TestRepo, root: &Path, paths: &[PathBuf], links_intact
     let mut count = 0;
     for p in paths {
         let rel = p.strip_prefix(root).unwrap().as_os_str().as_bytes();
-        let repo_path: Vec<u8> = if rel.is_empty() { Vec::new() } else { [b"/", rel].concat() };
+        let repo_path: Vec<u8> = if rel.is_empty() {
+            Vec::new()
+        } else {
+            [b"/", rel].concat()
+        };
         let m = p.symlink_metadata().unwrap();
-        let f = snap.lookup(&repo_path).unwrap().unwrap_or_else(|| panic!("{p:?} missing"));
+        let f = snap
+            .lookup(&repo_path)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{p:?} missing"));
         let e = &f.entry;
         let what = format!("{p:?}");
         assert_eq!(e.mode, m.mode(), "mode {what}");
         assert_eq!((e.uid, e.gid), (m.uid(), m.gid()), "owner {what}");
-        assert_eq!((e.mtime, e.mtime_ns), (m.mtime(), Some(m.mtime_nsec() as u32)), "mtime {what}");
+        assert_eq!(
+            (e.mtime, e.mtime_ns),
+            (m.mtime(), Some(m.mtime_nsec() as u32)),
+            "mtime {what}"
+        );
         let x = xattrs_of(p);
         assert_eq!(e.xattrs.clone().unwrap_or_default(), x, "xattrs {what}");
         match e.kind() {
@@ -186,12 +258,26 @@ fn check_identical(repo: &TestRepo, root: &Path, paths: &[PathBuf], links_intact
                     assert_eq!(e.link_count() as u64, m.nlink(), "link count {what}");
                 }
             }
-            EntryKind::Symlink => assert_eq!(e.symlink, std::fs::read_link(p).unwrap().as_os_str().as_bytes(), "{what}"),
-            EntryKind::CharDevice | EntryKind::BlockDevice => assert_eq!(e.rdev(), m.rdev(), "rdev {what}"),
+            EntryKind::Symlink => assert_eq!(
+                e.symlink,
+                std::fs::read_link(p).unwrap().as_os_str().as_bytes(),
+                "{what}"
+            ),
+            EntryKind::CharDevice | EntryKind::BlockDevice => {
+                assert_eq!(e.rdev(), m.rdev(), "rdev {what}")
+            }
             EntryKind::Directory => {
-                let mut want: Vec<Vec<u8>> = std::fs::read_dir(p).unwrap().map(|d| d.unwrap().file_name().as_bytes().to_vec()).collect();
+                let mut want: Vec<Vec<u8>> = std::fs::read_dir(p)
+                    .unwrap()
+                    .map(|d| d.unwrap().file_name().as_bytes().to_vec())
+                    .collect();
                 want.sort();
-                let got: Vec<Vec<u8>> = snap.list(&repo_path).unwrap().into_iter().map(|c| c.entry.name).collect();
+                let got: Vec<Vec<u8>> = snap
+                    .list(&repo_path)
+                    .unwrap()
+                    .into_iter()
+                    .map(|c| c.entry.name)
+                    .collect();
                 assert_eq!(got, want, "children {what}");
             }
             EntryKind::Fifo | EntryKind::Socket => {}
@@ -204,20 +290,30 @@ fn check_identical(repo: &TestRepo, root: &Path, paths: &[PathBuf], links_intact
 #[test]
 fn random_trees_round_trip() {
     let repo = TestRepo::new();
-    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases: 24, ..ProptestConfig::default() });
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 24,
+        ..ProptestConfig::default()
+    });
     runner
-        .run(&(proptest::collection::vec(spec(), 1..40), 0u8..4), |(specs, cut)| {
-            let src = tempfile::tempdir().unwrap();
-            let root = src.path().join("tree");
-            std::fs::create_dir(&root).unwrap();
-            let paths = materialize(&root, &specs);
-            let mut o = repo.options(&root);
-            o.chunking = Some(ChunkSizes { min: 1024, avg: 4096, max: 16384 });
-            // Vary the catalog layout: sometimes every directory gets a catalog of its own.
-            o.auto_catalogs = (cut == 0).then_some(publish::AutoCatalogs { min: 1, max: 2 });
-            publish::publish(&o, &NoProgress).unwrap();
-            check_identical(&repo, &root, &paths, cut != 0);
-            Ok(())
-        })
+        .run(
+            &(proptest::collection::vec(spec(), 1..40), 0u8..4),
+            |(specs, cut)| {
+                let src = tempfile::tempdir().unwrap();
+                let root = src.path().join("tree");
+                std::fs::create_dir(&root).unwrap();
+                let paths = materialize(&root, &specs);
+                let mut o = repo.options(&root);
+                o.chunking = Some(ChunkSizes {
+                    min: 1024,
+                    avg: 4096,
+                    max: 16384,
+                });
+                // Vary the catalog layout: sometimes every directory gets a catalog of its own.
+                o.auto_catalogs = (cut == 0).then_some(publish::AutoCatalogs { min: 1, max: 2 });
+                publish::publish(&o, &NoProgress).unwrap();
+                check_identical(&repo, &root, &paths, cut != 0);
+                Ok(())
+            },
+        )
         .unwrap();
 }
