@@ -62,14 +62,59 @@ impl std::fmt::Display for ObjectName {
     }
 }
 
-/// Compresses with zlib's default level, as `deflateInit(Z_DEFAULT_COMPRESSION)` upstream.
+/// zlib's default level, as `deflateInit(Z_DEFAULT_COMPRESSION)` upstream.
+pub const DEFAULT_LEVEL: u32 = 6;
+
+/// The process-wide compression level of new objects. Any level is a valid zlib stream to
+/// every reader; lower levels publish faster and make larger objects.
+static LEVEL: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(DEFAULT_LEVEL);
+
+pub fn set_compression_level(level: u32) {
+    LEVEL.store(level.min(9), std::sync::atomic::Ordering::Relaxed);
+}
+
+fn level() -> Compression {
+    Compression::new(LEVEL.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+thread_local! {
+    /// One deflate state per thread, reset between objects: allocating and zeroing a fresh
+    /// state for each of thousands of small files costs more than compressing them.
+    static DEFLATE: std::cell::RefCell<(Compression, flate2::Compress)> =
+        std::cell::RefCell::new((level(), flate2::Compress::new(level(), true)));
+}
+
+/// Compresses at the configured level (see [`set_compression_level`]).
 pub fn compress(data: &[u8]) -> Vec<u8> {
-    let mut enc = ZlibEncoder::new(
-        Vec::with_capacity(data.len() / 2 + 64),
-        Compression::default(),
-    );
-    enc.write_all(data).expect("writing to a Vec cannot fail");
-    enc.finish().expect("writing to a Vec cannot fail")
+    let mut out = Vec::new();
+    compress_into(data, &mut out);
+    out
+}
+
+/// Compresses `data` into `out` (cleared first) in one call, reusing this thread's deflate
+/// state. One call for the whole input keeps the output a function of the input alone.
+pub fn compress_into(data: &[u8], out: &mut Vec<u8>) {
+    DEFLATE.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.0 != level() {
+            *cell = (level(), flate2::Compress::new(level(), true));
+        }
+        let z = &mut cell.1;
+        z.reset();
+        out.clear();
+        // deflateBound: stored blocks never grow data by more than a few bytes per 16 KiB.
+        out.reserve(data.len() + data.len() / 1024 + 64);
+        loop {
+            let consumed = z.total_in() as usize;
+            let status = z
+                .compress_vec(&data[consumed..], out, flate2::FlushCompress::Finish)
+                .expect("deflate into memory cannot fail");
+            if status == flate2::Status::StreamEnd {
+                return;
+            }
+            out.reserve(out.capacity().max(4096));
+        }
+    })
 }
 
 /// Compresses `data` and returns the compressed bytes and their content hash.
@@ -145,7 +190,7 @@ impl<W: Write> CompressingWriter<W> {
                     hasher: algo.hasher(),
                     written: 0,
                 },
-                Compression::default(),
+                level(),
             ),
         }
     }
@@ -253,7 +298,12 @@ mod tests {
             w.write_all(part).unwrap();
         }
         let (out, h, n) = w.finish().unwrap();
-        let (c, h2) = compress_and_hash(HashAlgo::Shake128, &data);
-        assert_eq!((out, h, n), (c.clone(), h2, c.len() as u64));
+        assert_eq!((h, n), (HashAlgo::Shake128.digest(&out), out.len() as u64));
+        assert_eq!(inflate_bounded("t", &out, data.len() as u64).unwrap(), data);
+        // One-shot compression is a function of the input alone, whatever ran before.
+        let (c1, h1) = compress_and_hash(HashAlgo::Shake128, &data);
+        compress(b"something else entirely");
+        let (c2, h2) = compress_and_hash(HashAlgo::Shake128, &data);
+        assert_eq!((c1, h1), (c2, h2));
     }
 }

@@ -3,6 +3,8 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::hash::HashAlgo;
@@ -103,10 +105,9 @@ impl LocalStore {
         if dest.exists() {
             return Ok(false);
         }
-        let mut tmp = self.temp_file()?;
-        tmp.write_all(compressed).ctx("writing", tmp.path())?;
-        self.commit_temp(tmp, &dest)?;
-        Ok(true)
+        let mut p = self.pending()?;
+        p.file.write_all(compressed).ctx("writing", &p.shown)?;
+        self.commit(p, &dest)
     }
 
     /// Compresses, hashes and stores `data` as an object of `kind`.
@@ -131,38 +132,83 @@ impl LocalStore {
         reader: &mut dyn Read,
         source: &Path,
     ) -> Result<(ObjectName, u64, bool), IoError> {
-        let tmp = self.temp_file()?;
-        let tmp_path = tmp.path().to_path_buf();
-        let mut w = CompressingWriter::new(algo, io::BufWriter::with_capacity(256 << 10, tmp));
-        let size = copy_reporting(reader, &mut w, source, &tmp_path)?;
-        let (buf, hash, _) = w.finish().ctx("writing", &tmp_path)?;
-        let tmp = buf
-            .into_inner()
-            .map_err(|e| IoError::new("writing", &tmp_path, e.into_error()))?;
+        let p = self.pending()?;
+        let shown = p.shown.clone();
+        let mut w = CompressingWriter::new(algo, io::BufWriter::with_capacity(256 << 10, &p.file));
+        let size = copy_reporting(reader, &mut w, source, &shown)?;
+        let (buf, hash, _) = w.finish().ctx("writing", &shown)?;
+        buf.into_inner()
+            .map_err(|e| IoError::new("writing", &shown, e.into_error()))?;
         let name = ObjectName::new(hash, kind);
         let dest = self.path_of(&name.path());
         if dest.exists() {
             return Ok((name, size, false));
         }
-        self.commit_temp(tmp, &dest)?;
-        Ok((name, size, true))
+        let new = self.commit(p, &dest)?;
+        Ok((name, size, new))
     }
 
-    fn temp_file(&self) -> Result<tempfile::NamedTempFile, IoError> {
+    /// A file for an object being written. Anonymous (`O_TMPFILE`) where the filesystem
+    /// allows: a crash leaves nothing behind, and committing is one `link`, without the
+    /// directory-wide locks that creating and renaming named files in `data/txn` take.
+    fn pending(&self) -> Result<Pending, IoError> {
         let dir = self.txn_dir();
-        tempfile::Builder::new()
+        match OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_TMPFILE)
+            .mode(0o644)
+            .open(&dir)
+        {
+            Ok(file) => {
+                return Ok(Pending {
+                    file,
+                    named: None,
+                    shown: dir.join("(anonymous)"),
+                })
+            }
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EOPNOTSUPP) | Some(libc::EISDIR) | Some(libc::EINVAL)
+                ) => {}
+            Err(e) => return Err(IoError::new("creating a temporary file in", &dir, e)),
+        }
+        let tmp = tempfile::Builder::new()
             .prefix("obj.")
             .tempfile_in(&dir)
-            .ctx("creating a temporary file in", &dir)
+            .ctx("creating a temporary file in", &dir)?;
+        let shown = tmp.path().to_path_buf();
+        let (file, path) = tmp.into_parts();
+        Ok(Pending {
+            file,
+            named: Some(path),
+            shown,
+        })
     }
 
-    fn commit_temp(&self, tmp: tempfile::NamedTempFile, dest: &Path) -> Result<(), IoError> {
+    /// Puts a pending object at `dest`; `false` if another writer put it there first.
+    fn commit(&self, p: Pending, dest: &Path) -> Result<bool, IoError> {
         // Objects are world-readable: a web server serves them as they are.
-        let perm = std::os::unix::fs::PermissionsExt::from_mode(0o644);
-        fs::set_permissions(tmp.path(), perm).ctx("setting permissions of", tmp.path())?;
-        tmp.persist(dest)
-            .map_err(|e| IoError::new("renaming into", dest, e.error))?;
-        Ok(())
+        p.file
+            .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .ctx("setting permissions of", &p.shown)?;
+        let from = match &p.named {
+            Some(path) => path.to_path_buf(),
+            None => PathBuf::from(format!("/proc/self/fd/{}", p.file.as_raw_fd())),
+        };
+        let linked = nix::unistd::linkat(
+            nix::fcntl::AT_FDCWD,
+            &from,
+            nix::fcntl::AT_FDCWD,
+            dest,
+            nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW,
+        );
+        // A named temporary file is removed when `p` drops, whatever happened.
+        match linked {
+            Ok(()) => Ok(true),
+            Err(nix::errno::Errno::EEXIST) => Ok(false),
+            Err(e) => Err(IoError::new("linking into", dest, e.into())),
+        }
     }
 
     /// Writes a bootstrap file (manifest, whitelist, reflog) durably and atomically:
@@ -203,6 +249,15 @@ impl LocalStore {
             .open(&p)
             .ctx("opening", &p)
     }
+}
+
+/// An object file not yet in place.
+struct Pending {
+    file: File,
+    /// The name of a named temporary file (removed on drop); `None` for an anonymous one.
+    named: Option<tempfile::TempPath>,
+    /// What to call it in messages.
+    shown: PathBuf,
 }
 
 /// Copies with error messages that name the side that failed: the source file or the

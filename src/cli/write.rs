@@ -58,6 +58,10 @@ pub struct PublishArgs {
     /// Read every file again instead of trusting the publish index.
     #[arg(long)]
     pub full: bool,
+    /// zlib level of new objects, 0-9: 1 publishes about twice as fast, with objects
+    /// about 18 % larger (more bytes for every client to download).
+    #[arg(long, default_value_t = lazyroot::object::DEFAULT_LEVEL, value_parser = clap::value_parser!(u32).range(0..=9))]
+    pub compression_level: u32,
 }
 
 #[derive(clap::Args)]
@@ -156,6 +160,8 @@ pub fn publish(a: PublishArgs) -> anyhow::Result<ExitCode> {
     o.auto_catalogs = a.auto_catalogs.map(|(min, max)| AutoCatalogs { min, max });
     o.ttl = a.ttl;
     o.full = a.full;
+    o.compression_level = a.compression_level;
+
     let r = publish::publish(&o, &Bar::new()).with_context(|| {
         format!(
             "publishing {} into {}",

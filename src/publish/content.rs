@@ -138,8 +138,41 @@ fn check_unchanged(f: &File, job: &FileJob) -> Result<(), PublishError> {
     }
 }
 
+/// Files up to this size are read and compressed in memory (one pass, no temporary file
+/// unless the object is new); larger ones are streamed with bounded memory.
+const IN_MEMORY: u64 = 16 << 20;
+
+thread_local! {
+    /// Per-thread read and compress buffers, reused across files.
+    static BUFFERS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
 fn whole_file(job: &FileJob, s: &ContentSettings<'_>) -> Result<FileContent, PublishError> {
     let mut f = open_checked(job, s)?;
+    if job.meta.size <= IN_MEMORY {
+        return BUFFERS.with(|b| {
+            let (data, compressed) = &mut *b.borrow_mut();
+            data.clear();
+            (&mut f)
+                .take(IN_MEMORY + 1)
+                .read_to_end(data)
+                .map_err(|e| PublishError::io("reading", &job.source, e))?;
+            s.progress.bytes(data.len() as u64);
+            check_unchanged(&f, job)?;
+            if data.len() as u64 != job.meta.size {
+                return Err(PublishError::Changed(job.source.clone()));
+            }
+            crate::object::compress_into(data, compressed);
+            let hash = s.algo.digest(compressed);
+            s.store
+                .put_compressed(&ObjectName::new(hash, ObjectKind::File), compressed)?;
+            Ok(FileContent::Whole {
+                hash,
+                size: data.len() as u64,
+            })
+        });
+    }
+
     let mut counting = CountingReader {
         inner: &mut f,
         progress: s.progress,
@@ -191,6 +224,8 @@ impl InFlight {
     }
 }
 
+/// Reads a large file on the calling thread (which must not be a pool worker: it blocks
+/// while every worker compresses a chunk) and compresses its chunks on the pool.
 fn chunked_file(
     job: &FileJob,
     s: &ContentSettings<'_>,
@@ -206,65 +241,67 @@ fn chunked_file(
     let mut offset = 0u64;
     let mut pending: Option<(u64, Vec<u8>)> = None; // held back: a lone chunk is stored whole
     let dispatched = std::sync::atomic::AtomicUsize::new(0);
-    let read_result = rayon::scope(|scope| -> Result<Option<(u64, Vec<u8>)>, PublishError> {
-        let mut detector = ChunkDetector::new(sizes);
-        let mut current: Vec<u8> = Vec::with_capacity(sizes.min as usize);
-        let mut buf = vec![0u8; 1 << 20];
-        let dispatch = |start: u64, data: Vec<u8>| {
-            inflight.acquire();
-            dispatched.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let (inflight, results, algo, store) = (&inflight, &results, s.algo, s.store);
-            scope.spawn(move |_| {
-                let (compressed, hash) = compress_and_hash(algo, &data);
-                let name = ObjectName::new(hash, ObjectKind::Chunk);
-                let r = store
-                    .put_compressed(&name, &compressed)
-                    .map(|_| Chunk {
-                        offset: start,
-                        size: data.len() as u64,
-                        hash,
-                    })
-                    .map_err(PublishError::from);
-                results.lock().expect("chunk results").push(r);
-                inflight.release();
-            });
-        };
-        loop {
-            let n = match f.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(PublishError::io("reading", &job.source, e)),
+    let read_result =
+        rayon::in_place_scope(|scope| -> Result<Option<(u64, Vec<u8>)>, PublishError> {
+            let mut detector = ChunkDetector::new(sizes);
+            let mut current: Vec<u8> = Vec::with_capacity(sizes.min as usize);
+            let mut buf = vec![0u8; 1 << 20];
+            let dispatch = |start: u64, data: Vec<u8>| {
+                inflight.acquire();
+                dispatched.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let (inflight, results, algo, store) = (&inflight, &results, s.algo, s.store);
+                scope.spawn(move |_| {
+                    let (compressed, hash) = compress_and_hash(algo, &data);
+                    let name = ObjectName::new(hash, ObjectKind::Chunk);
+                    let r = store
+                        .put_compressed(&name, &compressed)
+                        .map(|_| Chunk {
+                            offset: start,
+                            size: data.len() as u64,
+                            hash,
+                        })
+                        .map_err(PublishError::from);
+                    results.lock().expect("chunk results").push(r);
+                    inflight.release();
+                });
             };
-            s.progress.bytes(n as u64);
-            let mut rest = &buf[..n];
-            while let Some(cut) = detector.feed(rest) {
-                current.extend_from_slice(&rest[..cut]);
-                rest = &rest[cut..];
-                let done = std::mem::replace(&mut current, Vec::with_capacity(sizes.min as usize));
+            loop {
+                let n = match f.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(PublishError::io("reading", &job.source, e)),
+                };
+                s.progress.bytes(n as u64);
+                let mut rest = &buf[..n];
+                while let Some(cut) = detector.feed(rest) {
+                    current.extend_from_slice(&rest[..cut]);
+                    rest = &rest[cut..];
+                    let done =
+                        std::mem::replace(&mut current, Vec::with_capacity(sizes.min as usize));
+                    let start = offset;
+                    offset += done.len() as u64;
+                    if let Some((ps, pd)) = pending.replace((start, done)) {
+                        dispatch(ps, pd);
+                    }
+                }
+                current.extend_from_slice(rest);
+            }
+            if !current.is_empty() {
                 let start = offset;
-                offset += done.len() as u64;
-                if let Some((ps, pd)) = pending.replace((start, done)) {
+                offset += current.len() as u64;
+                if let Some((ps, pd)) = pending.replace((start, std::mem::take(&mut current))) {
                     dispatch(ps, pd);
                 }
             }
-            current.extend_from_slice(rest);
-        }
-        if !current.is_empty() {
-            let start = offset;
-            offset += current.len() as u64;
-            if let Some((ps, pd)) = pending.replace((start, std::mem::take(&mut current))) {
+            if dispatched.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+                return Ok(pending.take());
+            }
+            if let Some((ps, pd)) = pending.take() {
                 dispatch(ps, pd);
             }
-        }
-        if dispatched.load(std::sync::atomic::Ordering::Relaxed) == 0 {
-            return Ok(pending.take());
-        }
-        if let Some((ps, pd)) = pending.take() {
-            dispatch(ps, pd);
-        }
-        Ok(None)
-    })?;
+            Ok(None)
+        })?;
     check_unchanged(&f, job)?;
     if offset != job.meta.size {
         return Err(PublishError::Changed(job.source.clone()));

@@ -118,6 +118,8 @@ pub struct PublishOptions {
     pub ttl: u64,
     /// Re-read every file instead of trusting the publish index.
     pub full: bool,
+    /// zlib level 0-9 of new objects (process-wide while publishing).
+    pub compression_level: u32,
 }
 
 impl PublishOptions {
@@ -137,6 +139,7 @@ impl PublishOptions {
             auto_catalogs: None,
             ttl: crate::catalog::schema::DEFAULT_TTL,
             full: false,
+            compression_level: crate::object::DEFAULT_LEVEL,
         }
     }
 }
@@ -249,7 +252,9 @@ fn publish_inner(
     }
     let store = LocalStore::new(&opts.repo);
     let _lock = lock(&store)?;
+    crate::object::set_compression_level(opts.compression_level);
     let (repo, key_paths) = open_current(&store, &opts.keys)?;
+
     let keys = signing_keys(&repo, &key_paths)?;
     let old_manifest = repo.manifest().clone();
     let algo: HashAlgo = old_manifest.hash_algo();

@@ -226,6 +226,10 @@ fn xattr_call(f: impl Fn(*mut u8, usize) -> isize) -> std::io::Result<Vec<u8>> {
         if n < 0 {
             return Err(std::io::Error::last_os_error());
         }
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+
         let mut buf = vec![0u8; n as usize];
         let m = f(buf.as_mut_ptr(), buf.len());
         if m < 0 {
