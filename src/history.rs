@@ -83,10 +83,9 @@ impl History {
 
     /// Opens a decompressed history database (any schema revision from 1 on).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, HistoryError> {
-        let mut conn = Connection::open_in_memory()?;
-        conn.deserialize_read_exact(rusqlite::MAIN_DB, bytes, bytes.len(), false)?;
-        conn.execute_batch("PRAGMA trusted_schema=OFF;")?;
-        Ok(History { conn })
+        Ok(History {
+            conn: crate::sqlite::from_bytes(bytes, false)?,
+        })
     }
 
     pub fn set_previous(&self, previous: &ContentHash) -> Result<(), HistoryError> {
@@ -183,7 +182,7 @@ impl History {
     }
 
     pub fn to_bytes(&self) -> Result<Vec<u8>, HistoryError> {
-        Ok(self.conn.serialize(rusqlite::MAIN_DB)?.to_vec())
+        Ok(crate::sqlite::to_bytes(&self.conn)?)
     }
 }
 

@@ -13,6 +13,7 @@
 //! - [`keys`]: the key files of a repository and `mkfs`/`resign`.
 //! - [`check`]: audit every object reachable from the manifest.
 //! - [`listing`]: a tab-separated listing of a snapshot, comparable across implementations.
+//! - [`sqlite`]: database images in memory (catalogs, history, reflog from verified bytes).
 //! - [`timefmt`]: UTC timestamps in the format's textual forms.
 
 pub mod catalog;
@@ -29,6 +30,7 @@ pub mod publish;
 pub mod reflog;
 pub mod repository;
 pub mod signature;
+pub mod sqlite;
 pub mod store;
 pub mod timefmt;
 pub mod whitelist;

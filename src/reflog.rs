@@ -44,10 +44,9 @@ impl Reflog {
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ReflogError> {
-        let mut conn = Connection::open_in_memory()?;
-        conn.deserialize_read_exact(rusqlite::MAIN_DB, bytes, bytes.len(), false)?;
-        conn.execute_batch("PRAGMA trusted_schema=OFF;")?;
-        Ok(Reflog { conn })
+        Ok(Reflog {
+            conn: crate::sqlite::from_bytes(bytes, false)?,
+        })
     }
 
     pub fn add(
@@ -72,6 +71,6 @@ impl Reflog {
     }
 
     pub fn to_bytes(&self) -> Result<Vec<u8>, ReflogError> {
-        Ok(self.conn.serialize(rusqlite::MAIN_DB)?.to_vec())
+        Ok(crate::sqlite::to_bytes(&self.conn)?)
     }
 }

@@ -28,9 +28,7 @@ const MAX_NAME: usize = 4096;
 impl CatalogDb {
     /// Opens a decompressed catalog held in memory.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CatalogError> {
-        let mut conn = Connection::open_in_memory()?;
-        conn.deserialize_read_exact(rusqlite::MAIN_DB, bytes, bytes.len(), true)?;
-        Self::init(conn)
+        Self::init(crate::sqlite::from_bytes(bytes, true)?)
     }
 
     /// Opens a decompressed catalog file read-only.

@@ -114,5 +114,172 @@ pub fn write(
         }
     }
     tx.commit()?;
-    Ok(conn.serialize(rusqlite::MAIN_DB)?.to_vec())
+    Ok(crate::sqlite::to_bytes(&conn)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::entry::{Chunk, Entry, EntryKind, Row};
+    use crate::catalog::reader::CatalogDb;
+    use crate::catalog::schema::flags;
+    use crate::catalog::NestedRef;
+    use crate::hash::{HashAlgo, PathKey};
+
+    fn entry(name: &[u8], mode: u32, fl: u32) -> Entry {
+        Entry {
+            name: name.to_vec(),
+            mode,
+            uid: 1000,
+            gid: 100,
+            size: 0,
+            mtime: 1_445_428_515,
+            mtime_ns: Some(123_456_789),
+            flags: fl,
+            hardlinks: 1,
+            hash: None,
+            symlink: Vec::new(),
+            xattrs: None,
+        }
+    }
+
+    #[test]
+    fn every_kind_of_row_round_trips_through_sqlite() {
+        let h = HashAlgo::Shake128.digest(b"content");
+        let mut file = entry(
+            b"file",
+            libc::S_IFREG | 0o4755,
+            flags::FILE | (2 << flags::HASH_SHIFT),
+        );
+        file.hash = Some(h);
+        file.size = 7;
+        file.hardlinks = (3 << 32) | 2;
+        file.xattrs = Some(
+            [(b"security.capability".to_vec(), vec![1, 2, 3])]
+                .into_iter()
+                .collect(),
+        );
+        let mut chunked = entry(
+            b"big",
+            libc::S_IFREG | 0o644,
+            flags::FILE | flags::CHUNKED | (2 << flags::HASH_SHIFT),
+        );
+        chunked.size = 30;
+        let mut link = entry(b"l\xffnk", libc::S_IFLNK | 0o777, flags::FILE | flags::LINK);
+        link.symlink = b"../target\nwith newline".to_vec();
+        link.size = link.symlink.len() as u64;
+        let mut dev = entry(b"null", libc::S_IFCHR | 0o666, flags::FILE | flags::SPECIAL);
+        dev.size = libc::makedev(1, 3);
+        let fifo = entry(b"fifo", libc::S_IFIFO | 0o600, flags::FILE | flags::SPECIAL);
+        let mut mount = entry(
+            b"sub",
+            libc::S_IFDIR | 0o755,
+            flags::DIR | flags::NESTED_MOUNTPOINT,
+        );
+        mount.hardlinks = 2;
+        let mut root = entry(
+            b"img",
+            libc::S_IFDIR | 0o1777,
+            flags::DIR | flags::NESTED_ROOT,
+        );
+        root.hardlinks = 3;
+
+        let prefix = b"/img".to_vec();
+        let mut c = CatalogContent::new(prefix.clone());
+        let root_key = PathKey::of(&prefix);
+        c.rows.insert(
+            root_key,
+            Row {
+                key: root_key,
+                parent: PathKey::of(b""),
+                entry: root,
+            },
+        );
+        let mut want = Vec::new();
+        for e in [file, chunked, link, dev, fifo, mount] {
+            let mut p = prefix.clone();
+            p.push(b'/');
+            p.extend_from_slice(&e.name);
+            let key = PathKey::of(&p);
+            want.push((p, e.clone()));
+            c.rows.insert(
+                key,
+                Row {
+                    key,
+                    parent: root_key,
+                    entry: e,
+                },
+            );
+        }
+        let big = PathKey::of(b"/img/big");
+        c.chunks.insert(
+            big,
+            vec![
+                Chunk {
+                    offset: 0,
+                    size: 10,
+                    hash: h,
+                },
+                Chunk {
+                    offset: 10,
+                    size: 20,
+                    hash: h,
+                },
+            ],
+        );
+        c.nested.insert(
+            b"/img/sub".to_vec(),
+            NestedRef {
+                path: b"/img/sub".to_vec(),
+                hash: h,
+                size: 4096,
+            },
+        );
+
+        let props = CatalogProperties {
+            revision: 9,
+            last_modified: 5,
+            previous_revision: None,
+            ttl: Some(240),
+        };
+        let own = Counters::of(&c);
+        let bytes = write(&c, &props, &own, &Counters::default()).unwrap();
+        let db = CatalogDb::from_bytes(&bytes).unwrap();
+        assert_eq!(CatalogContent::load(&db).unwrap(), c);
+        assert_eq!(db.schema_revision().unwrap(), 7);
+        assert_eq!(db.property("revision").unwrap().as_deref(), Some("9"));
+        assert_eq!(db.property("TTL").unwrap().as_deref(), Some("240"));
+        for (p, e) in &want {
+            assert_eq!(
+                db.lookup(PathKey::of(p)).unwrap().as_ref(),
+                Some(e),
+                "{}",
+                String::from_utf8_lossy(p)
+            );
+        }
+        let kinds: Vec<EntryKind> = db
+            .children(root_key)
+            .unwrap()
+            .iter()
+            .map(|r| r.entry.kind())
+            .collect();
+        assert_eq!(kinds.len(), 6);
+        assert_eq!(db.chunks(big, HashAlgo::Shake128).unwrap().len(), 2);
+        let stats = db.statistics().unwrap();
+        assert_eq!(
+            (
+                stats["self_regular"],
+                stats["self_chunked"],
+                stats["self_special"],
+                stats["self_nested"]
+            ),
+            (2, 1, 2, 1)
+        );
+        assert_eq!(stats["self_xattr"], 1);
+        assert_eq!(
+            stats.len(),
+            24,
+            "12 self_ and 12 subtree_ counters, as upstream"
+        );
+    }
 }

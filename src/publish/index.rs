@@ -153,27 +153,9 @@ impl PublishIndex {
             let mut ins = tx
                 .prepare("INSERT OR REPLACE INTO files VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)")
                 .map_err(err)?;
-            for (p, r) in &self.records {
-                if !crate::repository::path::is_within(p, prefix) {
-                    let s = r.stat;
-                    ins.execute(params![
-                        p,
-                        s[0],
-                        s[1],
-                        s[2],
-                        s[3],
-                        s[4],
-                        s[5],
-                        s[6],
-                        encode(&r.content)
-                    ])
-                    .map_err(err)?;
-                }
-            }
-            for (job, c) in jobs.iter().zip(contents) {
-                let s = stat_key(&job.meta);
+            let mut put = |path: &[u8], s: [i64; 7], c: &FileContent| {
                 ins.execute(params![
-                    job.repo_path,
+                    path,
                     s[0],
                     s[1],
                     s[2],
@@ -183,7 +165,16 @@ impl PublishIndex {
                     s[6],
                     encode(c)
                 ])
-                .map_err(err)?;
+                .map(|_| ())
+                .map_err(err)
+            };
+            for (p, r) in &self.records {
+                if !crate::repository::path::is_within(p, prefix) {
+                    put(p, r.stat, &r.content)?;
+                }
+            }
+            for (job, c) in jobs.iter().zip(contents) {
+                put(&job.repo_path, stat_key(&job.meta), c)?;
             }
         }
         tx.commit().map_err(err)?;

@@ -162,3 +162,23 @@ pub fn noise(seed: u64, n: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+/// The verified content of `path` at revision `at`.
+pub fn read_at(r: &Repository, at: lazyroot::repository::At, path: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    r.snapshot(&at).unwrap().read_file(path, &mut out).unwrap();
+    out
+}
+
+/// Sets a file's mtime (and atime) without following symlinks.
+pub fn set_mtime(path: &Path, secs: i64) {
+    let t = nix::sys::time::TimeSpec::new(secs, 0);
+    nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &t,
+        &t,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .unwrap();
+}

@@ -37,19 +37,12 @@ fn unchanged_republish_reads_nothing_and_keeps_catalogs() {
     assert_eq!(third.files_read, 1);
     assert_eq!((third.catalogs_written, third.catalogs_kept), (2, 1));
     let r = repo.assert_healthy();
-    let mut out = Vec::new();
-    r.snapshot(&At::Latest)
-        .unwrap()
-        .read_file(b"/d0/f0", &mut out)
-        .unwrap();
-    assert_eq!(out, b"changed\n");
+    assert_eq!(read_at(&r, At::Latest, b"/d0/f0"), b"changed\n");
     // Older revisions stay readable by root hash.
-    let mut out = Vec::new();
-    r.snapshot(&At::RootHash(first.root.hash))
-        .unwrap()
-        .read_file(b"/d0/f0", &mut out)
-        .unwrap();
-    assert_eq!(out, b"file 0\n");
+    assert_eq!(
+        read_at(&r, At::RootHash(first.root.hash), b"/d0/f0"),
+        b"file 0\n"
+    );
 }
 
 #[test]
@@ -59,35 +52,14 @@ fn same_size_and_mtime_but_new_content_is_noticed() {
     let src = tempfile::tempdir().unwrap();
     let f = src.path().join("conf");
     write(&f, b"aaaa");
-    let t = nix::sys::time::TimeSpec::new(1_000_000, 0);
-    nix::sys::stat::utimensat(
-        nix::fcntl::AT_FDCWD,
-        &f,
-        &t,
-        &t,
-        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
-    )
-    .unwrap();
+    set_mtime(&f, 1_000_000);
     repo.publish(src.path());
     std::thread::sleep(std::time::Duration::from_millis(20)); // a distinct ctime
     write(&f, b"bbbb");
-    nix::sys::stat::utimensat(
-        nix::fcntl::AT_FDCWD,
-        &f,
-        &t,
-        &t,
-        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
-    )
-    .unwrap();
+    set_mtime(&f, 1_000_000);
     let r = repo.publish(src.path());
     assert_eq!(r.files_read, 1);
-    let mut out = Vec::new();
-    repo.open()
-        .snapshot(&At::Latest)
-        .unwrap()
-        .read_file(b"/conf", &mut out)
-        .unwrap();
-    assert_eq!(out, b"bbbb");
+    assert_eq!(read_at(&repo.open(), At::Latest, b"/conf"), b"bbbb");
 }
 
 #[test]
