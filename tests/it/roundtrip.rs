@@ -206,8 +206,10 @@ fn xattrs_of(p: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
     let mut m = BTreeMap::new();
     // Attribute lines are `name=0xhex`; the `# file: …` header is skipped (a file name may
     // itself contain `=`).
-    for line in String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.starts_with('#')) {
-
+    for line in String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+    {
         if let Some((k, v)) = line.split_once('=') {
             if k != "security.selinux" {
                 m.insert(
