@@ -8,6 +8,7 @@
 //! - [`catalog`]: SQLite catalogs: schema, rows, reader, writer, counters, xattr blobs.
 //! - [`history`], [`reflog`]: the tag database and the list of every published root object.
 //! - [`repository`]: the read side: open, verify the chain, resolve paths through nested catalogs.
+//! - [`server`]: HTTP/1.1 server for repositories under `/cvmfs/<fqrn>/`, with proxy-friendly cache headers.
 //! - [`publish`]: the write side: walk a tree, chunk, hash and compress in parallel, write
 //!   catalogs, sign, commit the manifest last.
 //! - [`keys`]: the key files of a repository and `mkfs`/`resign`.
@@ -29,6 +30,7 @@ pub mod object;
 pub mod publish;
 pub mod reflog;
 pub mod repository;
+pub mod server;
 pub mod signature;
 pub mod sqlite;
 pub mod store;

@@ -7,3 +7,4 @@ mod crash;
 mod fixture;
 mod incremental;
 mod roundtrip;
+mod server;
