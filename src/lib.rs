@@ -7,19 +7,28 @@
 //! - [`letter`], [`signature`], [`certificate`], [`whitelist`], [`manifest`]: the trust chain.
 //! - [`catalog`]: SQLite catalogs: schema, rows, reader, writer, counters, xattr blobs.
 //! - [`history`], [`reflog`]: the tag database and the list of every published root object.
+//! - [`remote`]: a repository behind HTTP: downloads into the cache, rollback refusal, offline mode.
 //! - [`repository`]: the read side: open, verify the chain, resolve paths through nested catalogs.
 //! - [`server`]: HTTP/1.1 server for repositories under `/cvmfs/<fqrn>/`, with proxy-friendly cache headers.
 //! - [`publish`]: the write side: walk a tree, chunk, hash and compress in parallel, write
 //!   catalogs, sign, commit the manifest last.
+//! - [`cache`]: the shared, verified, content-addressed cache with an LRU quota and breadcrumbs.
+//! - [`client`]: the mounted tree without the kernel: lookups, listings, reads, xattrs.
+//! - [`fuse`]: the fuser adapter: attribute conversion, errno mapping, kernel cache lifetimes.
+//! - [`download`]: the download manager: host and proxy failover, streaming hash checks.
 //! - [`keys`]: the key files of a repository and `mkfs`/`resign`.
 //! - [`check`]: audit every object reachable from the manifest.
 //! - [`listing`]: a tab-separated listing of a snapshot, comparable across implementations.
 //! - [`sqlite`]: database images in memory (catalogs, history, reflog from verified bytes).
 //! - [`timefmt`]: UTC timestamps in the format's textual forms.
 
+pub mod cache;
 pub mod catalog;
 pub mod certificate;
 pub mod check;
+pub mod client;
+pub mod download;
+pub mod fuse;
 pub mod hash;
 pub mod history;
 pub mod keys;
@@ -29,6 +38,7 @@ pub mod manifest;
 pub mod object;
 pub mod publish;
 pub mod reflog;
+pub mod remote;
 pub mod repository;
 pub mod server;
 pub mod signature;

@@ -50,6 +50,41 @@ pub enum SourceError {
     TooLarge { what: String, size: u64, limit: u64 },
     #[error(transparent)]
     Io(#[from] IoError),
+    #[error(transparent)]
+    Object(#[from] crate::object::ObjectError),
+    /// A remote source's failure (download, cache), already described.
+    #[error("{0}")]
+    Fetch(String),
+}
+
+/// What an object read asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct ObjectRequest<'a> {
+    pub name: &'a ObjectName,
+    /// The decompressed size the catalog states, if known.
+    pub size: Option<u64>,
+    /// At most this many decompressed bytes are accepted.
+    pub limit: u64,
+    /// Whether the object is a zlib stream (the catalog can say it is stored raw).
+    pub compressed: bool,
+    /// For catalogs: where they are mounted (a cache drops superseded versions first).
+    pub mountpoint: Option<&'a [u8]>,
+}
+
+/// A verified, decompressed object: in memory, or a file a cache keeps.
+#[derive(Debug)]
+pub enum Verified {
+    Bytes(Vec<u8>),
+    File(std::path::PathBuf),
+}
+
+impl Verified {
+    pub fn into_bytes(self) -> Result<Vec<u8>, SourceError> {
+        match self {
+            Verified::Bytes(b) => Ok(b),
+            Verified::File(p) => fs::read(&p).ctx("reading", &p).map_err(SourceError::from),
+        }
+    }
 }
 
 /// Where a reader gets the raw bytes of repository files (`.cvmfspublished`, `data/…`).
@@ -59,6 +94,42 @@ pub trait ObjectSource: Send + Sync {
     fn fetch(&self, rel: &str, limit: u64) -> Result<Vec<u8>, SourceError>;
     /// A short description for messages (a directory or a URL).
     fn describe(&self) -> String;
+
+    /// An object, verified against its name and decompressed. By default fetched whole
+    /// into memory; a caching source hands out the path of its verified copy instead.
+    fn object(&self, req: &ObjectRequest<'_>) -> Result<Verified, SourceError> {
+        let name = req.name;
+        let raw_limit = if req.compressed {
+            req.limit + req.limit / 512 + 1024
+        } else {
+            req.limit
+        };
+        let raw = self.fetch(&name.path(), raw_limit)?;
+        let data = if req.compressed {
+            crate::object::open_verified(name, &raw, req.limit)?
+        } else {
+            let actual = name.hash.algo.digest(&raw);
+            if actual != name.hash {
+                return Err(crate::object::ObjectError::HashMismatch {
+                    name: name.path(),
+                    actual: actual.to_hex(),
+                }
+                .into());
+            }
+            raw
+        };
+        if let Some(want) = req.size {
+            if data.len() as u64 != want {
+                let e = crate::object::ObjectError::SizeMismatch {
+                    name: name.path(),
+                    expected: want,
+                    actual: data.len() as u64,
+                };
+                return Err(e.into());
+            }
+        }
+        Ok(Verified::Bytes(data))
+    }
 }
 
 /// A repository directory on local disk, as a Stratum 0 keeps it.

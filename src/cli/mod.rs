@@ -1,5 +1,6 @@
 //! Command-line interface: argument parsing and the glue to the library.
 
+mod mount;
 mod progress;
 mod read;
 mod write;
@@ -67,6 +68,8 @@ pub enum Command {
     Tag(write::TagArgs),
     /// Verify every object and catalog reachable from the manifest.
     Check(read::CheckArgs),
+    /// Mount a repository through FUSE, downloading only what is read.
+    Mount(mount::MountArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -79,5 +82,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cat(a) => read::cat(a),
         Command::Info(a) => read::info(a),
         Command::Check(a) => read::check(a),
+        Command::Mount(a) => mount::mount(a),
     }
 }

@@ -17,8 +17,8 @@ use crate::hash::ContentHash;
 use crate::history::{History, HistoryError};
 use crate::letter::MAX_LETTER;
 use crate::manifest::{Manifest, ManifestError};
-use crate::object::{open_verified, ObjectError, ObjectKind, ObjectName};
-use crate::store::{ObjectSource, SourceError};
+use crate::object::{ObjectError, ObjectKind, ObjectName};
+use crate::store::{ObjectRequest, ObjectSource, SourceError, Verified};
 use crate::whitelist::{Whitelist, WhitelistError};
 
 pub const MANIFEST_PATH: &str = ".cvmfspublished";
@@ -96,7 +96,19 @@ impl Repository {
     /// Fetches and verifies the manifest, whitelist and certificate.
     pub fn open(source: Arc<dyn ObjectSource>, trust: &Trust) -> Result<Self, RepoError> {
         let manifest_bytes = source.fetch(MANIFEST_PATH, MAX_LETTER as u64)?;
-        let (manifest, letter) = Manifest::parse_unverified(&manifest_bytes)?;
+        let whitelist_bytes = source.fetch(WHITELIST_PATH, MAX_LETTER as u64)?;
+        Self::open_with(source, trust, &manifest_bytes, &whitelist_bytes)
+    }
+
+    /// Verifies the given manifest and whitelist bytes (fetched, or saved by a cache for
+    /// offline use) and opens the repository they describe.
+    pub fn open_with(
+        source: Arc<dyn ObjectSource>,
+        trust: &Trust,
+        manifest_bytes: &[u8],
+        whitelist_bytes: &[u8],
+    ) -> Result<Self, RepoError> {
+        let (manifest, letter) = Manifest::parse_unverified(manifest_bytes)?;
         let fqrn = trust.fqrn.clone().unwrap_or_else(|| manifest.fqrn.clone());
         if !manifest.fqrn.is_empty() && manifest.fqrn != fqrn {
             return Err(RepoError::WrongRepository {
@@ -104,8 +116,8 @@ impl Repository {
                 found: manifest.fqrn,
             });
         }
-        let whitelist_bytes = source.fetch(WHITELIST_PATH, MAX_LETTER as u64)?;
-        let whitelist = Whitelist::verify(&whitelist_bytes, &trust.master_keys)?;
+        let whitelist = Whitelist::verify(whitelist_bytes, &trust.master_keys)?;
+
         let cert_hash = manifest.certificate.ok_or(RepoError::NoCertificate)?;
         let cert_name = ObjectName::new(cert_hash, ObjectKind::Certificate);
         let cert_bytes = fetch_object(source.as_ref(), &cert_name, MAX_CERTIFICATE)?;
@@ -165,20 +177,41 @@ impl Repository {
         Snapshot::new(self, root, size)
     }
 
+    /// The snapshot with root catalog `root` of `size` bytes (0: unknown).
+    pub fn snapshot_of(&self, root: ContentHash, size: u64) -> Result<Snapshot<'_>, RepoError> {
+        Snapshot::new(self, root, size)
+    }
+
     /// Loads (once) and returns the catalog `hash`; `size` bounds the download (0: unknown).
     pub fn catalog(
         &self,
         hash: &ContentHash,
         size: u64,
     ) -> Result<Arc<Mutex<CatalogDb>>, RepoError> {
+        self.catalog_at(hash, size, None)
+    }
+
+    /// As [`Repository::catalog`], saying where the catalog is mounted (a cache uses it to
+    /// drop superseded versions of the same subtree first).
+    pub fn catalog_at(
+        &self,
+        hash: &ContentHash,
+        size: u64,
+        mountpoint: Option<&[u8]>,
+    ) -> Result<Arc<Mutex<CatalogDb>>, RepoError> {
         if let Some(c) = self.catalogs.lock().expect("catalog map").get(hash) {
             return Ok(c.clone());
         }
-        let bytes = self.catalog_bytes(hash, size)?;
-        let db = CatalogDb::from_bytes(&bytes).map_err(|source| RepoError::Catalog {
+        let cat_err = |source| RepoError::Catalog {
             what: format!("catalog {}", hash.to_hex()),
             source,
-        })?;
+        };
+        let db = match self.catalog_object(hash, size, mountpoint)? {
+            Verified::Bytes(b) => CatalogDb::from_bytes(&b).map_err(cat_err)?,
+            // A cached catalog is opened in place: SQLite pages it in as needed, so a large
+            // catalog costs page cache, not resident memory.
+            Verified::File(p) => CatalogDb::open_file(&p).map_err(cat_err)?,
+        };
         let db = Arc::new(Mutex::new(db));
         self.catalogs
             .lock()
@@ -187,27 +220,30 @@ impl Repository {
         Ok(db)
     }
 
+    fn catalog_object(
+        &self,
+        hash: &ContentHash,
+        size: u64,
+        mountpoint: Option<&[u8]>,
+    ) -> Result<Verified, RepoError> {
+        let name = ObjectName::new(*hash, ObjectKind::Catalog);
+        let req = ObjectRequest {
+            name: &name,
+            size: (size > 0).then_some(size),
+            limit: if size > 0 {
+                size.min(MAX_CATALOG)
+            } else {
+                MAX_CATALOG
+            },
+            compressed: true,
+            mountpoint,
+        };
+        Ok(self.source.object(&req)?)
+    }
+
     /// The decompressed, verified bytes of a catalog.
     pub fn catalog_bytes(&self, hash: &ContentHash, size: u64) -> Result<Vec<u8>, RepoError> {
-        let limit = if size > 0 {
-            size.min(MAX_CATALOG)
-        } else {
-            MAX_CATALOG
-        };
-        let bytes = fetch_object(
-            self.source.as_ref(),
-            &ObjectName::new(*hash, ObjectKind::Catalog),
-            limit,
-        )?;
-        if size > 0 && bytes.len() as u64 != size {
-            return Err(ObjectError::SizeMismatch {
-                name: hash.to_hex(),
-                expected: size,
-                actual: bytes.len() as u64,
-            }
-            .into());
-        }
-        Ok(bytes)
+        Ok(self.catalog_object(hash, size, None)?.into_bytes()?)
     }
 }
 
@@ -217,8 +253,12 @@ pub fn fetch_object(
     name: &ObjectName,
     limit: u64,
 ) -> Result<Vec<u8>, RepoError> {
-    // zlib never grows data by more than about 0.1 % plus a few bytes.
-    let compressed_limit = limit + limit / 512 + 1024;
-    let compressed = source.fetch(&name.path(), compressed_limit)?;
-    Ok(open_verified(name, &compressed, limit)?)
+    let req = ObjectRequest {
+        name,
+        size: None,
+        limit,
+        compressed: true,
+        mountpoint: None,
+    };
+    Ok(source.object(&req)?.into_bytes()?)
 }

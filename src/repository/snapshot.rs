@@ -6,10 +6,11 @@ use std::sync::{Arc, Mutex};
 
 use crate::catalog::{CatalogDb, Chunk, Entry, EntryKind, Row};
 use crate::hash::{ContentHash, PathKey};
-use crate::object::{ObjectError, ObjectKind, ObjectName};
+use crate::object::{ObjectKind, ObjectName};
+use crate::store::{ObjectRequest, Verified};
 
 use super::path::{is_within, join, normalize};
-use super::{fetch_object, RepoError, Repository};
+use super::{RepoError, Repository};
 
 /// An entry together with where it was found.
 #[derive(Debug, Clone)]
@@ -60,19 +61,16 @@ impl<'r> Snapshot<'r> {
 
     /// The deepest catalog whose subtree holds `path` (a normalized path).
     fn catalog_for(&self, path: &[u8]) -> Result<(ContentHash, Arc<Mutex<CatalogDb>>), RepoError> {
-        let (mut hash, mut size) = (self.root, self.root_size);
+        let (mut hash, mut size, mut mount) = (self.root, self.root_size, Vec::new());
         loop {
-            let db = self.repo.catalog(&hash, size)?;
-            let nested =
-                db.lock()
-                    .expect("catalog")
-                    .nested()
-                    .map_err(|source| RepoError::Catalog {
-                        what: format!("catalog {}", hash.to_hex()),
-                        source,
-                    })?;
+            let db = self.repo.catalog_at(&hash, size, Some(&mount))?;
+            let nested = db
+                .lock()
+                .expect("catalog")
+                .nested()
+                .map_err(Self::cat_err(&hash))?;
             match nested.into_iter().find(|n| is_within(path, &n.path)) {
-                Some(n) => (hash, size) = (n.hash, n.size),
+                Some(n) => (hash, size, mount) = (n.hash, n.size, n.path),
                 None => return Ok((hash, db)),
             }
         }
@@ -207,28 +205,24 @@ impl<'r> Snapshot<'r> {
 
     /// A verified object of exactly `size` bytes once decompressed.
     fn object(&self, name: ObjectName, size: u64, compressed: bool) -> Result<Vec<u8>, RepoError> {
-        let data = if compressed {
-            fetch_object(self.repo.source().as_ref(), &name, size)?
-        } else {
-            let raw = self.repo.source().fetch(&name.path(), size)?;
-            if name.hash.algo.digest(&raw) != name.hash {
-                return Err(ObjectError::HashMismatch {
-                    name: name.path(),
-                    actual: name.hash.algo.digest(&raw).to_hex(),
-                }
-                .into());
-            }
-            raw
+        Ok(self.verified(&name, size, compressed)?.into_bytes()?)
+    }
+
+    /// A file's object (whole file or chunk), verified: in memory or as a cached file.
+    pub fn verified(
+        &self,
+        name: &ObjectName,
+        size: u64,
+        compressed: bool,
+    ) -> Result<Verified, RepoError> {
+        let req = ObjectRequest {
+            name,
+            size: Some(size),
+            limit: size,
+            compressed,
+            mountpoint: None,
         };
-        if data.len() as u64 != size {
-            return Err(ObjectError::SizeMismatch {
-                name: name.path(),
-                expected: size,
-                actual: data.len() as u64,
-            }
-            .into());
-        }
-        Ok(data)
+        Ok(self.repo.source().object(&req)?)
     }
 
     /// Visits every entry below `path` (itself included) in pre-order, children by name.

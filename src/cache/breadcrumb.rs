@@ -1,0 +1,57 @@
+//! Per-repository memory of the newest revision seen, kept in the cache so that a server
+//! (or an attacker in between) cannot roll a client back to an older signed manifest, and
+//! the bootstrap files of that revision, so a mount comes up when no server answers.
+
+use std::path::{Path, PathBuf};
+
+/// The newest revision a client has accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Breadcrumb {
+    pub revision: u64,
+    pub timestamp: i64,
+}
+
+pub struct RepoState {
+    dir: PathBuf,
+}
+
+impl RepoState {
+    pub fn new(cache_dir: &Path, fqrn: &str) -> std::io::Result<Self> {
+        let dir = cache_dir.join("repos").join(fqrn);
+        std::fs::create_dir_all(&dir)?;
+        Ok(RepoState { dir })
+    }
+
+    pub fn breadcrumb(&self) -> Option<Breadcrumb> {
+        let text = std::fs::read_to_string(self.dir.join("breadcrumb")).ok()?;
+        let mut it = text.split_whitespace();
+        Some(Breadcrumb {
+            revision: it.next()?.parse().ok()?,
+            timestamp: it.next()?.parse().ok()?,
+        })
+    }
+
+    /// Records the bootstrap files of an accepted revision, each atomically.
+    pub fn save(&self, b: Breadcrumb, manifest: &[u8], whitelist: &[u8]) -> std::io::Result<()> {
+        write_atomic(&self.dir.join("manifest"), manifest)?;
+        write_atomic(&self.dir.join("whitelist"), whitelist)?;
+        write_atomic(
+            &self.dir.join("breadcrumb"),
+            format!("{} {}\n", b.revision, b.timestamp).as_bytes(),
+        )
+    }
+
+    /// The last accepted manifest and whitelist, for offline mode.
+    pub fn saved(&self) -> Option<(Vec<u8>, Vec<u8>)> {
+        Some((
+            std::fs::read(self.dir.join("manifest")).ok()?,
+            std::fs::read(self.dir.join("whitelist")).ok()?,
+        ))
+    }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}

@@ -1,0 +1,245 @@
+//! The local cache: one content-addressed directory shared by every repository, revision
+//! and image, so an object two images share is downloaded once. Objects are stored
+//! decompressed and verified: downloaded into `txn/`, checked against their hash (the
+//! download manager hashes the compressed stream), then renamed into `objects/`. A soft
+//! quota evicts least-recently-used objects — superseded catalogs first, never pinned
+//! ones (loaded catalogs, open files) — down to half the quota.
+
+pub mod breadcrumb;
+pub mod quota;
+pub mod sink;
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+
+pub use quota::Kind;
+
+use crate::download::DownloadError;
+use crate::hash::ContentHash;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("cache directory {path}: {why}")]
+    Unusable { path: String, why: String },
+    #[error("cache: {op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Download(#[from] DownloadError),
+    #[error("cache bookkeeping: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("object {name}: {why}")]
+    Object { name: String, why: String },
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> CacheError + 'a {
+    move |source| CacheError::Io {
+        op,
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+pub struct Cache {
+    dir: PathBuf,
+    /// Soft limit in bytes; `None` = unlimited.
+    quota: Option<u64>,
+    db: Mutex<quota::Quota>,
+    /// Objects being downloaded: later requests wait for the first one.
+    inflight: Mutex<HashMap<ContentHash, DoneFlag>>,
+    /// Reference counts of objects that must not be evicted.
+    pins: Mutex<HashMap<ContentHash, u32>>,
+}
+
+/// Set (and notified) when an in-flight download has finished, successfully or not.
+type DoneFlag = Arc<(Mutex<bool>, Condvar)>;
+
+/// Decides what a download writes and how (see [`sink::ObjectSink`]).
+pub type Fetch<'a> = dyn Fn(&mut sink::ObjectSink) -> Result<u64, DownloadError> + 'a;
+
+impl Cache {
+    /// Opens (creating) a cache directory and checks that it is usable.
+    pub fn open(dir: &Path, quota_bytes: Option<u64>) -> Result<Self, CacheError> {
+        let unusable = |why: String| CacheError::Unusable {
+            path: dir.display().to_string(),
+            why,
+        };
+        for sub in ["objects", "txn", "repos"] {
+            fs::create_dir_all(dir.join(sub))
+                .map_err(|e| unusable(format!("cannot create {sub}/: {e}")))?;
+        }
+        // Leftovers of a crash are incomplete downloads: never trusted, always removed.
+        if let Ok(rd) = fs::read_dir(dir.join("txn")) {
+            for e in rd.flatten() {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+        let probe = dir.join("txn/.probe");
+        fs::write(&probe, b"x").map_err(|e| unusable(format!("not writable: {e}")))?;
+        let _ = fs::remove_file(&probe);
+        let db = quota::Quota::open(&dir.join("cachedb.sqlite"))
+            .map_err(|e| unusable(format!("bookkeeping database: {e}")))?;
+        Ok(Cache {
+            dir: dir.to_path_buf(),
+            quota: quota_bytes,
+            db: Mutex::new(db),
+            inflight: Mutex::new(HashMap::new()),
+            pins: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn path(&self, hash: &ContentHash) -> PathBuf {
+        let hex = hash.to_hex();
+        self.dir.join("objects").join(&hex[..2]).join(&hex[2..])
+    }
+
+    /// The path of the verified, decompressed object `hash`, downloading it with `fetch`
+    /// if needed. Concurrent calls for one object share one download.
+    pub fn get(
+        &self,
+        hash: &ContentHash,
+        size: Option<u64>,
+        kind: &Kind,
+        fetch: &Fetch<'_>,
+        limit: u64,
+        compressed: bool,
+    ) -> Result<PathBuf, CacheError> {
+        let path = self.path(hash);
+        loop {
+            if path.exists() {
+                let _ = self.db.lock().expect("cache db").touch(hash);
+                return Ok(path);
+            }
+            let (flag, mine) = {
+                let mut inflight = self.inflight.lock().expect("inflight");
+                match inflight.get(hash) {
+                    Some(f) => (f.clone(), false),
+                    None => {
+                        let f = Arc::new((Mutex::new(false), Condvar::new()));
+                        inflight.insert(*hash, f.clone());
+                        (f, true)
+                    }
+                }
+            };
+            if !mine {
+                // Another thread downloads it; its download is bounded in time.
+                let mut done = flag.0.lock().expect("inflight flag");
+                while !*done {
+                    done = flag.1.wait(done).expect("inflight flag");
+                }
+                if path.exists() {
+                    continue;
+                }
+                // The other download failed: try ourselves.
+            }
+            let result = self.download(hash, size, kind, fetch, limit, compressed, &path);
+            if mine {
+                self.inflight.lock().expect("inflight").remove(hash);
+                *flag.0.lock().expect("inflight flag") = true;
+                flag.1.notify_all();
+            }
+            return result.map(|_| path);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn download(
+        &self,
+        hash: &ContentHash,
+        size: Option<u64>,
+        kind: &Kind,
+        fetch: &Fetch<'_>,
+        limit: u64,
+        compressed: bool,
+        dest: &Path,
+    ) -> Result<(), CacheError> {
+        let txn = self.dir.join("txn");
+        let tmp = tempfile::Builder::new()
+            .prefix("obj.")
+            .tempfile_in(&txn)
+            .map_err(io_err("creating a file in", &txn))?;
+        let file = tmp
+            .as_file()
+            .try_clone()
+            .map_err(io_err("opening", tmp.path()))?;
+        let mut sink = sink::ObjectSink::new(file, limit, compressed)
+            .map_err(io_err("opening", tmp.path()))?;
+        fetch(&mut sink)?;
+        let (_, written) = sink.finish().map_err(|e| CacheError::Object {
+            name: hash.to_hex(),
+            why: format!("does not decompress: {e}"),
+        })?;
+        if let Some(want) = size {
+            if written != want {
+                return Err(CacheError::Object {
+                    name: hash.to_hex(),
+                    why: format!("decompresses to {written} bytes, the catalog says {want}"),
+                });
+            }
+        }
+        let parent = dest.parent().expect("objects/XX");
+        fs::create_dir_all(parent).map_err(io_err("creating", parent))?;
+        tmp.persist(dest).map_err(|e| CacheError::Io {
+            op: "renaming into",
+            path: dest.display().to_string(),
+            source: e.error,
+        })?;
+        self.db
+            .lock()
+            .expect("cache db")
+            .insert(hash, written, kind)?;
+        self.enforce_quota();
+        Ok(())
+    }
+
+    pub fn pin(&self, hash: &ContentHash) {
+        *self.pins.lock().expect("pins").entry(*hash).or_insert(0) += 1;
+    }
+
+    pub fn unpin(&self, hash: &ContentHash) {
+        let mut pins = self.pins.lock().expect("pins");
+        if let Some(n) = pins.get_mut(hash) {
+            *n -= 1;
+            if *n == 0 {
+                pins.remove(hash);
+            }
+        }
+    }
+
+    /// Bytes the cache holds, by its bookkeeping.
+    pub fn used(&self) -> u64 {
+        self.db.lock().expect("cache db").total().unwrap_or(0)
+    }
+
+    /// Over the soft limit: evict down to half of it, skipping pinned objects.
+    fn enforce_quota(&self) {
+        let Some(q) = self.quota else { return };
+        let mut db = self.db.lock().expect("cache db");
+        let Ok(mut total) = db.total() else { return };
+        if total <= q {
+            return;
+        }
+        let pins = self.pins.lock().expect("pins").clone();
+        for (h, size) in db.eviction_order().unwrap_or_default() {
+            if total <= q / 2 {
+                break;
+            }
+            if pins.contains_key(&h) {
+                continue;
+            }
+            // An open file descriptor keeps the data readable for whoever holds it.
+            let _ = fs::remove_file(self.path(&h));
+            let _ = db.remove(&h);
+            total = total.saturating_sub(size);
+        }
+    }
+}

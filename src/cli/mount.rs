@@ -1,0 +1,162 @@
+//! `lazyroot mount`: a repository revision through FUSE, fetched lazily over HTTP into the
+//! shared cache, until SIGINT or SIGTERM (then unmounted cleanly) or an external umount.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use lazyroot::cache::Cache;
+use lazyroot::client::MountedTree;
+use lazyroot::download::{parse_hosts, parse_proxies, Downloader, Settings};
+use lazyroot::hash::ContentHash;
+use lazyroot::remote::{self, RemoteSource};
+use lazyroot::repository::{At, Trust};
+
+#[derive(clap::Args)]
+pub struct MountArgs {
+    /// Repository name.
+    pub fqrn: String,
+    /// Where to mount (an existing directory).
+    pub mountpoint: PathBuf,
+    /// Server URLs in failover order, `;`-separated; `@fqrn@` is replaced.
+    #[arg(long)]
+    pub server: String,
+    /// Proxy chain: `p1|p2;p3` (`|` load-balances, `;` fails over), `DIRECT` for none.
+    #[arg(long, default_value = "DIRECT")]
+    pub proxy: String,
+    /// Trusted master public key (repeatable).
+    #[arg(long = "key", required = true)]
+    pub keys: Vec<PathBuf>,
+    /// Mount this root catalog hash: pinned, it never changes.
+    #[arg(long, conflicts_with = "tag")]
+    pub root_hash: Option<String>,
+    /// Mount the revision this tag names (pinned).
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// Cache directory, shared by every mount.
+    #[arg(long, default_value = "/var/lib/lazyroot/cache")]
+    pub cache: PathBuf,
+    /// Soft cache limit in MB (0: unlimited).
+    #[arg(long, default_value_t = 4000)]
+    pub quota: u64,
+    /// Let other users (and containers' uids) use the mount.
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Honour setuid bits.
+    #[arg(long)]
+    pub suid: bool,
+    /// Honour device files.
+    #[arg(long)]
+    pub dev: bool,
+    /// Connect timeout and low-speed window in seconds.
+    #[arg(long, default_value_t = 5)]
+    pub timeout: u64,
+}
+
+/// Blocks SIGINT and SIGTERM in this thread and every thread started after it, so they are
+/// only ever taken by `wait_for_signal`.
+fn block_signals() -> nix::sys::signal::SigSet {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
+    set
+}
+
+fn wait_for_signal(set: &nix::sys::signal::SigSet, timeout: Duration) -> bool {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: the set is a valid sigset_t and a null siginfo pointer is allowed.
+    unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &ts) > 0 }
+}
+
+pub fn mount(a: MountArgs) -> anyhow::Result<ExitCode> {
+    let signals = block_signals();
+    let hosts = parse_hosts(&a.server, &a.fqrn)?;
+    let proxies = parse_proxies(&a.proxy)?;
+    let mut settings = Settings::new(hosts, proxies);
+    settings.limits.connect_timeout = Duration::from_secs(a.timeout);
+    settings.limits.low_speed_time = Duration::from_secs(a.timeout);
+    let downloader = Arc::new(Downloader::new(settings).context("starting the download manager")?);
+    let quota = (a.quota > 0).then_some(a.quota << 20);
+    let cache = Arc::new(Cache::open(&a.cache, quota)?);
+    let master_keys = a
+        .keys
+        .iter()
+        .map(|k| lazyroot::keys::load_master_public(k))
+        .collect::<Result<Vec<_>, _>>()?;
+    let trust = Trust {
+        master_keys,
+        fqrn: Some(a.fqrn.clone()),
+        now: lazyroot::timefmt::now(),
+    };
+    let source = Arc::new(RemoteSource {
+        fqrn: a.fqrn.clone(),
+        downloader,
+        cache,
+    });
+    let (repo, mode) =
+        remote::open(source.clone(), &trust).with_context(|| format!("opening {}", a.fqrn))?;
+    let at = match (&a.root_hash, &a.tag) {
+        (Some(h), _) => At::RootHash(ContentHash::parse(h)?),
+        (_, Some(t)) => At::Tag(t.clone()),
+        _ => At::Latest,
+    };
+    let pinned = at != At::Latest;
+    let (root, size) = repo.resolve(&at)?;
+    let revision = repo.manifest().revision;
+    let tree = Arc::new(MountedTree::new(
+        source, trust, repo, mode, root, size, pinned,
+    )?);
+
+    use fuser::MountOption as O;
+    let mut options = vec![
+        O::FSName(format!("lazyroot:{}", a.fqrn)),
+        O::Subtype("lazyroot".into()),
+        O::RO,
+        O::DefaultPermissions,
+    ];
+    options.push(if a.suid { O::Suid } else { O::NoSuid });
+    options.push(if a.dev { O::Dev } else { O::NoDev });
+    let mut config = fuser::Config::default();
+    config.mount_options = options;
+    config.acl = if a.allow_other {
+        fuser::SessionACL::All
+    } else {
+        fuser::SessionACL::Owner
+    };
+    // Several requests in flight: one slow download must not stall every other reader.
+    config.n_threads = Some(4);
+
+    let session = fuser::spawn_mount(lazyroot::fuse::Fs(tree), &a.mountpoint, &config)
+        .with_context(|| format!("mounting at {}", a.mountpoint.display()))?;
+    println!(
+        "mounted {} revision {revision} root {root}{} at {}{}",
+        a.fqrn,
+        if pinned { " (pinned)" } else { "" },
+        a.mountpoint.display(),
+        if mode == remote::Mode::Offline {
+            " (offline: no server answered, using the cache)"
+        } else {
+            ""
+        }
+    );
+    loop {
+        if wait_for_signal(&signals, Duration::from_millis(200)) {
+            break;
+        }
+        if session.guard.is_finished() {
+            eprintln!("lazyroot: {} was unmounted", a.mountpoint.display());
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    session
+        .umount_and_join()
+        .with_context(|| format!("unmounting {}", a.mountpoint.display()))?;
+    Ok(ExitCode::SUCCESS)
+}

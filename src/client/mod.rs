@@ -1,0 +1,418 @@
+//! The mounted tree without the kernel: lookups, attributes, listings, opens, reads,
+//! symlinks and xattrs of one repository revision, served from catalogs and the shared
+//! cache. The FUSE adapter (`crate::fuse`) only translates. Blocking and `Send + Sync`.
+
+pub mod attr;
+pub mod inodes;
+mod magic;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+pub use attr::Attr;
+
+use crate::catalog::{Chunk, EntryKind};
+use crate::hash::ContentHash;
+use crate::object::{ObjectKind, ObjectName};
+use crate::remote::{self, Mode, RemoteSource};
+use crate::repository::{Found, RepoError, Repository, Trust};
+use crate::store::Verified;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no such entry")]
+    NotFound,
+    #[error("not a directory")]
+    NotADirectory,
+    #[error("is a directory")]
+    IsADirectory,
+    #[error("not a symlink")]
+    NotASymlink,
+    #[error("no such attribute")]
+    NoAttribute,
+    #[error("bad file handle")]
+    BadHandle,
+    /// Anything the network, the cache or the data did wrong: the reader sees EIO.
+    #[error("{0}")]
+    Io(String),
+}
+
+impl From<RepoError> for ClientError {
+    fn from(e: RepoError) -> Self {
+        match e {
+            RepoError::NotFound(_) => ClientError::NotFound,
+            RepoError::NotADirectory(_) => ClientError::NotADirectory,
+            other => ClientError::Io(other.to_string()),
+        }
+    }
+}
+
+/// Where an open file's bytes are.
+enum Handle {
+    Whole {
+        file: File,
+        hash: ContentHash,
+    },
+    Chunked {
+        chunks: Vec<Chunk>,
+        compressed: bool,
+    },
+}
+
+/// The current revision: repository and root catalog.
+struct Revision {
+    repo: Arc<Repository>,
+    root: ContentHash,
+    root_size: u64,
+}
+
+pub struct MountedTree {
+    source: Arc<RemoteSource>,
+    trust: Trust,
+    current: RwLock<Revision>,
+    /// `Some` for a mount pinned to a root hash: it never changes.
+    pinned: bool,
+    mode: Mutex<Mode>,
+    last_check: Mutex<Instant>,
+    inodes: Mutex<inodes::Inodes>,
+    handles: Mutex<HashMap<u64, Handle>>,
+    next_fh: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl MountedTree {
+    /// Serves revision `root` (of `root_size` bytes) of `repo`; `pinned` mounts never look
+    /// for newer revisions.
+    pub fn new(
+        source: Arc<RemoteSource>,
+        trust: Trust,
+        repo: Repository,
+        mode: Mode,
+        root: ContentHash,
+        root_size: u64,
+        pinned: bool,
+    ) -> Result<Self, ClientError> {
+        let repo = Arc::new(repo);
+        repo.snapshot_of(root, root_size)?; // the root catalog must load now, not on first use
+        Ok(MountedTree {
+            source,
+            trust,
+            current: RwLock::new(Revision {
+                repo,
+                root,
+                root_size,
+            }),
+            pinned,
+            mode: Mutex::new(mode),
+            last_check: Mutex::new(Instant::now()),
+            inodes: Mutex::new(inodes::Inodes::new()),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            errors: AtomicU64::new(0),
+        })
+    }
+
+    pub fn is_pinned(&self) -> bool {
+        self.pinned
+    }
+
+    /// How long the kernel may cache what this tree says: "forever" for a pinned revision
+    /// (it can never change), the repository's TTL-bounded minute otherwise.
+    pub fn kernel_ttl(&self) -> Duration {
+        if self.pinned {
+            Duration::from_secs(365 * 24 * 3600)
+        } else {
+            Duration::from_secs(60)
+        }
+    }
+
+    fn note<T>(&self, r: Result<T, ClientError>) -> Result<T, ClientError> {
+        if let Err(ClientError::Io(_)) = &r {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+
+    /// An unpinned mount picks up a newer revision once the TTL has passed (for new
+    /// lookups; open files keep reading what they opened).
+    fn maybe_refresh(&self) {
+        if self.pinned {
+            return;
+        }
+        let ttl = Duration::from_secs(
+            self.current
+                .read()
+                .expect("revision")
+                .repo
+                .manifest()
+                .ttl
+                .max(1),
+        );
+        {
+            let mut last = self.last_check.lock().expect("last check");
+            if last.elapsed() < ttl {
+                return;
+            }
+            *last = Instant::now();
+        }
+        if let Ok((repo, mode)) = remote::open(self.source.clone(), &self.trust) {
+            let m = repo.manifest().clone();
+            let mut cur = self.current.write().expect("revision");
+            if m.revision > cur.repo.manifest().revision {
+                *cur = Revision {
+                    repo: Arc::new(repo),
+                    root: m.root_catalog,
+                    root_size: m.root_catalog_size,
+                };
+            }
+            *self.mode.lock().expect("mode") = mode;
+        }
+    }
+
+    fn with_snapshot<T>(
+        &self,
+        f: impl FnOnce(&crate::repository::Snapshot<'_>) -> Result<T, ClientError>,
+    ) -> Result<T, ClientError> {
+        let cur = self.current.read().expect("revision");
+        let snap = cur.repo.snapshot_of(cur.root, cur.root_size)?;
+        f(&snap)
+    }
+
+    fn path_of(&self, ino: u64) -> Result<Vec<u8>, ClientError> {
+        self.inodes
+            .lock()
+            .expect("inodes")
+            .path(ino)
+            .map(|p| p.to_vec())
+            .ok_or(ClientError::NotFound)
+    }
+
+    fn attr_of(&self, f: &Found) -> Attr {
+        let e = &f.entry;
+        let link =
+            (e.hardlink_group() != 0 && !e.is_dir()).then_some((f.catalog, e.hardlink_group()));
+        let ino = self.inodes.lock().expect("inodes").ino(&f.path, link);
+        Attr::of(ino, e)
+    }
+
+    fn stat(&self, ino: u64) -> Result<Found, ClientError> {
+        let path = self.path_of(ino)?;
+        self.with_snapshot(|s| s.lookup(&path)?.ok_or(ClientError::NotFound))
+    }
+
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr, ClientError> {
+        self.maybe_refresh();
+        if name.contains(&b'/') || name == b"." || name == b".." {
+            return Err(ClientError::NotFound);
+        }
+        let dir = self.path_of(parent)?;
+        let path = crate::repository::path::join(&dir, name);
+        let r = self.with_snapshot(|s| {
+            s.lookup(&path)?
+                .filter(|f| !f.entry.is_hidden())
+                .ok_or(ClientError::NotFound)
+        });
+        let f = self.note(r)?;
+        Ok(self.attr_of(&f))
+    }
+
+    pub fn getattr(&self, ino: u64) -> Result<Attr, ClientError> {
+        let f = self.note(self.stat(ino))?;
+        Ok(self.attr_of(&f))
+    }
+
+    /// The entries of a directory with their attributes (for readdir and readdirplus).
+    pub fn readdir(&self, ino: u64) -> Result<Vec<(Vec<u8>, Attr)>, ClientError> {
+        let path = self.path_of(ino)?;
+        let r = self.with_snapshot(|s| Ok(s.list(&path)?));
+        let items = self.note(r)?;
+        Ok(items
+            .iter()
+            .map(|f| (f.entry.name.clone(), self.attr_of(f)))
+            .collect())
+    }
+
+    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>, ClientError> {
+        let f = self.note(self.stat(ino))?;
+        if f.entry.kind() != EntryKind::Symlink {
+            return Err(ClientError::NotASymlink);
+        }
+        // Stored as is: `$(VAR)` expansion would make a container's view depend on the host.
+        Ok(f.entry.symlink)
+    }
+
+    /// Opens a regular file: a whole-file object is fetched (and verified) now; a chunked
+    /// file's chunks are fetched as reads reach them. Returns a handle.
+    pub fn open(&self, ino: u64) -> Result<u64, ClientError> {
+        let f = self.note(self.stat(ino))?;
+        let e = &f.entry;
+        match e.kind() {
+            EntryKind::Directory => return Err(ClientError::IsADirectory),
+            EntryKind::File => {}
+            _ => return Err(ClientError::Io("not a regular file".into())),
+        }
+        let handle = if e.is_chunked() {
+            let chunks = self.note(self.with_snapshot(|s| Ok(s.chunks(&f)?)))?;
+            Handle::Chunked {
+                chunks,
+                compressed: e.is_compressed(),
+            }
+        } else {
+            let hash = match e.hash {
+                Some(h) => h,
+                None if e.size == 0 => crate::object::compress_and_hash(e.hash_algo(), b"").1,
+                None => return self.note(Err(ClientError::Io("file without content hash".into()))),
+            };
+            let file = self.note(self.object_file(
+                &ObjectName::new(hash, ObjectKind::File),
+                e.size,
+                e.is_compressed(),
+            ))?;
+            self.source.cache.pin(&hash);
+            Handle::Whole { file, hash }
+        };
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles.lock().expect("handles").insert(fh, handle);
+        Ok(fh)
+    }
+
+    fn object_file(
+        &self,
+        name: &ObjectName,
+        size: u64,
+        compressed: bool,
+    ) -> Result<File, ClientError> {
+        let v = self.with_snapshot(|s| Ok(s.verified(name, size, compressed)?))?;
+        match v {
+            Verified::File(p) => File::open(&p)
+                .map_err(|e| ClientError::Io(format!("opening cached {}: {e}", p.display()))),
+            Verified::Bytes(_) => Err(ClientError::Io("object not cached".into())),
+        }
+    }
+
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, ClientError> {
+        enum Plan {
+            Whole(File),
+            Chunks(Vec<Chunk>, bool),
+        }
+        let plan = {
+            let handles = self.handles.lock().expect("handles");
+            match handles.get(&fh).ok_or(ClientError::BadHandle)? {
+                Handle::Whole { file, .. } => Plan::Whole(
+                    file.try_clone()
+                        .map_err(|e| ClientError::Io(e.to_string()))?,
+                ),
+                Handle::Chunked { chunks, compressed } => Plan::Chunks(chunks.clone(), *compressed),
+            }
+        };
+        let mut out = vec![0u8; size as usize];
+        let n = match plan {
+            Plan::Whole(file) => {
+                read_full(&file, &mut out, offset).map_err(|e| ClientError::Io(e.to_string()))?
+            }
+            Plan::Chunks(chunks, compressed) => {
+                self.note(self.read_chunks(&chunks, compressed, offset, &mut out))?
+            }
+        };
+        out.truncate(n);
+        Ok(out)
+    }
+
+    /// Fills `out` from the chunks covering `[offset, offset + out.len())`.
+    fn read_chunks(
+        &self,
+        chunks: &[Chunk],
+        compressed: bool,
+        offset: u64,
+        out: &mut [u8],
+    ) -> Result<usize, ClientError> {
+        let mut done = 0usize;
+        let start = chunks.partition_point(|c| c.offset + c.size <= offset);
+        for c in &chunks[start..] {
+            if done == out.len() {
+                break;
+            }
+            let pos = offset + done as u64;
+            if c.offset > pos {
+                break;
+            }
+            let file = self.object_file(
+                &ObjectName::new(c.hash, ObjectKind::Chunk),
+                c.size,
+                compressed,
+            )?;
+            let want = ((c.offset + c.size - pos) as usize).min(out.len() - done);
+            let n = read_full(&file, &mut out[done..done + want], pos - c.offset)
+                .map_err(|e| ClientError::Io(e.to_string()))?;
+            done += n;
+            if n < want {
+                break;
+            }
+        }
+        Ok(done)
+    }
+
+    pub fn release(&self, fh: u64) {
+        if let Some(Handle::Whole { hash, .. }) = self.handles.lock().expect("handles").remove(&fh)
+        {
+            self.source.cache.unpin(&hash);
+        }
+    }
+
+    /// Stored extended attributes, then the magic `user.*` ones CernVM-FS clients offer.
+    pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>, ClientError> {
+        let f = self.note(self.stat(ino))?;
+        if let Some(v) = f.entry.xattrs.as_ref().and_then(|x| x.get(name)) {
+            return Ok(v.clone());
+        }
+        magic::value(self, &f, name).ok_or(ClientError::NoAttribute)
+    }
+
+    /// Stored attribute names only: magic ones stay hidden so that copying a tree out of
+    /// the mount (`cp -a`, `tar --xattrs`) does not copy them into images.
+    pub fn listxattr(&self, ino: u64) -> Result<Vec<u8>, ClientError> {
+        let f = self.note(self.stat(ino))?;
+        let mut out = Vec::new();
+        for k in f.entry.xattrs.iter().flat_map(|x| x.keys()) {
+            out.extend_from_slice(k);
+            out.push(0);
+        }
+        Ok(out)
+    }
+
+    /// (files, total bytes) of the revision, from the root catalog's counters.
+    pub fn statfs(&self) -> (u64, u64) {
+        let r = self.with_snapshot(|s| {
+            let cur = self.current.read().expect("revision");
+            let db = cur.repo.catalog(&s.root_hash(), 0)?;
+            let stats = db
+                .lock()
+                .expect("catalog")
+                .statistics()
+                .map_err(|e| ClientError::Io(e.to_string()))?;
+            let t = crate::catalog::Counters::totals_from(&stats);
+            Ok((
+                (t.get("regular") + t.get("dir") + t.get("symlink") + t.get("special")) as u64,
+                t.get("file_size") as u64,
+            ))
+        });
+        r.unwrap_or((0, 0))
+    }
+}
+
+fn read_full(file: &File, out: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < out.len() {
+        match file.read_at(&mut out[n..], offset + n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}

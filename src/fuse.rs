@@ -1,0 +1,240 @@
+//! The fuser adapter, and only that: inode and attribute conversion, the one errno
+//! mapping, kernel cache lifetimes. All behaviour lives in [`crate::client`].
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
+    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+};
+
+use crate::catalog::EntryKind;
+use crate::client::{Attr, ClientError, MountedTree};
+
+pub struct Fs(pub Arc<MountedTree>);
+
+/// The one place client errors become errno values.
+fn errno(e: &ClientError) -> Errno {
+    match e {
+        ClientError::NotFound => Errno::ENOENT,
+        ClientError::NotADirectory => Errno::ENOTDIR,
+        ClientError::IsADirectory => Errno::EISDIR,
+        ClientError::NotASymlink => Errno::EINVAL,
+        ClientError::NoAttribute => Errno::ENODATA,
+        ClientError::BadHandle => Errno::EBADF,
+        ClientError::Io(msg) => {
+            eprintln!("lazyroot: I/O error: {msg}");
+            Errno::EIO
+        }
+    }
+}
+
+fn file_type(k: EntryKind) -> FileType {
+    match k {
+        EntryKind::Directory => FileType::Directory,
+        EntryKind::File => FileType::RegularFile,
+        EntryKind::Symlink => FileType::Symlink,
+        EntryKind::Fifo => FileType::NamedPipe,
+        EntryKind::Socket => FileType::Socket,
+        EntryKind::CharDevice => FileType::CharDevice,
+        EntryKind::BlockDevice => FileType::BlockDevice,
+    }
+}
+
+fn file_attr(a: &Attr) -> FileAttr {
+    let t = if a.mtime >= 0 {
+        UNIX_EPOCH + Duration::new(a.mtime as u64, a.mtime_ns)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(a.mtime.unsigned_abs())
+    };
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: a.size,
+        blocks: a.size.div_ceil(512),
+        atime: t,
+        mtime: t,
+        ctime: t,
+        crtime: t,
+        kind: file_type(a.kind),
+        perm: a.perm,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: a.rdev,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
+fn xattr_reply(reply: ReplyXattr, size: u32, value: &[u8]) {
+    if size == 0 {
+        reply.size(value.len() as u32);
+    } else if value.len() <= size as usize {
+        reply.data(value);
+    } else {
+        reply.error(Errno::ERANGE);
+    }
+}
+
+impl Filesystem for Fs {
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match self.0.lookup(parent.0, name.as_bytes()) {
+            Ok(a) => reply.entry(&self.0.kernel_ttl(), &file_attr(&a), Generation(0)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.0.getattr(ino.0) {
+            Ok(a) => reply.attr(&self.0.kernel_ttl(), &file_attr(&a)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.0.readlink(ino.0) {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
+            return reply.error(Errno::EROFS);
+        }
+        match self.0.open(ino.0) {
+            // A pinned revision never changes: the page cache may keep file pages.
+            Ok(fh) => reply.opened(
+                FileHandle(fh),
+                if self.0.is_pinned() {
+                    FopenFlags::FOPEN_KEEP_CACHE
+                } else {
+                    FopenFlags::empty()
+                },
+            ),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.0.read(fh.0, offset, size) {
+            Ok(d) => reply.data(&d),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.0.release(fh.0);
+        reply.ok();
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let items = match self.0.readdir(ino.0) {
+            Ok(i) => i,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        let dots = [
+            (b".".to_vec(), ino.0, FileType::Directory),
+            (b"..".to_vec(), ino.0, FileType::Directory),
+        ];
+        let all = dots.into_iter().chain(
+            items
+                .into_iter()
+                .map(|(n, a)| (n, a.ino, file_type(a.kind))),
+        );
+        for (i, (name, child, kind)) in all.enumerate().skip(offset as usize) {
+            if reply.add(
+                INodeNo(child),
+                (i + 1) as u64,
+                kind,
+                OsStr::from_bytes(&name),
+            ) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let items = match self.0.readdir(ino.0) {
+            Ok(i) => i,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        let ttl = self.0.kernel_ttl();
+        for (i, (name, a)) in items.iter().enumerate().skip(offset as usize) {
+            if reply.add(
+                INodeNo(a.ino),
+                (i + 1) as u64,
+                OsStr::from_bytes(name),
+                &ttl,
+                &file_attr(a),
+                Generation(0),
+            ) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let (files, bytes) = self.0.statfs();
+        let blocks = bytes.div_ceil(4096);
+        reply.statfs(blocks, 0, 0, files, 0, 4096, 255, 4096);
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.0.getxattr(ino.0, name.as_bytes()) {
+            Ok(v) => xattr_reply(reply, size, &v),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.0.listxattr(ino.0) {
+            Ok(v) => xattr_reply(reply, size, &v),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        // Permission checks are the kernel's (`default_permissions`).
+        reply.ok();
+    }
+}

@@ -1,0 +1,132 @@
+//! A repository behind HTTP: the download manager fetches, the shared cache keeps verified
+//! objects, and the breadcrumb refuses to go back to an older revision. When no server
+//! answers, the last accepted manifest and whitelist come from the cache (offline mode):
+//! everything already cached reads normally.
+
+use std::sync::Arc;
+
+use crate::cache::breadcrumb::{Breadcrumb, RepoState};
+use crate::cache::{Cache, Kind};
+use crate::download::Downloader;
+use crate::letter::MAX_LETTER;
+use crate::repository::{RepoError, Repository, Trust, MANIFEST_PATH, WHITELIST_PATH};
+use crate::store::{ObjectRequest, ObjectSource, SourceError, Verified};
+
+pub struct RemoteSource {
+    pub fqrn: String,
+    pub downloader: Arc<Downloader>,
+    pub cache: Arc<Cache>,
+}
+
+impl ObjectSource for RemoteSource {
+    fn fetch(&self, rel: &str, limit: u64) -> Result<Vec<u8>, SourceError> {
+        let mut out = Vec::new();
+        self.downloader
+            .fetch(rel, None, limit, &mut out)
+            .map_err(|e| SourceError::Fetch(e.to_string()))?;
+        Ok(out)
+    }
+
+    fn describe(&self) -> String {
+        self.downloader.stats().host
+    }
+
+    fn object(&self, req: &ObjectRequest<'_>) -> Result<Verified, SourceError> {
+        let kind = match req.mountpoint {
+            Some(m) => Kind::Catalog {
+                fqrn: self.fqrn.clone(),
+                mountpoint: m.to_vec(),
+            },
+            None => Kind::Data,
+        };
+        let rel = req.name.path();
+        // Compressed objects can be a little larger than their content.
+        let wire_limit = if req.compressed {
+            req.limit + req.limit / 512 + 1024
+        } else {
+            req.limit
+        };
+        let fetch = |sink: &mut crate::cache::sink::ObjectSink| {
+            self.downloader
+                .fetch(&rel, Some(req.name.hash), wire_limit, sink)
+        };
+        let path = self
+            .cache
+            .get(
+                &req.name.hash,
+                req.size,
+                &kind,
+                &fetch,
+                req.limit,
+                req.compressed,
+            )
+            .map_err(|e| SourceError::Fetch(e.to_string()))?;
+        Ok(Verified::File(path))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error("{fqrn}: the servers offer revision {offered} (published {offered_at}), older than revision {seen} already seen; refusing a rollback")]
+    Rollback {
+        fqrn: String,
+        offered: u64,
+        offered_at: i64,
+        seen: u64,
+    },
+    #[error("{fqrn}: no server answered ({0}) and nothing is cached for offline use", fqrn = .1)]
+    Unreachable(String, String),
+    #[error("{fqrn}: cache state: {0}", fqrn = .1)]
+    State(std::io::Error, String),
+}
+
+/// Whether the mount is working from fresh or cached bootstrap files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Online,
+    Offline,
+}
+
+/// Opens `source.fqrn`: fetch and verify the bootstrap files, refuse rollbacks, remember
+/// the revision; or, with no server reachable, verify and use the cached ones.
+pub fn open(source: Arc<RemoteSource>, trust: &Trust) -> Result<(Repository, Mode), RemoteError> {
+    let fqrn = source.fqrn.clone();
+    let state = RepoState::new(source.cache.dir(), &fqrn)
+        .map_err(|e| RemoteError::State(e, fqrn.clone()))?;
+    let fetched = source
+        .fetch(MANIFEST_PATH, MAX_LETTER as u64)
+        .and_then(|m| Ok((m, source.fetch(WHITELIST_PATH, MAX_LETTER as u64)?)));
+    let (manifest, whitelist, mode) = match fetched {
+        Ok((m, w)) => (m, w, Mode::Online),
+        Err(SourceError::Fetch(why)) => match state.saved() {
+            Some((m, w)) => (m, w, Mode::Offline),
+            None => return Err(RemoteError::Unreachable(why, fqrn)),
+        },
+        Err(e) => return Err(RepoError::from(e).into()),
+    };
+    let dyn_source: Arc<dyn ObjectSource> = source.clone();
+    let repo = Repository::open_with(dyn_source, trust, &manifest, &whitelist)?;
+    let m = repo.manifest();
+    if let Some(seen) = state.breadcrumb() {
+        if m.revision < seen.revision || m.timestamp < seen.timestamp {
+            return Err(RemoteError::Rollback {
+                fqrn,
+                offered: m.revision,
+                offered_at: m.timestamp,
+                seen: seen.revision,
+            });
+        }
+    }
+    if mode == Mode::Online {
+        let b = Breadcrumb {
+            revision: m.revision,
+            timestamp: m.timestamp,
+        };
+        state
+            .save(b, &manifest, &whitelist)
+            .map_err(|e| RemoteError::State(e, fqrn.clone()))?;
+    }
+    Ok((repo, mode))
+}
