@@ -3,8 +3,9 @@
 # tests create device nodes, change owners, mount a small tmpfs and drop privileges).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# attr: getfattr, an independent reader of xattrs in the round-trip test.
-bash scripts/setup.sh attr util-linux tar
+# attr: getfattr, an independent reader of xattrs; nginx and squid: real servers and proxies
+# in front of the client; runc and busybox-static: containers run from a lazy mount.
+bash scripts/setup.sh attr util-linux tar nginx squid runc busybox-static
 if [ "$(id -u)" != 0 ]; then
   echo "test.sh: the tests need root (device nodes, chown, tmpfs mounts)" >&2
   exit 1

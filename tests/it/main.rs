@@ -6,5 +6,8 @@ mod common;
 mod crash;
 mod fixture;
 mod incremental;
+mod mount;
+mod net;
+mod rootfs;
 mod roundtrip;
 mod server;

@@ -1,0 +1,216 @@
+//! Mounting through HTTP: the stock fixture served by lazyroot and by nginx reads exactly as
+//! its expected listing says, through a real FUSE mount; hard links share inodes; signals
+//! unmount cleanly; a second image re-downloads nothing it shares with the first.
+
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use sha1::Digest;
+
+use crate::common::*;
+use crate::net::*;
+
+/// The fixture's listing format, read from a real filesystem.
+fn fs_listing(root: &Path) -> String {
+    let mut lines = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        let rel = p.strip_prefix(root).unwrap().as_os_str().as_bytes();
+        let path = if rel.is_empty() {
+            "/".to_string()
+        } else {
+            format!("/{}", lazyroot::listing::escape(rel))
+        };
+        let ft = m.file_type();
+        let (kind, size, nlink, sha, target) = if ft.is_dir() {
+            let mut children: Vec<_> = std::fs::read_dir(&p)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            children.sort();
+            stack.extend(children.into_iter().rev());
+            (
+                'd',
+                "0".to_string(),
+                "-".to_string(),
+                String::new(),
+                String::new(),
+            )
+        } else if ft.is_symlink() {
+            let t = std::fs::read_link(&p).unwrap();
+            (
+                'l',
+                m.size().to_string(),
+                "-".to_string(),
+                String::new(),
+                lazyroot::listing::escape(t.as_os_str().as_bytes()),
+            )
+        } else {
+            let data = std::fs::read(&p).unwrap();
+            (
+                'f',
+                m.size().to_string(),
+                m.nlink().to_string(),
+                hex::encode(sha1::Sha1::digest(&data)),
+                String::new(),
+            )
+        };
+        lines.push((
+            path.clone(),
+            format!(
+                "{path}\t{kind}\t{:04o}\t{}:{}\t{}\t{size}\t{nlink}\t{sha}\t{target}\t",
+                m.mode() & 0o7777,
+                m.uid(),
+                m.gid(),
+                m.mtime()
+            ),
+        ));
+    }
+    lines.sort();
+    lines.into_iter().map(|(_, l)| l + "\n").collect()
+}
+
+fn expected() -> String {
+    std::fs::read_to_string(shared().join("fixtures/cvmfs-legacy-repo/expected-listing.tsv"))
+        .unwrap()
+}
+
+/// The fixture, re-signed so it verifies today.
+fn fixture() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let (d, repo, keys) = unpack_fixture();
+    let o = lazyroot(&[
+        "resign",
+        "--repo",
+        repo.to_str().unwrap(),
+        "--keys",
+        keys.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    (d, repo, keys)
+}
+
+fn mount_args<'a>(server: &'a str, key: &'a str, cache: &'a str) -> Vec<&'a str> {
+    vec!["--server", server, "--key", key, "--cache", cache]
+}
+
+#[test]
+fn fixture_through_lazyroot_serve_reads_as_expected() {
+    let (d, repo, keys) = fixture();
+    let server = Server::start(&[&repo]);
+    let url = server.url("legacy_aufs.cern.ch");
+    let key = keys.join("legacy_aufs.cern.ch.pub");
+    let cache = d.path().join("cache");
+    let mnt = d.path().join("mnt");
+    let m = Mount::start(
+        "legacy_aufs.cern.ch",
+        &mnt,
+        &mount_args(&url, key.to_str().unwrap(), cache.to_str().unwrap()),
+    );
+    assert!(is_mounted(&mnt));
+    assert_eq!(fs_listing(&mnt), expected());
+    // Hard links share one inode.
+    let ino = |p: &str| std::fs::symlink_metadata(mnt.join(p)).unwrap().ino();
+    assert_eq!(ino("bar"), ino("hardlink_bar"));
+    assert_eq!(
+        ino("needs_commit_due_to_child/needs_migration/hardlink_bar_1"),
+        ino("needs_commit_due_to_child/needs_migration/bar")
+    );
+    assert_ne!(ino("bar"), ino("baz"));
+    // Magic attributes.
+    let x = std::process::Command::new("getfattr")
+        .args(["--only-values", "-n", "user.revision"])
+        .arg(mnt.join("foo"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&x.stdout), "2");
+    // Read-only.
+    assert!(std::fs::write(mnt.join("new"), b"x").is_err());
+    let st = m.stop();
+    assert!(st.success(), "SIGTERM unmounts and exits 0: {st:?}");
+    assert!(!is_mounted(&mnt), "no dead mount left behind");
+}
+
+#[test]
+fn fixture_through_nginx_reads_as_expected() {
+    let (d, repo, keys) = fixture();
+    // nginx workers run as www-data: the tree must be readable by others.
+    for dir in [
+        d.path(),
+        d.path().join("srv").as_path(),
+        d.path().join("srv/cvmfs").as_path(),
+    ] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let nginx = Nginx::start("legacy_aufs.cern.ch", &repo);
+    let url = nginx.url("legacy_aufs.cern.ch");
+    let key = keys.join("legacy_aufs.cern.ch.pub");
+    let cache = d.path().join("cache");
+    let mnt = d.path().join("mnt");
+    let m = Mount::start(
+        "legacy_aufs.cern.ch",
+        &mnt,
+        &mount_args(&url, key.to_str().unwrap(), cache.to_str().unwrap()),
+    );
+    assert_eq!(fs_listing(&mnt), expected());
+    assert!(m.stop().success());
+}
+
+#[test]
+fn second_image_downloads_only_what_it_does_not_share() {
+    let repo = TestRepo::new();
+    let a = tempfile::tempdir().unwrap();
+    let shared_blob = noise(1, 1 << 20);
+    write(&a.path().join("lib/libshared.so"), &shared_blob);
+    write(&a.path().join("etc/a"), b"image a\n");
+    let mut o = repo.options(a.path());
+    o.path = b"/images/a".to_vec();
+    lazyroot::publish::publish(&o, &lazyroot::publish::NoProgress).unwrap();
+    let b = tempfile::tempdir().unwrap();
+    write(&b.path().join("lib/libshared.so"), &shared_blob);
+    write(&b.path().join("etc/b"), b"image b\n");
+    let mut o = repo.options(b.path());
+    o.path = b"/images/b".to_vec();
+    lazyroot::publish::publish(&o, &lazyroot::publish::NoProgress).unwrap();
+
+    let server = Server::start(&[&repo.repo]);
+    let url = server.url(FQRN);
+    let key = repo.keys.join(format!("{FQRN}.pub"));
+    let cache = repo.dir.path().join("cache");
+    let mnt = repo.dir.path().join("mnt");
+    let m = Mount::start(
+        FQRN,
+        &mnt,
+        &mount_args(&url, key.to_str().unwrap(), cache.to_str().unwrap()),
+    );
+    let rx = |p: &str| {
+        let o = std::process::Command::new("getfattr")
+            .args(["--only-values", "-n", "user.rx"])
+            .arg(mnt.join(p))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).parse::<u64>().unwrap()
+    };
+    assert_eq!(
+        std::fs::read(mnt.join("images/a/lib/libshared.so")).unwrap(),
+        shared_blob
+    );
+    let after_a = rx("images");
+    assert_eq!(
+        std::fs::read(mnt.join("images/b/lib/libshared.so")).unwrap(),
+        shared_blob
+    );
+    assert_eq!(
+        std::fs::read(mnt.join("images/b/etc/b")).unwrap(),
+        b"image b\n"
+    );
+    let after_b = rx("images");
+    // Image b costs its catalog and its own small file, not the shared 1 MiB again.
+    assert!(
+        after_b - after_a < 64,
+        "second image downloaded {} KiB",
+        after_b - after_a
+    );
+    drop(m);
+}
