@@ -3,6 +3,7 @@
 mod mount;
 mod progress;
 mod read;
+mod serve;
 mod write;
 
 use std::path::PathBuf;
@@ -70,6 +71,8 @@ pub enum Command {
     Check(read::CheckArgs),
     /// Mount a repository through FUSE, downloading only what is read.
     Mount(mount::MountArgs),
+    /// Serve repositories over HTTP under /cvmfs/<fqrn>/.
+    Serve(serve::ServeArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -83,5 +86,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Info(a) => read::info(a),
         Command::Check(a) => read::check(a),
         Command::Mount(a) => mount::mount(a),
+        Command::Serve(a) => serve::serve(a),
+
     }
 }
