@@ -1,0 +1,135 @@
+//! Revisions seen through a mount: an unpinned mount picks up a new revision after the TTL,
+//! a pinned one never changes, and with no server the cached revision still mounts.
+
+use std::time::{Duration, Instant};
+
+use lazyroot::publish::{self, NoProgress};
+
+use crate::common::*;
+use crate::net::*;
+
+fn publish_with_ttl(
+    repo: &TestRepo,
+    src: &std::path::Path,
+    ttl: u64,
+) -> lazyroot::publish::PublishReport {
+    let mut o = repo.options(src);
+    o.ttl = ttl;
+    publish::publish(&o, &NoProgress).unwrap()
+}
+
+#[test]
+fn unpinned_mount_follows_new_revisions_and_pinned_does_not() {
+    let repo = TestRepo::new();
+    let src = repo.dir.path().join("src");
+    write(&src.join("v"), b"one\n");
+    let first = publish_with_ttl(&repo, &src, 1);
+    let server = Server::start(&[&repo.repo]);
+    let url = server.url(FQRN);
+    let key = repo.keys.join(format!("{FQRN}.pub"));
+    let args = |cache: &str| {
+        vec![
+            "--server".to_string(),
+            url.clone(),
+            "--key".into(),
+            key.display().to_string(),
+            "--cache".into(),
+            cache.to_string(),
+        ]
+    };
+    let c1 = repo.dir.path().join("c1").display().to_string();
+    let c2 = repo.dir.path().join("c2").display().to_string();
+    let a1 = args(&c1);
+    let latest = Mount::start(
+        FQRN,
+        &repo.dir.path().join("latest"),
+        &a1.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let mut a2 = args(&c2);
+    a2.extend(["--root-hash".to_string(), first.root.hash.to_hex()]);
+    let pinned = Mount::start(
+        FQRN,
+        &repo.dir.path().join("pinned"),
+        &a2.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert!(pinned.line.contains("(pinned)"));
+
+    write(&src.join("new"), b"two\n");
+    publish_with_ttl(&repo, &src, 1);
+    // After the TTL, a new lookup sees revision 3 (bounded wait: the TTL is 1 s).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read(latest.dir.join("new")).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the unpinned mount never picked up the new revision"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(std::fs::read(latest.dir.join("new")).unwrap(), b"two\n");
+    assert!(
+        std::fs::read(pinned.dir.join("new")).is_err(),
+        "a pinned mount never changes"
+    );
+    assert_eq!(std::fs::read(pinned.dir.join("v")).unwrap(), b"one\n");
+}
+
+#[test]
+fn offline_mount_serves_what_is_cached() {
+    let repo = TestRepo::new();
+    let src = repo.dir.path().join("src");
+    write(&src.join("cached"), b"in the cache\n");
+    write(&src.join("uncached"), b"never read\n");
+    repo.publish(&src);
+    let server = Server::start(&[&repo.repo]);
+    let url = server.url(FQRN);
+    let key = repo.keys.join(format!("{FQRN}.pub")).display().to_string();
+    let cache = repo.dir.path().join("cache").display().to_string();
+    let mnt = repo.dir.path().join("mnt");
+    let args = [
+        "--server",
+        url.as_str(),
+        "--key",
+        key.as_str(),
+        "--cache",
+        cache.as_str(),
+        "--timeout",
+        "1",
+    ];
+    let m = Mount::start(FQRN, &mnt, &args);
+    assert_eq!(
+        std::fs::read(mnt.join("cached")).unwrap(),
+        b"in the cache\n"
+    );
+    assert!(m.stop().success());
+    drop(server);
+
+    let m = Mount::start(FQRN, &mnt, &args);
+    assert!(m.line.contains("offline"), "{}", m.line);
+    assert_eq!(
+        std::fs::read(mnt.join("cached")).unwrap(),
+        b"in the cache\n"
+    );
+    let err = std::fs::read(mnt.join("uncached")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    drop(m);
+
+    // With no cache at all there is nothing to mount: a clear refusal.
+    let fresh = repo.dir.path().join("fresh-cache").display().to_string();
+    let err = Mount::try_start(
+        FQRN,
+        &repo.dir.path().join("mnt2"),
+        &[
+            "--server",
+            url.as_str(),
+            "--key",
+            key.as_str(),
+            "--cache",
+            fresh.as_str(),
+            "--timeout",
+            "1",
+        ],
+    )
+    .err()
+    .expect("nothing cached: refused");
+    assert!(err.contains("no server answered"), "{err}");
+}
