@@ -243,3 +243,101 @@ impl Cache {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::download::Sink;
+    use crate::hash::HashAlgo;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A "download" that writes `data` compressed, counting calls.
+    fn fetcher<'a>(
+        data: &'a [u8],
+        calls: &'a AtomicUsize,
+    ) -> impl Fn(&mut sink::ObjectSink) -> Result<u64, DownloadError> + 'a {
+        move |s| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let c = crate::object::compress(data);
+            s.reset().unwrap();
+            s.write(&c).unwrap();
+            Ok(c.len() as u64)
+        }
+    }
+
+    #[test]
+    fn verified_objects_are_kept_and_shared() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = Cache::open(d.path(), None).unwrap();
+        let calls = AtomicUsize::new(0);
+        let h = HashAlgo::Sha1.digest(b"name");
+        let f = fetcher(b"content", &calls);
+        let p = cache.get(&h, Some(7), &Kind::Data, &f, 7, true).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"content");
+        cache.get(&h, Some(7), &Kind::Data, &f, 7, true).unwrap();
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "the second request is served from the cache"
+        );
+        // A size that disagrees with the catalog is refused and nothing is kept.
+        let h2 = HashAlgo::Sha1.digest(b"other");
+        let e = cache
+            .get(&h2, Some(8), &Kind::Data, &f, 8, true)
+            .unwrap_err();
+        assert!(e.to_string().contains("the catalog says 8"), "{e}");
+        assert!(!cache.path(&h2).exists());
+        // More than the limit: refused while streaming.
+        let h3 = HashAlgo::Sha1.digest(b"third");
+        assert!(cache.get(&h3, None, &Kind::Data, &f, 3, true).is_err());
+        assert_eq!(
+            std::fs::read_dir(d.path().join("txn")).unwrap().count(),
+            0,
+            "no leftovers"
+        );
+    }
+
+    #[test]
+    fn quota_evicts_superseded_catalogs_first_and_never_pinned_objects() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = Cache::open(d.path(), Some(3000)).unwrap();
+        let calls = AtomicUsize::new(0);
+        let blob = vec![7u8; 1000];
+        let f = fetcher(&blob, &calls);
+        let cat = |m: &[u8]| Kind::Catalog {
+            fqrn: "r".into(),
+            mountpoint: m.to_vec(),
+        };
+        let h = |s: &str| HashAlgo::Sha1.digest(s.as_bytes());
+        cache
+            .get(&h("old-root"), None, &cat(b""), &f, 1000, true)
+            .unwrap();
+        cache
+            .get(&h("pinned"), None, &Kind::Data, &f, 1000, true)
+            .unwrap();
+        cache.pin(&h("pinned"));
+        cache
+            .get(&h("new-root"), None, &cat(b""), &f, 1000, true)
+            .unwrap(); // supersedes old-root
+        assert_eq!(cache.used(), 3000);
+        cache
+            .get(&h("fourth"), None, &Kind::Data, &f, 1000, true)
+            .unwrap(); // over quota: clean to 1500
+        assert!(
+            !cache.path(&h("old-root")).exists(),
+            "the superseded catalog goes first"
+        );
+        assert!(cache.path(&h("pinned")).exists(), "pinned objects stay");
+        assert!(cache.used() <= 2000);
+        cache.unpin(&h("pinned"));
+    }
+
+    #[test]
+    fn unusable_directories_are_named() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("a-file");
+        std::fs::write(&file, b"").unwrap();
+        let e = Cache::open(&file, None).err().unwrap();
+        assert!(e.to_string().contains("a-file"), "{e}");
+    }
+}

@@ -8,6 +8,7 @@ mod fixture;
 mod incremental;
 mod mount;
 mod net;
+mod revisions;
 mod rootfs;
 mod roundtrip;
 mod server;
