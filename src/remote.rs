@@ -61,7 +61,13 @@ impl ObjectSource for RemoteSource {
                 req.compressed,
             )
             .map_err(|e| SourceError::Fetch(e.to_string()))?;
+        if req.mountpoint.is_some() {
+            // A repository keeps the catalogs it loaded open for its whole life; the quota
+            // must not take them away from under it.
+            self.cache.pin(&req.name.hash);
+        }
         Ok(Verified::File(path))
+
     }
 }
 
