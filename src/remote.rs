@@ -16,6 +16,18 @@ pub struct RemoteSource {
     pub fqrn: String,
     pub downloader: Arc<Downloader>,
     pub cache: Arc<Cache>,
+    pinned_catalogs: std::sync::Mutex<std::collections::HashSet<crate::hash::ContentHash>>,
+}
+
+impl RemoteSource {
+    pub fn new(fqrn: &str, downloader: Arc<Downloader>, cache: Arc<Cache>) -> Self {
+        RemoteSource {
+            fqrn: fqrn.to_string(),
+            downloader,
+            cache,
+            pinned_catalogs: Default::default(),
+        }
+    }
 }
 
 impl ObjectSource for RemoteSource {
@@ -61,13 +73,19 @@ impl ObjectSource for RemoteSource {
                 req.compressed,
             )
             .map_err(|e| SourceError::Fetch(e.to_string()))?;
-        if req.mountpoint.is_some() {
+        if req.mountpoint.is_some()
+            && self
+                .pinned_catalogs
+                .lock()
+                .expect("pinned catalogs")
+                .insert(req.name.hash)
+        {
             // A repository keeps the catalogs it loaded open for its whole life; the quota
-            // must not take them away from under it.
+            // must not take them away from under it. (Catalogs of revisions a long-lived
+            // unpinned mount has moved past stay pinned until it exits: a known limit.)
             self.cache.pin(&req.name.hash);
         }
         Ok(Verified::File(path))
-
     }
 }
 

@@ -4,6 +4,8 @@ mod bad_input;
 mod cli;
 mod common;
 mod crash;
+mod faults;
+mod faulty;
 mod fixture;
 mod incremental;
 mod mount;
