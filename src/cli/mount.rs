@@ -95,11 +95,8 @@ pub fn mount(a: MountArgs) -> anyhow::Result<ExitCode> {
         fqrn: Some(a.fqrn.clone()),
         now: lazyroot::timefmt::now(),
     };
-    let source = Arc::new(RemoteSource {
-        fqrn: a.fqrn.clone(),
-        downloader,
-        cache,
-    });
+    let source = Arc::new(RemoteSource::new(&a.fqrn, downloader, cache));
+
     let (repo, mode) =
         remote::open(source.clone(), &trust).with_context(|| format!("opening {}", a.fqrn))?;
     let at = match (&a.root_hash, &a.tag) {
