@@ -276,7 +276,7 @@ async fn respond(repos: &Repos, req: &Request<Incoming>) -> Response<ServeBody> 
         Method::HEAD => true,
         _ => return method_not_allowed(),
     };
-    let path = req.uri().path();
+    let (method, path) = (req.method(), req.uri().path());
     let Some((fqrn, rel, kind)) = route(path) else {
         return text(StatusCode::NOT_FOUND, "not found\n".into());
     };
@@ -294,12 +294,15 @@ async fn respond(repos: &Repos, req: &Request<Incoming>) -> Response<ServeBody> 
         }
         Ok(Ok(None)) => text(StatusCode::NOT_FOUND, "not found\n".into()),
         Ok(Err(e)) => {
-            eprintln!("{LOG}: GET {path}: opening {}: {e}", file_path.display());
+            eprintln!(
+                "{LOG}: {method} {path}: opening {}: {e}",
+                file_path.display()
+            );
             let body = format!("cannot open {fqrn}/{rel}: {e}\n");
             text(StatusCode::INTERNAL_SERVER_ERROR, body)
         }
         Err(e) => {
-            eprintln!("{LOG}: GET {path}: the task opening the file failed: {e}");
+            eprintln!("{LOG}: {method} {path}: the task opening the file failed: {e}");
             let body = format!("cannot open {fqrn}/{rel}\n");
             text(StatusCode::INTERNAL_SERVER_ERROR, body)
         }

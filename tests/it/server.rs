@@ -425,6 +425,7 @@ async fn shutdown_finishes_downloads_in_flight_and_refuses_new_clients() {
         }
     })
     .await;
+    assert!(!srv.task.is_finished(), "run waits for the download");
 
     let rest = c.body(expected.len() as u64 - first.len() as u64).await;
     assert!(first == expected[..first.len()] && rest == expected[first.len()..]);

@@ -1,0 +1,856 @@
+//! Faults between the client and its servers: corrupt bytes, error statuses, cut, slow and
+//! hung transfers, bad trust chains, an unusable or full cache, caching and dead proxies.
+//! A reader must get the right bytes or an error (EIO through FUSE), within a bounded
+//! time, and a healthy server further down the list must be used when one is there.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lazyroot::cache::Cache;
+use lazyroot::client::{inodes::ROOT, MountedTree};
+use lazyroot::download::{parse_hosts, parse_proxies, Downloader, Settings};
+use lazyroot::manifest::Manifest;
+use lazyroot::object::{ObjectKind, ObjectName};
+use lazyroot::remote::{self, Mode, RemoteError, RemoteSource};
+use lazyroot::repository::{At, Repository, Trust};
+use lazyroot::signature::load_private_key;
+use lazyroot::whitelist::Whitelist;
+
+use crate::common::*;
+use crate::faulty::{Fault, Faulty};
+use crate::net::*;
+
+const BIG: &str = "blobs/big.bin";
+const BIG_LEN: usize = 300 << 10;
+
+/// A repository with a small published tree: small files, 300 KiB of noise, and a nested
+/// catalog under `nested/` (cut by a `.cvmfscatalog` marker).
+struct Fixture {
+    repo: TestRepo,
+    src: PathBuf,
+    big: Vec<u8>,
+}
+
+fn fixture() -> Fixture {
+    let repo = TestRepo::new();
+    let src = repo.dir.path().join("src");
+    write(&src.join("etc/hello.txt"), b"hello\n");
+    write(&src.join("etc/motd"), b"welcome\n");
+    let big = noise(7, BIG_LEN);
+    write(&src.join(BIG), &big);
+    write(&src.join("nested/.cvmfscatalog"), b"");
+    write(&src.join("nested/inner.txt"), b"inner\n");
+    write(&src.join("nested/sub/deep.txt"), b"deep\n");
+    repo.publish(&src);
+    Fixture { repo, src, big }
+}
+
+impl Fixture {
+    fn dir(&self) -> PathBuf {
+        self.repo.dir.path().to_path_buf()
+    }
+
+    /// `data/…` of the whole-file object holding `path`.
+    fn file_object(&self, path: &str) -> String {
+        let r = self.repo.open();
+        let f = r
+            .snapshot(&At::Latest)
+            .unwrap()
+            .stat(path.as_bytes())
+            .unwrap();
+        ObjectName::new(f.entry.hash.expect("content hash"), ObjectKind::File).path()
+    }
+
+    /// `data/…C` of the catalog that holds `path`.
+    fn catalog_object(&self, path: &str) -> String {
+        let r = self.repo.open();
+        let f = r
+            .snapshot(&At::Latest)
+            .unwrap()
+            .stat(path.as_bytes())
+            .unwrap();
+        ObjectName::new(f.catalog, ObjectKind::Catalog).path()
+    }
+
+    fn key(&self) -> String {
+        self.repo
+            .keys
+            .join(format!("{FQRN}.pub"))
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// `lazyroot mount` with `--timeout 2` (and `extra`), or its stderr.
+    fn mount(
+        &self,
+        servers: &str,
+        cache: &Path,
+        mnt: &Path,
+        extra: &[&str],
+    ) -> Result<Mount, String> {
+        let (key, cache) = (self.key(), cache.to_string_lossy().into_owned());
+        let mut args = vec![
+            "--server",
+            servers,
+            "--key",
+            &key,
+            "--cache",
+            &cache,
+            "--timeout",
+            "2",
+        ];
+        args.extend_from_slice(extra);
+        Mount::try_start(FQRN, mnt, &args)
+    }
+}
+
+/// Runs `f` on a thread of its own and waits at most `secs` seconds: a hang fails the test
+/// instead of stalling the suite. A panic in `f` is passed on as it is.
+fn bounded<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t = std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(v) => v,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("{what}: still running after {secs} s; it hangs")
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match t.join() {
+            Err(p) => std::panic::resume_unwind(p),
+            Ok(()) => unreachable!("the thread sends before it ends"),
+        },
+    }
+}
+
+/// Reads a file through a mount, bounded in time.
+fn read_mounted(path: PathBuf) -> std::io::Result<Vec<u8>> {
+    let what = format!("reading {}", path.display());
+    bounded(60, &what, move || std::fs::read(path))
+}
+
+/// Lists a directory through a mount (sorted names), bounded in time.
+fn list_mounted(dir: PathBuf) -> std::io::Result<Vec<String>> {
+    let what = format!("listing {}", dir.display());
+    bounded(60, &what, move || {
+        let mut names = std::fs::read_dir(dir)?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        names.sort();
+        Ok(names)
+    })
+}
+
+/// The read failed with EIO; what it returned, if it did not, is described, not dumped.
+fn assert_eio(r: std::io::Result<Vec<u8>>, right: &[u8], what: &str) {
+    match r {
+        Ok(b) => panic!(
+            "{what}: returned {} bytes ({}), expected EIO",
+            b.len(),
+            if b == right {
+                "the right ones"
+            } else {
+                "WRONG ones"
+            }
+        ),
+        Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EIO), "{what}: {e}"),
+    }
+}
+
+fn assert_bytes(got: &[u8], want: &[u8], what: &str) {
+    assert!(
+        got == want,
+        "{what}: {} bytes, not the {} expected (or different content)",
+        got.len(),
+        want.len()
+    );
+}
+
+// --- The client library without the kernel -------------------------------------------
+
+/// Download settings that give up fast: 1 s to connect, under 1024 bytes in 1 s is too
+/// slow, one retry after 50 ms.
+fn settings(servers: &str, proxies: &str) -> Settings {
+    let mut s = Settings::new(
+        parse_hosts(servers, FQRN).unwrap(),
+        parse_proxies(proxies).unwrap(),
+    );
+    s.limits.connect_timeout = Duration::from_secs(1);
+    s.limits.low_speed_time = Duration::from_secs(1);
+    s.retries = 1;
+    s.backoff_min = Duration::from_millis(50);
+    s.backoff_max = Duration::from_millis(100);
+    s
+}
+
+fn source(fqrn: &str, servers: &str, cache: &Path) -> Arc<RemoteSource> {
+    Arc::new(RemoteSource::new(
+        fqrn,
+        Arc::new(Downloader::new(settings(servers, "DIRECT")).unwrap()),
+        Arc::new(Cache::open(cache, None).unwrap()),
+    ))
+}
+
+/// `remote::open` of repository `fqrn` at `servers` with a cache in `cache`, bounded.
+fn open_remote(
+    fqrn: &str,
+    servers: &str,
+    cache: &Path,
+    trust: Trust,
+) -> Result<(Repository, Mode), RemoteError> {
+    let (fqrn, servers, cache) = (fqrn.to_string(), servers.to_string(), cache.to_path_buf());
+    bounded(60, "remote::open", move || {
+        remote::open(source(&fqrn, &servers, &cache), &trust)
+    })
+}
+
+/// Opens the repository at `servers` and reads `path` as the FUSE adapter would: lookups
+/// from the root, open, reads of 128 KiB until a short one. Bounded in time.
+fn read_through_library(
+    servers: &str,
+    cache: &Path,
+    trust: Trust,
+    path: &str,
+) -> Result<Vec<u8>, String> {
+    let (servers, cache, path) = (servers.to_string(), cache.to_path_buf(), path.to_string());
+    bounded(60, "reading through the library", move || {
+        let src = source(FQRN, &servers, &cache);
+        let (repo, mode) = remote::open(src.clone(), &trust).map_err(|e| e.to_string())?;
+        let (root, size) = (
+            repo.manifest().root_catalog,
+            repo.manifest().root_catalog_size,
+        );
+        let tree = MountedTree::new(src, trust, repo, mode, root, size, false)
+            .map_err(|e| e.to_string())?;
+        let mut ino = ROOT;
+        for name in path.split('/') {
+            ino = tree
+                .lookup(ino, name.as_bytes())
+                .map_err(|e| e.to_string())?
+                .ino;
+        }
+        let fh = tree.open(ino).map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        loop {
+            let piece = tree
+                .read(fh, out.len() as u64, 128 << 10)
+                .map_err(|e| e.to_string())?;
+            out.extend_from_slice(&piece);
+            if piece.len() < 128 << 10 {
+                break;
+            }
+        }
+        tree.release(fh);
+        Ok(out)
+    })
+}
+
+// --- a. A corrupt file object ----------------------------------------------------------
+
+#[test]
+fn flipped_byte_in_a_file_is_eio_and_a_healthy_second_server_is_used() {
+    let fx = fixture();
+    let d = fx.dir();
+    let obj = fx.file_object(BIG);
+    let bad = Faulty::start(&fx.repo.repo, FQRN);
+    bad.set_for(Fault::FlipByte, &obj);
+    let good = Server::start(&[&fx.repo.repo]);
+
+    {
+        let m = fx
+            .mount(&bad.url(), &d.join("cache1"), &d.join("mnt1"), &[])
+            .unwrap();
+        assert_eio(
+            read_mounted(m.dir.join(BIG)),
+            &fx.big,
+            "corrupt object, one server",
+        );
+        assert!(bad.faulted() >= 1, "the object was requested");
+        // Nothing wrong was cached: asking again fails again, and the rest still reads.
+        assert_eio(
+            read_mounted(m.dir.join(BIG)),
+            &fx.big,
+            "corrupt object, again",
+        );
+        assert_eq!(
+            read_mounted(m.dir.join("etc/hello.txt")).unwrap(),
+            b"hello\n"
+        );
+    }
+
+    let before = bad.faulted();
+    let servers = format!("{};{}", bad.url(), good.url(FQRN));
+    let m = fx
+        .mount(&servers, &d.join("cache2"), &d.join("mnt2"), &[])
+        .unwrap();
+    let got = read_mounted(m.dir.join(BIG)).unwrap_or_else(|e| {
+        panic!("faulty server first, healthy second: {e}; a corrupt object must fail over")
+    });
+    assert_bytes(&got, &fx.big, "with a healthy second server");
+    assert!(bad.faulted() > before, "the faulty server was asked first");
+}
+
+// --- b. A corrupt nested catalog -------------------------------------------------------
+
+#[test]
+fn flipped_byte_in_a_nested_catalog_is_eio_and_a_healthy_second_server_is_used() {
+    let fx = fixture();
+    let d = fx.dir();
+    let nested = fx.catalog_object("/nested/inner.txt");
+    assert_ne!(
+        nested,
+        fx.catalog_object("/etc/hello.txt"),
+        "nested/ has a catalog of its own"
+    );
+    let bad = Faulty::start(&fx.repo.repo, FQRN);
+    bad.set_for(Fault::FlipByte, &nested);
+    let good = Server::start(&[&fx.repo.repo]);
+
+    {
+        let m = fx
+            .mount(&bad.url(), &d.join("cache1"), &d.join("mnt1"), &[])
+            .unwrap();
+        // The root catalog is fine: the top level lists.
+        assert_eq!(
+            list_mounted(m.dir.clone()).unwrap(),
+            ["blobs", "etc", "nested"]
+        );
+        match list_mounted(m.dir.join("nested")) {
+            Ok(names) => panic!("nested/ listed as {names:?} from a corrupt catalog"),
+            Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EIO), "listing nested/: {e}"),
+        }
+        assert_eio(
+            read_mounted(m.dir.join("nested/inner.txt")),
+            b"inner\n",
+            "nested/inner.txt",
+        );
+        assert!(bad.faulted() >= 1, "the nested catalog was requested");
+    }
+
+    let servers = format!("{};{}", bad.url(), good.url(FQRN));
+    let m = fx
+        .mount(&servers, &d.join("cache2"), &d.join("mnt2"), &[])
+        .unwrap();
+    let names = list_mounted(m.dir.join("nested")).unwrap_or_else(|e| {
+        panic!("faulty server first, healthy second: {e}; a corrupt catalog must fail over")
+    });
+    assert_eq!(names, ["inner.txt", "sub"]);
+    assert_eq!(
+        read_mounted(m.dir.join("nested/sub/deep.txt")).unwrap(),
+        b"deep\n"
+    );
+}
+
+// --- c. A corrupt manifest ---------------------------------------------------------------
+
+#[test]
+fn flipped_byte_in_the_manifest_refuses_the_mount() {
+    let fx = fixture();
+    let d = fx.dir();
+    let bad = Faulty::start(&fx.repo.repo, FQRN);
+    bad.set_for(Fault::FlipByte, ".cvmfspublished");
+    let good = Server::start(&[&fx.repo.repo]);
+
+    let mnt = d.join("mnt1");
+    let err = match fx.mount(&bad.url(), &d.join("cache1"), &mnt, &[]) {
+        Ok(_) => panic!("mounted with a corrupt manifest"),
+        Err(e) => e,
+    };
+    assert!(
+        err.contains("manifest") || err.contains("signature"),
+        "the refusal names the manifest or its signature: {err}"
+    );
+    assert!(!is_mounted(&mnt));
+    assert!(bad.faulted() >= 1);
+
+    let servers = format!("{};{}", good.url(FQRN), bad.url());
+    let m = fx
+        .mount(&servers, &d.join("cache2"), &d.join("mnt2"), &[])
+        .unwrap();
+    assert_eq!(
+        read_mounted(m.dir.join("etc/hello.txt")).unwrap(),
+        b"hello\n"
+    );
+}
+
+// --- d. Transfers that fail: cut, refused, slow, hung --------------------------------------
+
+/// With only a server that answers the 300 KiB object with `fault`, the read fails within
+/// a bounded time, after `tries` requests (an HTTP error blames the host at once, a
+/// connection-level failure is retried once), with an error naming that server and one of
+/// `expect`; with a healthy server after it, the read fails over and returns the right bytes.
+fn transfer_fault(fault: Fault, tries: u64, expect: &[&str]) {
+    let fx = fixture();
+    let d = fx.dir();
+    let bad = Faulty::start(&fx.repo.repo, FQRN);
+    bad.set_for(fault, &fx.file_object(BIG));
+    let good = Server::start(&[&fx.repo.repo]);
+
+    let t0 = Instant::now();
+    match read_through_library(&bad.url(), &d.join("cache1"), fx.repo.trust(), BIG) {
+        Ok(b) => panic!(
+            "{fault:?}: read {} bytes ({}) from the faulty server",
+            b.len(),
+            if b == fx.big { "right" } else { "WRONG" }
+        ),
+        Err(e) => {
+            assert!(
+                e.contains(&bad.addr.to_string()),
+                "{fault:?}: names the server: {e}"
+            );
+            assert!(
+                expect.iter().any(|x| e.contains(x)),
+                "{fault:?}: says one of {expect:?}: {e}"
+            );
+        }
+    }
+    // At most two tries of ~1 s each, a backoff, and the bootstrap files.
+    assert!(
+        t0.elapsed() < Duration::from_secs(15),
+        "{fault:?}: took {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(bad.faulted(), tries, "{fault:?}: requests of the object");
+
+    let before = bad.faulted();
+    let servers = format!("{};{}", bad.url(), good.url(FQRN));
+    let got = read_through_library(&servers, &d.join("cache2"), fx.repo.trust(), BIG)
+        .unwrap_or_else(|e| panic!("{fault:?} with a healthy second server: {e}"));
+    assert_bytes(
+        &got,
+        &fx.big,
+        &format!("{fault:?} with a healthy second server"),
+    );
+    assert!(
+        bad.faulted() > before,
+        "{fault:?}: the faulty server was asked first"
+    );
+}
+
+#[test]
+fn server_killed_after_the_headers_fails_over() {
+    transfer_fault(Fault::Kill, 2, &["connection", "truncated"]);
+}
+
+#[test]
+fn truncated_body_fails_over() {
+    transfer_fault(Fault::Truncate, 2, &["connection", "truncated"]);
+}
+
+#[test]
+fn http_404_fails_over() {
+    transfer_fault(Fault::Status(404), 1, &["HTTP 404"]);
+}
+
+#[test]
+fn http_500_fails_over() {
+    transfer_fault(Fault::Status(500), 1, &["HTTP 500"]);
+}
+
+#[test]
+fn slower_than_the_low_speed_limit_fails_over() {
+    transfer_fault(Fault::Slow, 2, &["too slow"]);
+}
+
+#[test]
+fn hung_server_fails_over() {
+    transfer_fault(Fault::Hang, 2, &["too slow", "timed out"]);
+}
+
+/// The low-speed limit is "fewer than 1024 bytes within 1 s": a body arriving in 75 KiB
+/// pieces 600 ms apart never moves that little in any second, so it must not count as
+/// too slow (and needs no retry).
+#[test]
+fn pauses_shorter_than_the_low_speed_window_are_not_too_slow() {
+    let fx = fixture();
+    let bursty = Faulty::start(&fx.repo.repo, FQRN);
+    bursty.set_for(Fault::Bursts, &fx.file_object(BIG));
+    let got = read_through_library(&bursty.url(), &fx.dir().join("cache"), fx.repo.trust(), BIG)
+        .unwrap_or_else(|e| panic!("a body with 600 ms pauses and a 1 s low-speed window: {e}"));
+    assert_bytes(&got, &fx.big, "bursty body");
+    assert_eq!(bursty.faulted(), 1, "one transfer, no retry");
+}
+
+// --- e. Trust failures -----------------------------------------------------------------
+
+fn open_err(fqrn: &str, url: &str, cache: &Path, trust: Trust) -> RemoteError {
+    match open_remote(fqrn, url, cache, trust) {
+        Ok((r, _)) => panic!(
+            "opened revision {} though it must be refused",
+            r.manifest().revision
+        ),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn manifest_signed_by_another_repository_key_is_refused() {
+    let fx = fixture();
+    let other = TestRepo::new();
+    let path = fx.repo.repo.join(".cvmfspublished");
+    let (m, _) = Manifest::parse_unverified(&std::fs::read(&path).unwrap()).unwrap();
+    let key = load_private_key(&other.keys.join(format!("{FQRN}.key"))).unwrap();
+    std::fs::write(&path, m.sign(&key).unwrap()).unwrap();
+
+    let server = Server::start(&[&fx.repo.repo]);
+    let e = open_err(
+        FQRN,
+        &server.url(FQRN),
+        &fx.dir().join("cache"),
+        fx.repo.trust(),
+    );
+    let msg = e.to_string();
+    assert!(
+        ["signature", "certificate", "whitelist"]
+            .iter()
+            .any(|w| msg.contains(w)),
+        "{msg}"
+    );
+}
+
+#[test]
+fn expired_whitelist_is_refused() {
+    let fx = fixture();
+    let path = fx.repo.repo.join(".cvmfswhitelist");
+    let trust = fx.repo.trust();
+    let current = Whitelist::verify(&std::fs::read(&path).unwrap(), &trust.master_keys).unwrap();
+    let now = lazyroot::timefmt::now();
+    let expired = Whitelist {
+        created: now - 40 * 86_400,
+        expires: now - 10 * 86_400,
+        ..current
+    };
+    let master = load_private_key(&fx.repo.keys.join(format!("{FQRN}.masterkey"))).unwrap();
+    std::fs::write(&path, expired.sign(&master).unwrap()).unwrap();
+
+    let server = Server::start(&[&fx.repo.repo]);
+    let msg = open_err(FQRN, &server.url(FQRN), &fx.dir().join("cache"), trust).to_string();
+    assert!(msg.contains("expired"), "{msg}");
+}
+
+#[test]
+fn wrong_repository_name_is_refused_naming_both() {
+    let fx = fixture();
+    let server = Server::start(&[&fx.repo.repo]);
+    let mut trust = fx.repo.trust();
+    trust.fqrn = Some("other.example.org".into());
+    // A client configured for other.example.org, pointed at test.example.org's server.
+    let msg = open_err(
+        "other.example.org",
+        &server.url(FQRN),
+        &fx.dir().join("cache"),
+        trust,
+    )
+    .to_string();
+    assert!(
+        msg.contains("other.example.org") && msg.contains(FQRN),
+        "{msg}"
+    );
+}
+
+#[test]
+fn older_revision_than_the_breadcrumb_is_a_rollback() {
+    let fx = fixture(); // revision 2
+    let d = fx.dir();
+    let old = d.join("repo-r2");
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(&fx.repo.repo)
+        .arg(&old)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    write(&fx.src.join("etc/motd"), b"welcome to revision 3\n");
+    fx.repo.publish(&fx.src); // revision 3
+
+    let cache = d.join("cache");
+    let new_server = Server::start(&[&fx.repo.repo]);
+    let (r, mode) = open_remote(FQRN, &new_server.url(FQRN), &cache, fx.repo.trust()).unwrap();
+    assert_eq!((r.manifest().revision, mode), (3, Mode::Online));
+    drop(new_server);
+
+    let old_server = Server::start(&[&old]);
+    match open_err(FQRN, &old_server.url(FQRN), &cache, fx.repo.trust()) {
+        RemoteError::Rollback { offered, seen, .. } => assert_eq!((offered, seen), (2, 3)),
+        other => panic!("expected a rollback refusal, got: {other}"),
+    }
+    // A fresh cache has no breadcrumb: revision 2 itself is fine (the refusal was memory).
+    let (r, _) = open_remote(
+        FQRN,
+        &old_server.url(FQRN),
+        &d.join("cache2"),
+        fx.repo.trust(),
+    )
+    .unwrap();
+    assert_eq!(r.manifest().revision, 2);
+}
+
+// --- f. An unusable or full cache ----------------------------------------------------------
+
+/// A tmpfs mounted for the test; unmounted (lazily if busy) when dropped.
+struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    fn mount(dir: &Path, options: &str) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(
+            st.success(),
+            "mount -t tmpfs -o {options} {}",
+            dir.display()
+        );
+        Tmpfs {
+            dir: dir.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(&self.dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
+    }
+}
+
+/// Root ignores permission bits, so "unwritable" is made of a regular file where the
+/// directory should be, and of a read-only filesystem.
+#[test]
+fn unusable_cache_directory_is_refused_naming_it() {
+    let fx = fixture();
+    let d = fx.dir();
+    let server = Server::start(&[&fx.repo.repo]);
+    let a_file = d.join("not-a-dir");
+    std::fs::write(&a_file, b"x").unwrap();
+    let ro = d.join("ro");
+    let _ro = Tmpfs::mount(&ro, "ro,size=1m");
+
+    for cache in [a_file.clone(), ro.clone(), ro.join("cache")] {
+        let shown = cache.display().to_string();
+        match Cache::open(&cache, None) {
+            Ok(_) => panic!("Cache::open({shown}) accepted an unwritable place"),
+            Err(e) => assert!(e.to_string().contains(&shown), "names {shown}: {e}"),
+        }
+        let mnt = d.join("mnt");
+        let t0 = Instant::now();
+        match fx.mount(&server.url(FQRN), &cache, &mnt, &[]) {
+            Ok(_) => panic!("mounted with the cache at {shown}"),
+            Err(e) => assert!(e.contains(&shown), "the mount's error names {shown}: {e}"),
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30));
+        assert!(!is_mounted(&mnt));
+    }
+}
+
+/// Every cached object is the decompressed form of the repository object of that name.
+fn assert_cache_objects_correct(cache: &Path, repo: &Path) {
+    let mut checked = 0;
+    for sub in std::fs::read_dir(cache.join("objects")).unwrap() {
+        let sub = sub.unwrap().path();
+        for obj in std::fs::read_dir(&sub).unwrap() {
+            let obj = obj.unwrap().path();
+            let xx = sub.file_name().unwrap().to_string_lossy().into_owned();
+            let rest = obj.file_name().unwrap().to_string_lossy().into_owned();
+            let stored = ["", "C", "X", "H", "P"]
+                .iter()
+                .map(|s| repo.join(format!("data/{xx}/{rest}{s}")))
+                .find(|p| p.exists())
+                .unwrap_or_else(|| panic!("cached {xx}/{rest} is no object of the repository"));
+            let mut want = Vec::new();
+            flate2::read::ZlibDecoder::new(std::fs::File::open(&stored).unwrap())
+                .read_to_end(&mut want)
+                .unwrap();
+            let got = std::fs::read(&obj).unwrap();
+            assert!(
+                got == want,
+                "cached {xx}/{rest}: {} bytes, not its {} bytes",
+                got.len(),
+                want.len()
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "the cache holds objects");
+}
+
+fn txn_entries(cache: &Path) -> Vec<String> {
+    std::fs::read_dir(cache.join("txn"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn full_cache_fails_the_read_and_keeps_what_it_holds_intact() {
+    let fx = fixture();
+    let d = fx.dir();
+    let server = Server::start(&[&fx.repo.repo]);
+    let cache = d.join("cache");
+    let _tmpfs = Tmpfs::mount(&cache, "size=1m");
+    let mnt = d.join("mnt");
+
+    let m = fx.mount(&server.url(FQRN), &cache, &mnt, &[]).unwrap();
+    assert_bytes(
+        &read_mounted(mnt.join(BIG)).unwrap(),
+        &fx.big,
+        "300 KiB into a 1 MiB cache",
+    );
+    assert!(m.stop().success());
+
+    let huge = noise(8, 2 << 20);
+    write(&fx.src.join("blobs/huge.bin"), &huge);
+    fx.repo.publish(&fx.src);
+    let m = fx.mount(&server.url(FQRN), &cache, &mnt, &[]).unwrap();
+    assert!(m.line.contains("revision 3"), "{}", m.line);
+    assert_eio(
+        read_mounted(mnt.join("blobs/huge.bin")),
+        &huge,
+        "2 MiB into a full 1 MiB cache",
+    );
+    assert_eq!(
+        txn_entries(&cache),
+        Vec::<String>::new(),
+        "the failed download is cleaned up"
+    );
+    assert_bytes(
+        &read_mounted(mnt.join(BIG)).unwrap(),
+        &fx.big,
+        "the cached file afterwards",
+    );
+    assert_eq!(read_mounted(mnt.join("etc/hello.txt")).unwrap(), b"hello\n");
+    assert!(m.stop().success());
+    assert_cache_objects_correct(&cache, &fx.repo.repo);
+    assert_eq!(txn_entries(&cache), Vec::<String>::new());
+}
+
+// --- g. Proxies ----------------------------------------------------------------------------
+
+#[test]
+fn squid_serves_the_second_client_from_its_cache() {
+    let fx = fixture();
+    let d = fx.dir();
+    let server = Server::start(&[&fx.repo.repo]);
+    let squid = Squid::start();
+    let proxy = format!("http://127.0.0.1:{}", squid.port);
+    // Two clients with caches of their own: the second can only get its bytes from squid
+    // (or the server).
+    for i in 1..=2 {
+        let mnt = d.join(format!("mnt{i}"));
+        let m = fx
+            .mount(
+                &server.url(FQRN),
+                &d.join(format!("cache{i}")),
+                &mnt,
+                &["--proxy", &proxy],
+            )
+            .unwrap();
+        assert_bytes(
+            &read_mounted(mnt.join(BIG)).unwrap(),
+            &fx.big,
+            &format!("client {i}"),
+        );
+        assert!(m.stop().success());
+    }
+    let obj = fx.file_object(BIG);
+    // squid writes its log asynchronously: wait for both lines, bounded.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let lines = loop {
+        let log = squid.access_log();
+        let lines: Vec<String> = log
+            .lines()
+            .filter(|l| l.contains(&obj))
+            .map(String::from)
+            .collect();
+        if lines.len() >= 2 || Instant::now() > deadline {
+            break lines;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        lines.len(),
+        2,
+        "two requests for {obj} through squid: {lines:#?}"
+    );
+    assert!(
+        lines[0].contains("MISS"),
+        "the first is a miss: {}",
+        lines[0]
+    );
+    assert!(
+        lines[1].contains("TCP_MEM_HIT") || lines[1].contains("TCP_HIT"),
+        "the second is a hit: {}",
+        lines[1]
+    );
+}
+
+#[test]
+fn dead_proxy_fails_over_to_direct() {
+    let fx = fixture();
+    let d = fx.dir();
+    let server = Server::start(&[&fx.repo.repo]);
+    let dead = free_port();
+    let chain = format!("http://127.0.0.1:{dead};DIRECT");
+    let mnt = d.join("mnt");
+    let t0 = Instant::now();
+    let m = fx
+        .mount(
+            &server.url(FQRN),
+            &d.join("cache"),
+            &mnt,
+            &["--proxy", &chain],
+        )
+        .unwrap();
+    assert_bytes(
+        &read_mounted(mnt.join(BIG)).unwrap(),
+        &fx.big,
+        "through DIRECT",
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        t0.elapsed()
+    );
+    assert!(m.stop().success());
+}
+
+#[test]
+fn only_a_dead_proxy_fails_naming_it() {
+    let fx = fixture();
+    let d = fx.dir();
+    let server = Server::start(&[&fx.repo.repo]);
+    let dead = free_port();
+    let proxy = format!("http://127.0.0.1:{dead}");
+    let mnt = d.join("mnt");
+    let t0 = Instant::now();
+    match fx.mount(
+        &server.url(FQRN),
+        &d.join("cache"),
+        &mnt,
+        &["--proxy", &proxy],
+    ) {
+        Ok(_) => panic!("mounted through a proxy nobody listens on"),
+        Err(e) => assert!(
+            e.contains(&format!("127.0.0.1:{dead}")),
+            "names the proxy: {e}"
+        ),
+    }
+    assert!(
+        t0.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        t0.elapsed()
+    );
+    assert!(!is_mounted(&mnt));
+}
