@@ -41,7 +41,6 @@ impl CatalogDb {
         // catalog keeps a mount with dozens of catalogs within a few MiB of memory.
         conn.execute_batch("PRAGMA cache_size=-256;")?;
         Self::init(conn)
-
     }
 
     fn init(conn: Connection) -> Result<Self, CatalogError> {

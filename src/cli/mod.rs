@@ -87,6 +87,5 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(a) => read::check(a),
         Command::Mount(a) => mount::mount(a),
         Command::Serve(a) => serve::serve(a),
-
     }
 }

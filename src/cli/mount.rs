@@ -152,8 +152,37 @@ pub fn mount(a: MountArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
     }
-    session
-        .umount_and_join()
-        .with_context(|| format!("unmounting {}", a.mountpoint.display()))?;
+    unmount(&a.mountpoint, &signals)?;
+    // The kernel closed the channel; the session thread has ended or is about to.
+    drop(session);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Unmounts without ever leaving a dead mount behind: while processes still use the
+/// mount it keeps serving them and retries; a second signal detaches it at once (they
+/// then see errors, as the operator asked).
+fn unmount(mountpoint: &std::path::Path, signals: &nix::sys::signal::SigSet) -> anyhow::Result<()> {
+    use nix::errno::Errno;
+    use nix::mount::{umount2, MntFlags};
+    let mut warned = false;
+    loop {
+        match umount2(mountpoint, MntFlags::empty()) {
+            Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => return Ok(()),
+            Err(Errno::EBUSY) => {
+                if !warned {
+                    eprintln!(
+                        "lazyroot: {} is still in use; unmounting as soon as it is free (signal again to detach now)",
+                        mountpoint.display()
+                    );
+                    warned = true;
+                }
+                if wait_for_signal(signals, Duration::from_secs(1)) {
+                    umount2(mountpoint, MntFlags::MNT_DETACH)
+                        .with_context(|| format!("detaching {}", mountpoint.display()))?;
+                    return Ok(());
+                }
+            }
+            Err(e) => return Err(anyhow::anyhow!("unmounting {}: {e}", mountpoint.display())),
+        }
+    }
 }

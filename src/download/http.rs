@@ -196,12 +196,19 @@ async fn transfer(pool: &Pool, g: &Get, tx: &mpsc::Sender<Msg>) -> Result<(), Tr
     loop {
         let left = limits.low_speed_time.saturating_sub(window_start.elapsed());
         let frame = match tokio::time::timeout(left, body.frame()).await {
+            // The window ended while waiting: slow only if it carried too little.
+            Err(_) if window_bytes >= limits.low_speed_bytes => {
+                window_start = Instant::now();
+                window_bytes = 0;
+                continue;
+            }
             Err(_) => {
                 return Err(TransferError::TooSlow(
                     limits.low_speed_bytes,
                     limits.low_speed_time,
                 ))
             }
+
             Ok(None) => break,
             Ok(Some(f)) => f.map_err(io)?,
         };

@@ -110,6 +110,8 @@ pub struct Downloader {
 enum Failure {
     Transfer(TransferError),
     Hash(ContentHash),
+    /// The bytes are not what they claim (they do not decompress).
+    Corrupt(String),
     Sink(io::Error),
 }
 
@@ -180,9 +182,16 @@ impl Downloader {
                                 source,
                             })
                         }
-                        Err(Failure::Hash(actual)) => {
+                        Err(f @ (Failure::Hash(_) | Failure::Corrupt(_))) => {
                             self.counters.errors.fetch_add(1, Ordering::Relaxed);
-                            attempts.push(format!("{host} via {proxy}: content hashes to {actual}, not the expected hash"));
+                            let why = match f {
+                                Failure::Hash(actual) => {
+                                    format!("content hashes to {actual}, not the expected hash")
+                                }
+                                Failure::Corrupt(why) => format!("corrupt content: {why}"),
+                                _ => unreachable!("matched above"),
+                            };
+                            attempts.push(format!("{host} via {proxy}: {why}"));
                             if !no_cache {
                                 no_cache = true;
                                 continue;
@@ -267,7 +276,7 @@ impl Downloader {
                     if let Some(h) = hasher.as_mut() {
                         h.update(&d);
                     }
-                    sink.write(&d).map_err(Failure::Sink)?;
+                    sink.write(&d).map_err(classify_sink_error)?;
                     n += d.len() as u64;
                     self.counters
                         .bytes
@@ -289,6 +298,16 @@ impl Downloader {
             }
         }
         Ok(n)
+    }
+}
+
+/// A sink that cannot take the bytes because they do not decompress (or decompress to more
+/// than the catalog allows) has met corrupt data: the server's fault, handled like a hash
+/// mismatch. Anything else (a full or broken cache disk) is local and fatal.
+fn classify_sink_error(e: io::Error) -> Failure {
+    match e.kind() {
+        io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput => Failure::Corrupt(e.to_string()),
+        _ => Failure::Sink(e),
     }
 }
 
