@@ -51,43 +51,13 @@ log() { echo "bench-lazy: $*" >&2; }
 die() { log "$*"; exit 1; }
 
 # ---------------------------------------------------------------------------------------------
-# Source trees, made once and kept in $BENCH_DIR; this script only reads them.
-deb=$BENCH_DIR/bookworm
-py=$BENCH_DIR/bookworm-python
-mkdir -p "$BENCH_DIR"
-if [ ! -d "$deb" ]; then
-  log "debootstrap bookworm (about 2 minutes)"
-  rm -rf "$deb.tmp"
-  timeout 1200 debootstrap --variant=minbase bookworm "$deb.tmp" http://deb.debian.org/debian \
-    >"$BENCH_DIR/debootstrap.log" 2>&1 || die "debootstrap failed, see $BENCH_DIR/debootstrap.log"
-  mv "$deb.tmp" "$deb"
-fi
-
-proc_mounted=""
-make_python_tree() {
-  log "making $py: bookworm + python3-minimal (about 20 s)"
-  rm -rf "$py.tmp"
-  cp -a "$deb" "$py.tmp"
-  mount -t proc proc "$py.tmp/proc" # maintainer scripts may want /proc
-  proc_mounted=$py.tmp/proc
-  local apt=(timeout 600 "${run_env[@]}" DEBIAN_FRONTEND=noninteractive chroot "$py.tmp" apt-get -q -y)
-  # The package lists debootstrap left may be stale (a superseded version 404s): update once.
-  { "${apt[@]}" install python3-minimal || { "${apt[@]}" update && "${apt[@]}" install python3-minimal; }; } \
-    >"$BENCH_DIR/python-tree.log" 2>&1 || die "installing python3-minimal failed, see $BENCH_DIR/python-tree.log"
-  "${apt[@]}" clean >>"$BENCH_DIR/python-tree.log" 2>&1 # no .deb files left in the image
-  umount "$proc_mounted"
-  proc_mounted=""
-  mv "$py.tmp" "$py"
-}
-[ -d "$py" ] || make_python_tree
-
-# ---------------------------------------------------------------------------------------------
 # Cleanup on every exit: the mount, every process started here, the tc qdisc, the run directory.
 run=$BENCH_DIR/lazy-run-$$
 mnt=$run/mnt
 pids=() # servers and relays
 mount_pid=""
 shaped=0
+proc_mounted=""
 alive() { [ -e "/proc/$1" ] && ! grep -qs '^State:[[:space:]]*Z' "/proc/$1/status"; }
 cleanup() {
   set +e
@@ -104,7 +74,51 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-mkdir -p "$run" "$mnt" "$run/www"
+
+# ---------------------------------------------------------------------------------------------
+# Source trees, made once and kept in $BENCH_DIR; this script only reads them.
+deb=$BENCH_DIR/bookworm
+py=$BENCH_DIR/bookworm-python
+debootstrap_into() {
+  timeout 1200 debootstrap --variant=minbase bookworm "$1" http://deb.debian.org/debian \
+    >"$BENCH_DIR/debootstrap.log" 2>&1 || die "debootstrap failed, see $BENCH_DIR/debootstrap.log"
+}
+# install_python ROOT: apt-get install python3-minimal inside ROOT; fails if apt or dpkg do.
+install_python() {
+  local apt=(timeout 600 "${run_env[@]}" DEBIAN_FRONTEND=noninteractive chroot "$1" apt-get -q -y)
+  mount -t proc proc "$1/proc" # maintainer scripts may want /proc
+  proc_mounted=$1/proc
+  # The package lists debootstrap left may be stale (a superseded version 404s): update once.
+  local ok=0
+  { "${apt[@]}" install python3-minimal || { "${apt[@]}" update && "${apt[@]}" install python3-minimal; }; } \
+    >>"$BENCH_DIR/python-tree.log" 2>&1 && "${apt[@]}" clean >>"$BENCH_DIR/python-tree.log" 2>&1 || ok=1
+  umount "$proc_mounted"
+  proc_mounted=""
+  return $ok
+}
+make_python_tree() {
+  log "making $py: bookworm + python3-minimal (about 20 s)"
+  rm -rf "$py.tmp"
+  : >"$BENCH_DIR/python-tree.log"
+  cp -a "$deb" "$py.tmp"
+  if ! install_python "$py.tmp"; then
+    # bench-publish appends a line to every 100th file of $deb on each run; some are perl
+    # modules and dpkg state, which breaks dpkg in a copy. Start from a fresh base then.
+    log "dpkg fails in a copy of $deb (see $BENCH_DIR/python-tree.log): using a fresh debootstrap (about 2 minutes)"
+    rm -rf "$py.tmp"
+    debootstrap_into "$py.tmp"
+    install_python "$py.tmp" || die "installing python3-minimal failed, see $BENCH_DIR/python-tree.log"
+  fi
+  mv "$py.tmp" "$py"
+}
+mkdir -p "$BENCH_DIR" "$run" "$mnt" "$run/www"
+if [ ! -d "$deb" ]; then
+  log "debootstrap bookworm (about 2 minutes)"
+  rm -rf "$deb.tmp"
+  debootstrap_into "$deb.tmp"
+  mv "$deb.tmp" "$deb"
+fi
+[ -d "$py" ] || make_python_tree
 
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }'; }

@@ -119,19 +119,43 @@ pub fn open(source: Arc<RemoteSource>, trust: &Trust) -> Result<(Repository, Mod
     let fqrn = source.fqrn.clone();
     let state = RepoState::new(source.cache.dir(), &fqrn)
         .map_err(|e| RemoteError::State(e, fqrn.clone()))?;
-    let fetched = source
-        .fetch(MANIFEST_PATH, MAX_LETTER as u64)
-        .and_then(|m| Ok((m, source.fetch(WHITELIST_PATH, MAX_LETTER as u64)?)));
-    let (manifest, whitelist, mode) = match fetched {
-        Ok((m, w)) => (m, w, Mode::Online),
-        Err(SourceError::Fetch(why)) => match state.saved() {
-            Some((m, w)) => (m, w, Mode::Offline),
-            None => return Err(RemoteError::Unreachable(why, fqrn)),
-        },
-        Err(e) => return Err(RepoError::from(e).into()),
-    };
-    let dyn_source: Arc<dyn ObjectSource> = source.clone();
-    let repo = Repository::open_with(dyn_source, trust, &manifest, &whitelist)?;
+    // A host whose bootstrap files do not verify (corrupt, forged, stale) is blamed and the
+    // next one asked; the last failure is reported if none verifies.
+    let mut last = None;
+    for _ in 0..source.downloader.host_count() {
+        let fetched = source
+            .fetch(MANIFEST_PATH, MAX_LETTER as u64)
+            .and_then(|m| Ok((m, source.fetch(WHITELIST_PATH, MAX_LETTER as u64)?)));
+        let (manifest, whitelist, mode) = match fetched {
+            Ok((m, w)) => (m, w, Mode::Online),
+            Err(SourceError::Fetch(why)) => match state.saved() {
+                Some((m, w)) => (m, w, Mode::Offline),
+                None => return Err(RemoteError::Unreachable(why, fqrn)),
+            },
+            Err(e) => return Err(RepoError::from(e).into()),
+        };
+        let dyn_source: Arc<dyn ObjectSource> = source.clone();
+        match Repository::open_with(dyn_source, trust, &manifest, &whitelist) {
+            Ok(repo) => return accept(repo, mode, &state, &manifest, &whitelist),
+            Err(e) if mode == Mode::Online => {
+                source.downloader.blame_host();
+                last = Some(e);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(last.expect("at least one host").into())
+}
+
+/// Refuses a rollback, records the revision, hands out the repository.
+fn accept(
+    repo: Repository,
+    mode: Mode,
+    state: &RepoState,
+    manifest: &[u8],
+    whitelist: &[u8],
+) -> Result<(Repository, Mode), RemoteError> {
+    let fqrn = repo.manifest().fqrn.clone();
     let m = repo.manifest();
     if let Some(seen) = state.breadcrumb() {
         if m.revision < seen.revision || m.timestamp < seen.timestamp {
@@ -149,7 +173,7 @@ pub fn open(source: Arc<RemoteSource>, trust: &Trust) -> Result<(Repository, Mod
             timestamp: m.timestamp,
         };
         state
-            .save(b, &manifest, &whitelist)
+            .save(b, manifest, whitelist)
             .map_err(|e| RemoteError::State(e, fqrn.clone()))?;
     }
     Ok((repo, mode))

@@ -230,6 +230,18 @@ impl Downloader {
         })
     }
 
+    /// Moves to the next host for the following requests: for callers that find a host's
+    /// answer wrong after the transfer (a manifest that does not verify).
+    pub fn blame_host(&self) {
+        let mut r = self.route.lock().expect("route");
+        r.host = (r.host + 1) % self.settings.hosts.len();
+        self.counters.host_failovers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn host_count(&self) -> usize {
+        self.settings.hosts.len()
+    }
+
     fn stick(&self, host: usize, group: usize) {
         let mut r = self.route.lock().expect("route");
         r.host = host;

@@ -376,6 +376,17 @@ fn flipped_byte_in_the_manifest_refuses_the_mount() {
         read_mounted(m.dir.join("etc/hello.txt")).unwrap(),
         b"hello\n"
     );
+    drop(m);
+
+    // The corrupt server listed first: its manifest does not verify, the next host's does.
+    let servers = format!("{};{}", bad.url(), good.url(FQRN));
+    let m = fx
+        .mount(&servers, &d.join("cache3"), &d.join("mnt3"), &[])
+        .unwrap();
+    assert_eq!(
+        read_mounted(m.dir.join("etc/hello.txt")).unwrap(),
+        b"hello\n"
+    );
 }
 
 // --- d. Transfers that fail: cut, refused, slow, hung --------------------------------------

@@ -24,10 +24,11 @@ fn busybox_rootfs(dir: &Path) {
     );
 }
 
+/// Fields drop in order: unmount first, then stop the server, then remove the directories.
 struct Served {
-    repo: TestRepo,
-    _server: Server,
     mount: Mount,
+    _server: Server,
+    repo: TestRepo,
 }
 
 fn mounted_busybox() -> Served {
