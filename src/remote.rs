@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use crate::cache::breadcrumb::{Breadcrumb, RepoState};
-use crate::cache::{Cache, Kind};
+use crate::cache::{Cache, Kind, Want};
 use crate::download::Downloader;
 use crate::letter::MAX_LETTER;
 use crate::repository::{RepoError, Repository, Trust, MANIFEST_PATH, WHITELIST_PATH};
@@ -65,12 +65,14 @@ impl ObjectSource for RemoteSource {
         let path = self
             .cache
             .get(
-                &req.name.hash,
-                req.size,
-                &kind,
+                &Want {
+                    hash: &req.name.hash,
+                    size: req.size,
+                    kind: &kind,
+                    limit: req.limit,
+                    compressed: req.compressed,
+                },
                 &fetch,
-                req.limit,
-                req.compressed,
             )
             .map_err(|e| SourceError::Fetch(e.to_string()))?;
         if req.mountpoint.is_some()

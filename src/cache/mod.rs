@@ -56,6 +56,19 @@ pub struct Cache {
     pins: Mutex<HashMap<ContentHash, u32>>,
 }
 
+/// What a caller needs from the cache.
+#[derive(Debug, Clone, Copy)]
+pub struct Want<'a> {
+    /// The object's name: the hash of its bytes as served.
+    pub hash: &'a ContentHash,
+    /// The decompressed size its catalog states, if known.
+    pub size: Option<u64>,
+    pub kind: &'a Kind,
+    /// At most this many decompressed bytes are accepted.
+    pub limit: u64,
+    pub compressed: bool,
+}
+
 /// Set (and notified) when an in-flight download has finished, successfully or not.
 type DoneFlag = Arc<(Mutex<bool>, Condvar)>;
 
@@ -102,17 +115,10 @@ impl Cache {
         self.dir.join("objects").join(&hex[..2]).join(&hex[2..])
     }
 
-    /// The path of the verified, decompressed object `hash`, downloading it with `fetch`
-    /// if needed. Concurrent calls for one object share one download.
-    pub fn get(
-        &self,
-        hash: &ContentHash,
-        size: Option<u64>,
-        kind: &Kind,
-        fetch: &Fetch<'_>,
-        limit: u64,
-        compressed: bool,
-    ) -> Result<PathBuf, CacheError> {
+    /// The path of the verified, decompressed object `want.hash`, downloading it with
+    /// `fetch` if needed. Concurrent calls for one object share one download.
+    pub fn get(&self, want: &Want<'_>, fetch: &Fetch<'_>) -> Result<PathBuf, CacheError> {
+        let hash = want.hash;
         let path = self.path(hash);
         loop {
             if path.exists() {
@@ -141,7 +147,7 @@ impl Cache {
                 }
                 // The other download failed: try ourselves.
             }
-            let result = self.download(hash, size, kind, fetch, limit, compressed, &path);
+            let result = self.download(want, fetch, &path);
             if mine {
                 self.inflight.lock().expect("inflight").remove(hash);
                 *flag.0.lock().expect("inflight flag") = true;
@@ -151,17 +157,14 @@ impl Cache {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn download(
-        &self,
-        hash: &ContentHash,
-        size: Option<u64>,
-        kind: &Kind,
-        fetch: &Fetch<'_>,
-        limit: u64,
-        compressed: bool,
-        dest: &Path,
-    ) -> Result<(), CacheError> {
+    fn download(&self, want: &Want<'_>, fetch: &Fetch<'_>, dest: &Path) -> Result<(), CacheError> {
+        let Want {
+            hash,
+            size,
+            kind,
+            limit,
+            compressed,
+        } = *want;
         let txn = self.dir.join("txn");
         let tmp = tempfile::Builder::new()
             .prefix("obj.")
@@ -272,9 +275,31 @@ mod tests {
         let calls = AtomicUsize::new(0);
         let h = HashAlgo::Sha1.digest(b"name");
         let f = fetcher(b"content", &calls);
-        let p = cache.get(&h, Some(7), &Kind::Data, &f, 7, true).unwrap();
+        let p = cache
+            .get(
+                &Want {
+                    hash: &h,
+                    size: Some(7),
+                    kind: &Kind::Data,
+                    limit: 7,
+                    compressed: true,
+                },
+                &f,
+            )
+            .unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"content");
-        cache.get(&h, Some(7), &Kind::Data, &f, 7, true).unwrap();
+        cache
+            .get(
+                &Want {
+                    hash: &h,
+                    size: Some(7),
+                    kind: &Kind::Data,
+                    limit: 7,
+                    compressed: true,
+                },
+                &f,
+            )
+            .unwrap();
         assert_eq!(
             calls.load(Ordering::SeqCst),
             1,
@@ -283,13 +308,33 @@ mod tests {
         // A size that disagrees with the catalog is refused and nothing is kept.
         let h2 = HashAlgo::Sha1.digest(b"other");
         let e = cache
-            .get(&h2, Some(8), &Kind::Data, &f, 8, true)
+            .get(
+                &Want {
+                    hash: &h2,
+                    size: Some(8),
+                    kind: &Kind::Data,
+                    limit: 8,
+                    compressed: true,
+                },
+                &f,
+            )
             .unwrap_err();
         assert!(e.to_string().contains("the catalog says 8"), "{e}");
         assert!(!cache.path(&h2).exists());
         // More than the limit: refused while streaming.
         let h3 = HashAlgo::Sha1.digest(b"third");
-        assert!(cache.get(&h3, None, &Kind::Data, &f, 3, true).is_err());
+        assert!(cache
+            .get(
+                &Want {
+                    hash: &h3,
+                    size: None,
+                    kind: &Kind::Data,
+                    limit: 3,
+                    compressed: true
+                },
+                &f
+            )
+            .is_err());
         assert_eq!(
             std::fs::read_dir(d.path().join("txn")).unwrap().count(),
             0,
@@ -310,18 +355,54 @@ mod tests {
         };
         let h = |s: &str| HashAlgo::Sha1.digest(s.as_bytes());
         cache
-            .get(&h("old-root"), None, &cat(b""), &f, 1000, true)
+            .get(
+                &Want {
+                    hash: &h("old-root"),
+                    size: None,
+                    kind: &cat(b""),
+                    limit: 1000,
+                    compressed: true,
+                },
+                &f,
+            )
             .unwrap();
         cache
-            .get(&h("pinned"), None, &Kind::Data, &f, 1000, true)
+            .get(
+                &Want {
+                    hash: &h("pinned"),
+                    size: None,
+                    kind: &Kind::Data,
+                    limit: 1000,
+                    compressed: true,
+                },
+                &f,
+            )
             .unwrap();
         cache.pin(&h("pinned"));
         cache
-            .get(&h("new-root"), None, &cat(b""), &f, 1000, true)
+            .get(
+                &Want {
+                    hash: &h("new-root"),
+                    size: None,
+                    kind: &cat(b""),
+                    limit: 1000,
+                    compressed: true,
+                },
+                &f,
+            )
             .unwrap(); // supersedes old-root
         assert_eq!(cache.used(), 3000);
         cache
-            .get(&h("fourth"), None, &Kind::Data, &f, 1000, true)
+            .get(
+                &Want {
+                    hash: &h("fourth"),
+                    size: None,
+                    kind: &Kind::Data,
+                    limit: 1000,
+                    compressed: true,
+                },
+                &f,
+            )
             .unwrap(); // over quota: clean to 1500
         assert!(
             !cache.path(&h("old-root")).exists(),
