@@ -56,6 +56,13 @@ impl TestRepo {
         publish::publish(&self.options(source), &NoProgress).unwrap()
     }
 
+    /// Publishes `source` at `path` inside the repository (an image of its own).
+    pub fn publish_at(&self, source: &Path, path: &str) -> PublishReport {
+        let mut o = self.options(source);
+        o.path = path.as_bytes().to_vec();
+        publish::publish(&o, &NoProgress).unwrap()
+    }
+
     pub fn trust(&self) -> Trust {
         let pubkey =
             load_master_public(&KeyPaths::new(&self.keys, &self.fqrn).master_public()).unwrap();

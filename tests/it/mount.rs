@@ -160,30 +160,18 @@ fn fixture_through_nginx_reads_as_expected() {
 #[test]
 fn second_image_downloads_only_what_it_does_not_share() {
     let repo = TestRepo::new();
-    let a = tempfile::tempdir().unwrap();
     let shared_blob = noise(1, 1 << 20);
-    write(&a.path().join("lib/libshared.so"), &shared_blob);
-    write(&a.path().join("etc/a"), b"image a\n");
-    let mut o = repo.options(a.path());
-    o.path = b"/images/a".to_vec();
-    lazyroot::publish::publish(&o, &lazyroot::publish::NoProgress).unwrap();
-    let b = tempfile::tempdir().unwrap();
-    write(&b.path().join("lib/libshared.so"), &shared_blob);
-    write(&b.path().join("etc/b"), b"image b\n");
-    let mut o = repo.options(b.path());
-    o.path = b"/images/b".to_vec();
-    lazyroot::publish::publish(&o, &lazyroot::publish::NoProgress).unwrap();
-
-    let server = Server::start(&[&repo.repo]);
-    let url = server.url(FQRN);
-    let key = repo.keys.join(format!("{FQRN}.pub"));
-    let cache = repo.dir.path().join("cache");
-    let mnt = repo.dir.path().join("mnt");
-    let m = Mount::start(
-        FQRN,
-        &mnt,
-        &mount_args(&url, key.to_str().unwrap(), cache.to_str().unwrap()),
-    );
+    for name in ["a", "b"] {
+        let src = repo.dir.path().join(format!("src-{name}"));
+        write(&src.join("lib/libshared.so"), &shared_blob);
+        write(
+            &src.join(format!("etc/{name}")),
+            format!("image {name}\n").as_bytes(),
+        );
+        repo.publish_at(&src, &format!("/images/{name}"));
+    }
+    let m = serve_and_mount(&repo, "mnt", &[]);
+    let mnt = m.mount.dir.clone();
     let rx = |p: &str| {
         let o = std::process::Command::new("getfattr")
             .args(["--only-values", "-n", "user.rx"])

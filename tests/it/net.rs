@@ -278,3 +278,38 @@ pub fn is_mounted(dir: &Path) -> bool {
         .lines()
         .any(|l| l.split(' ').nth(4) == Some(d.to_str().unwrap()))
 }
+
+/// A repository served by lazyroot and mounted from it. Fields drop in order: unmount
+/// first, then stop the server.
+pub struct Mounted {
+    pub mount: Mount,
+    pub server: Server,
+}
+
+/// Serves `repo` and mounts it at `<repo dir>/<name>` with the cache `<repo dir>/<name>.cache`.
+pub fn serve_and_mount(repo: &crate::common::TestRepo, name: &str, extra: &[&str]) -> Mounted {
+    let server = Server::start(&[&repo.repo]);
+    let url = server.url(&repo.fqrn);
+    let key = repo
+        .keys
+        .join(format!("{}.pub", repo.fqrn))
+        .display()
+        .to_string();
+    let cache = repo
+        .dir
+        .path()
+        .join(format!("{name}.cache"))
+        .display()
+        .to_string();
+    let mut args = vec![
+        "--server",
+        url.as_str(),
+        "--key",
+        key.as_str(),
+        "--cache",
+        cache.as_str(),
+    ];
+    args.extend_from_slice(extra);
+    let mount = Mount::start(&repo.fqrn, &repo.dir.path().join(name), &args);
+    Mounted { mount, server }
+}

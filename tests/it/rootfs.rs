@@ -24,10 +24,9 @@ fn busybox_rootfs(dir: &Path) {
     );
 }
 
-/// Fields drop in order: unmount first, then stop the server, then remove the directories.
+/// Fields drop in order: unmount and stop the server first, then remove the directories.
 struct Served {
-    mount: Mount,
-    _server: Server,
+    m: Mounted,
     repo: TestRepo,
 }
 
@@ -35,39 +34,16 @@ fn mounted_busybox() -> Served {
     let repo = TestRepo::new();
     let src = repo.dir.path().join("rootfs");
     busybox_rootfs(&src);
-    let mut o = repo.options(&src);
-    o.path = b"/images/busybox".to_vec();
-    lazyroot::publish::publish(&o, &lazyroot::publish::NoProgress).unwrap();
-    let server = Server::start(&[&repo.repo]);
-    let url = server.url(FQRN);
-    let key = repo.keys.join(format!("{FQRN}.pub"));
-    let cache = repo.dir.path().join("cache");
-    let mnt = repo.dir.path().join("mnt");
+    repo.publish_at(&src, "/images/busybox");
     // Containers run as other uids: allow_other.
-    let mount = Mount::start(
-        FQRN,
-        &mnt,
-        &[
-            "--server",
-            &url,
-            "--key",
-            key.to_str().unwrap(),
-            "--cache",
-            cache.to_str().unwrap(),
-            "--allow-other",
-        ],
-    );
+    let m = serve_and_mount(&repo, "mnt", &["--allow-other"]);
     // The directory above the mount must be traversable by the unprivileged uid.
     std::fs::set_permissions(
         repo.dir.path(),
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    Served {
-        repo,
-        _server: server,
-        mount,
-    }
+    Served { m, repo }
 }
 
 fn run(cmd: &mut Command) -> String {
@@ -84,7 +60,7 @@ fn run(cmd: &mut Command) -> String {
 #[test]
 fn chroot_as_root_and_as_nobody() {
     let s = mounted_busybox();
-    let root = s.mount.dir.join("images/busybox");
+    let root = s.m.mount.dir.join("images/busybox");
     let out = run(Command::new("unshare")
         .args(["--mount", "--pid", "--fork", "chroot"])
         .arg(&root)
@@ -120,7 +96,7 @@ fn runc_bundle(dir: &Path, rootfs: &Path, uid: u32) {
 #[test]
 fn runc_runs_from_the_mount_as_root_and_as_nobody() {
     let s = mounted_busybox();
-    let rootfs = s.mount.dir.join("images/busybox");
+    let rootfs = s.m.mount.dir.join("images/busybox");
     let state = s.repo.dir.path().join("runc-state");
     for (i, uid) in [0u32, 65534].into_iter().enumerate() {
         let bundle = s.repo.dir.path().join(format!("bundle{i}"));
