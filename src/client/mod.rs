@@ -52,15 +52,20 @@ impl From<RepoError> for ClientError {
 }
 
 /// Where an open file's bytes are.
+#[derive(Clone)]
 enum Handle {
-    Whole {
-        file: File,
-        hash: ContentHash,
-    },
-    Chunked {
-        chunks: Vec<Chunk>,
-        compressed: bool,
-    },
+    Whole { file: Arc<File>, hash: ContentHash },
+    Chunked(Arc<ChunkedFile>),
+}
+
+/// An open chunked file: its chunk list and the chunk being read (sequential reads hit the
+/// same chunk many times in a row; it stays open rather than being looked up each time).
+struct ChunkedFile {
+    chunks: Vec<Chunk>,
+    compressed: bool,
+    current: Mutex<Option<(usize, Arc<File>)>>,
+    /// The chunk a background prefetch was last started for.
+    prefetched: AtomicU64,
 }
 
 /// The current revision: repository and root catalog.
@@ -257,10 +262,12 @@ impl MountedTree {
         }
         let handle = if e.is_chunked() {
             let chunks = self.note(self.with_snapshot(|s| Ok(s.chunks(&f)?)))?;
-            Handle::Chunked {
+            Handle::Chunked(Arc::new(ChunkedFile {
                 chunks,
                 compressed: e.is_compressed(),
-            }
+                current: Mutex::new(None),
+                prefetched: AtomicU64::new(u64::MAX),
+            }))
         } else {
             let hash = match e.hash {
                 Some(h) => h,
@@ -273,7 +280,10 @@ impl MountedTree {
                 e.is_compressed(),
             ))?;
             self.source.cache.pin(&hash);
-            Handle::Whole { file, hash }
+            Handle::Whole {
+                file: Arc::new(file),
+                hash,
+            }
         };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.handles.lock().expect("handles").insert(fh, handle);
@@ -295,28 +305,19 @@ impl MountedTree {
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, ClientError> {
-        enum Plan {
-            Whole(File),
-            Chunks(Vec<Chunk>, bool),
-        }
-        let plan = {
-            let handles = self.handles.lock().expect("handles");
-            match handles.get(&fh).ok_or(ClientError::BadHandle)? {
-                Handle::Whole { file, .. } => Plan::Whole(
-                    file.try_clone()
-                        .map_err(|e| ClientError::Io(e.to_string()))?,
-                ),
-                Handle::Chunked { chunks, compressed } => Plan::Chunks(chunks.clone(), *compressed),
-            }
-        };
+        let handle = self
+            .handles
+            .lock()
+            .expect("handles")
+            .get(&fh)
+            .cloned()
+            .ok_or(ClientError::BadHandle)?;
         let mut out = vec![0u8; size as usize];
-        let n = match plan {
-            Plan::Whole(file) => {
+        let n = match handle {
+            Handle::Whole { file, .. } => {
                 read_full(&file, &mut out, offset).map_err(|e| ClientError::Io(e.to_string()))?
             }
-            Plan::Chunks(chunks, compressed) => {
-                self.note(self.read_chunks(&chunks, compressed, offset, &mut out))?
-            }
+            Handle::Chunked(c) => self.note(self.read_chunks(&c, offset, &mut out))?,
         };
         out.truncate(n);
         Ok(out)
@@ -325,14 +326,13 @@ impl MountedTree {
     /// Fills `out` from the chunks covering `[offset, offset + out.len())`.
     fn read_chunks(
         &self,
-        chunks: &[Chunk],
-        compressed: bool,
+        cf: &ChunkedFile,
         offset: u64,
         out: &mut [u8],
     ) -> Result<usize, ClientError> {
         let mut done = 0usize;
-        let start = chunks.partition_point(|c| c.offset + c.size <= offset);
-        for c in &chunks[start..] {
+        let start = cf.chunks.partition_point(|c| c.offset + c.size <= offset);
+        for (i, c) in cf.chunks.iter().enumerate().skip(start) {
             if done == out.len() {
                 break;
             }
@@ -340,11 +340,7 @@ impl MountedTree {
             if c.offset > pos {
                 break;
             }
-            let file = self.object_file(
-                &ObjectName::new(c.hash, ObjectKind::Chunk),
-                c.size,
-                compressed,
-            )?;
+            let file = self.chunk_file(cf, i)?;
             let want = ((c.offset + c.size - pos) as usize).min(out.len() - done);
             let n = read_full(&file, &mut out[done..done + want], pos - c.offset)
                 .map_err(|e| ClientError::Io(e.to_string()))?;
@@ -354,6 +350,54 @@ impl MountedTree {
             }
         }
         Ok(done)
+    }
+
+    /// The open file of chunk `i`, fetching it if needed; starts fetching chunk `i + 1` in
+    /// the background, so a sequential reader finds it ready instead of waiting a round trip.
+    fn chunk_file(&self, cf: &ChunkedFile, i: usize) -> Result<Arc<File>, ClientError> {
+        if let Some((ci, f)) = cf.current.lock().expect("current chunk").as_ref() {
+            if *ci == i {
+                return Ok(f.clone());
+            }
+        }
+        let c = &cf.chunks[i];
+        let file = Arc::new(self.object_file(
+            &ObjectName::new(c.hash, ObjectKind::Chunk),
+            c.size,
+            cf.compressed,
+        )?);
+        *cf.current.lock().expect("current chunk") = Some((i, file.clone()));
+        if let Some(next) = cf.chunks.get(i + 1) {
+            if cf.prefetched.swap(i as u64 + 1, Ordering::Relaxed) != i as u64 + 1 {
+                self.prefetch(
+                    ObjectName::new(next.hash, ObjectKind::Chunk),
+                    next.size,
+                    cf.compressed,
+                );
+            }
+        }
+        Ok(file)
+    }
+
+    /// Fetches an object into the cache on a short-lived thread; errors are left for the
+    /// reader that needs the object to meet (and report) again.
+    fn prefetch(&self, name: ObjectName, size: u64, compressed: bool) {
+        if self.source.cache.path(&name.hash).exists() {
+            return;
+        }
+        let source = self.source.clone();
+        let _ = std::thread::Builder::new()
+            .name("lazyroot-prefetch".into())
+            .spawn(move || {
+                let req = crate::store::ObjectRequest {
+                    name: &name,
+                    size: Some(size),
+                    limit: size,
+                    compressed,
+                    mountpoint: None,
+                };
+                let _ = crate::store::ObjectSource::object(source.as_ref(), &req);
+            });
     }
 
     pub fn release(&self, fh: u64) {
