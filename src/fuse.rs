@@ -107,15 +107,9 @@ impl Filesystem for Fs {
             return reply.error(Errno::EROFS);
         }
         match self.0.open(ino.0) {
-            // A pinned revision never changes: the page cache may keep file pages.
-            Ok(fh) => reply.opened(
-                FileHandle(fh),
-                if self.0.is_pinned() {
-                    FopenFlags::FOPEN_KEEP_CACHE
-                } else {
-                    FopenFlags::empty()
-                },
-            ),
+            // The content behind an inode never changes (new content is a new inode), so the
+            // page cache may keep file pages across opens, pinned or not.
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -151,33 +145,60 @@ impl Filesystem for Fs {
         reply.ok();
     }
 
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.0.opendir(ino.0) {
+            // A pinned revision's directories never change: the kernel may cache listings.
+            Ok(fh) => reply.opened(
+                FileHandle(fh),
+                if self.0.is_pinned() {
+                    FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
+                } else {
+                    FopenFlags::empty()
+                },
+            ),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.0.releasedir(fh.0);
+        reply.ok();
+    }
+
     fn readdir(
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let items = match self.0.readdir(ino.0) {
+        let items = match self.0.listing(fh.0) {
             Ok(i) => i,
             Err(e) => return reply.error(errno(&e)),
         };
         let dots = [
-            (b".".to_vec(), ino.0, FileType::Directory),
-            (b"..".to_vec(), ino.0, FileType::Directory),
+            (&b"."[..], ino.0, FileType::Directory),
+            (&b".."[..], ino.0, FileType::Directory),
         ];
         let all = dots.into_iter().chain(
             items
-                .into_iter()
-                .map(|(n, a)| (n, a.ino, file_type(a.kind))),
+                .iter()
+                .map(|(n, a)| (n.as_slice(), a.ino, file_type(a.kind))),
         );
         for (i, (name, child, kind)) in all.enumerate().skip(offset as usize) {
             if reply.add(
                 INodeNo(child),
                 (i + 1) as u64,
                 kind,
-                OsStr::from_bytes(&name),
+                OsStr::from_bytes(name),
             ) {
                 break;
             }
@@ -188,12 +209,12 @@ impl Filesystem for Fs {
     fn readdirplus(
         &self,
         _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
+        _ino: INodeNo,
+        fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let items = match self.0.readdir(ino.0) {
+        let items = match self.0.listing(fh.0) {
             Ok(i) => i,
             Err(e) => return reply.error(errno(&e)),
         };

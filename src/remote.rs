@@ -125,9 +125,13 @@ pub fn open(source: Arc<RemoteSource>, trust: &Trust) -> Result<(Repository, Mod
     // next one asked; the last failure is reported if none verifies.
     let mut last = None;
     for _ in 0..source.downloader.host_count() {
-        let fetched = source
-            .fetch(MANIFEST_PATH, MAX_LETTER as u64)
-            .and_then(|m| Ok((m, source.fetch(WHITELIST_PATH, MAX_LETTER as u64)?)));
+        // Manifest and whitelist in parallel: one round trip instead of two.
+        let fetched = std::thread::scope(|s| {
+            let w = s.spawn(|| source.fetch(WHITELIST_PATH, MAX_LETTER as u64));
+            let m = source.fetch(MANIFEST_PATH, MAX_LETTER as u64);
+            let w = w.join().expect("whitelist fetch thread");
+            m.and_then(|m| Ok((m, w?)))
+        });
         let (manifest, whitelist, mode) = match fetched {
             Ok((m, w)) => (m, w, Mode::Online),
             Err(SourceError::Fetch(why)) => match state.saved() {
@@ -137,7 +141,15 @@ pub fn open(source: Arc<RemoteSource>, trust: &Trust) -> Result<(Repository, Mod
             Err(e) => return Err(RepoError::from(e).into()),
         };
         let dyn_source: Arc<dyn ObjectSource> = source.clone();
-        match Repository::open_with(dyn_source, trust, &manifest, &whitelist) {
+        let opened = std::thread::scope(|s| {
+            if mode == Mode::Online {
+                // The root catalog downloads while the certificate is fetched and checked;
+                // it is named by hash, so an unverified manifest can only waste a download.
+                s.spawn(|| prefetch_root_catalog(&source, &manifest));
+            }
+            Repository::open_with(dyn_source, trust, &manifest, &whitelist)
+        });
+        match opened {
             Ok(repo) => return accept(repo, mode, &state, &manifest, &whitelist),
             Err(e) if mode == Mode::Online => {
                 source.downloader.blame_host();
@@ -147,6 +159,25 @@ pub fn open(source: Arc<RemoteSource>, trust: &Trust) -> Result<(Repository, Mod
         }
     }
     Err(last.expect("at least one host").into())
+}
+
+fn prefetch_root_catalog(source: &RemoteSource, manifest: &[u8]) {
+    if let Ok((m, _)) = crate::manifest::Manifest::parse_unverified(manifest) {
+        let name =
+            crate::object::ObjectName::new(m.root_catalog, crate::object::ObjectKind::Catalog);
+        let size = (m.root_catalog_size > 0).then_some(m.root_catalog_size);
+        let limit = size
+            .unwrap_or(crate::repository::MAX_CATALOG)
+            .min(crate::repository::MAX_CATALOG);
+        let req = ObjectRequest {
+            name: &name,
+            size,
+            limit,
+            compressed: true,
+            mountpoint: Some(b""),
+        };
+        let _ = source.object(&req);
+    }
 }
 
 /// Refuses a rollback, records the revision, hands out the repository.

@@ -33,9 +33,14 @@ impl CatalogDb {
 
     /// Opens a decompressed catalog file read-only.
     pub fn open_file(path: &Path) -> Result<Self, CatalogError> {
+        // A cached catalog was verified against its hash and never changes: `immutable`
+        // spares every query the file locks and journal checks of a shared database.
+        let uri = format!("file:{}?immutable=1", uri_escape(path));
         let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            uri,
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
         )?;
         // The kernel's page cache already holds the file; a small page cache per open
         // catalog keeps a mount with dozens of catalogs within a few MiB of memory.
@@ -294,4 +299,18 @@ fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Row, CatalogError>
             },
         })
     })())
+}
+
+/// Percent-encodes what a SQLite URI path cannot hold literally.
+fn uri_escape(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = String::new();
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

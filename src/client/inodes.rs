@@ -1,6 +1,7 @@
-//! Inode numbers for the life of a mount: one per path, except that the members of a
-//! hard-link group (catalog-local in the format) share one. Numbers are never reused, so
-//! the kernel's caches can never confuse two entries.
+//! Inode numbers for the life of a mount: one per path and content, except that the members
+//! of a hard-link group (catalog-local in the format) share one. A file whose content
+//! changes in a new revision gets a new number, so the content behind an inode never
+//! changes and the kernel may keep its pages. Numbers are never reused.
 
 use std::collections::HashMap;
 
@@ -8,9 +9,15 @@ use crate::hash::ContentHash;
 
 pub const ROOT: u64 = 1;
 
+/// What makes two entries the same inode.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Key {
+pub enum Key {
+    /// Directories, symlinks, special files: the path.
     Path(Vec<u8>),
+    /// A regular file: path and an identity of its content (content hash, or the
+    /// catalog's for a chunked file).
+    File(Vec<u8>, ContentHash),
+    /// A hard-link group of one catalog.
     Link(ContentHash, u32),
 }
 
@@ -29,12 +36,8 @@ impl Inodes {
         i
     }
 
-    /// The inode of `path`; `link` names its hard-link group (catalog, group) if any.
-    pub fn ino(&mut self, path: &[u8], link: Option<(ContentHash, u32)>) -> u64 {
-        let key = match link {
-            Some((c, g)) => Key::Link(c, g),
-            None => Key::Path(path.to_vec()),
-        };
+    /// The inode for `key`, first seen at `path`.
+    pub fn ino(&mut self, path: &[u8], key: Key) -> u64 {
         if let Some(&ino) = self.by_key.get(&key) {
             return ino;
         }
@@ -60,12 +63,21 @@ mod tests {
     fn stable_and_shared_by_hard_links() {
         let mut i = Inodes::new();
         let c = HashAlgo::Sha1.digest(b"catalog");
-        let a = i.ino(b"/a", None);
-        assert_eq!(i.ino(b"/a", None), a);
-        let l1 = i.ino(b"/x", Some((c, 1)));
-        let l2 = i.ino(b"/y", Some((c, 1)));
+        let a = i.ino(b"/a", Key::Path(b"/a".to_vec()));
+        assert_eq!(i.ino(b"/a", Key::Path(b"/a".to_vec())), a);
+        let l1 = i.ino(b"/x", Key::Link(c, 1));
+        let l2 = i.ino(b"/y", Key::Link(c, 1));
         assert_eq!(l1, l2);
-        assert_ne!(i.ino(b"/z", Some((c, 2))), l1);
+        assert_ne!(i.ino(b"/z", Key::Link(c, 2)), l1);
+        let v1 = i.ino(
+            b"/f",
+            Key::File(b"/f".to_vec(), HashAlgo::Sha1.digest(b"v1")),
+        );
+        let v2 = i.ino(
+            b"/f",
+            Key::File(b"/f".to_vec(), HashAlgo::Sha1.digest(b"v2")),
+        );
+        assert_ne!(v1, v2, "new content, new inode");
         assert_eq!(i.path(a), Some(&b"/a"[..]));
         assert_eq!(i.path(ROOT), Some(&b""[..]));
         assert_eq!(i.path(0), None);

@@ -51,6 +51,9 @@ impl From<RepoError> for ClientError {
     }
 }
 
+/// How many entries the in-memory entry cache holds (a few MiB).
+const ENTRY_CACHE: usize = 16_384;
+
 /// Where an open file's bytes are.
 #[derive(Clone)]
 enum Handle {
@@ -85,6 +88,11 @@ pub struct MountedTree {
     last_check: Mutex<Instant>,
     inodes: Mutex<inodes::Inodes>,
     handles: Mutex<HashMap<u64, Handle>>,
+    /// Entries recently returned by lookup and readdir, by inode: getattr, getxattr,
+    /// readlink and open then need no catalog query.
+    entries: Mutex<HashMap<u64, Found>>,
+    /// Directory listings of open directory handles (readdir is called once per buffer).
+    listings: Mutex<HashMap<u64, Arc<Vec<(Vec<u8>, Attr)>>>>,
     next_fh: AtomicU64,
     errors: AtomicU64,
 }
@@ -116,6 +124,8 @@ impl MountedTree {
             last_check: Mutex::new(Instant::now()),
             inodes: Mutex::new(inodes::Inodes::new()),
             handles: Mutex::new(HashMap::new()),
+            entries: Mutex::new(HashMap::new()),
+            listings: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             errors: AtomicU64::new(0),
         })
@@ -168,6 +178,7 @@ impl MountedTree {
             let m = repo.manifest().clone();
             let mut cur = self.current.write().expect("revision");
             if m.revision > cur.repo.manifest().revision {
+                self.entries.lock().expect("entries").clear();
                 *cur = Revision {
                     repo: Arc::new(repo),
                     root: m.root_catalog,
@@ -198,13 +209,29 @@ impl MountedTree {
 
     fn attr_of(&self, f: &Found) -> Attr {
         let e = &f.entry;
-        let link =
-            (e.hardlink_group() != 0 && !e.is_dir()).then_some((f.catalog, e.hardlink_group()));
-        let ino = self.inodes.lock().expect("inodes").ino(&f.path, link);
+        let key = match e.kind() {
+            EntryKind::File if e.hardlink_group() != 0 => {
+                inodes::Key::Link(f.catalog, e.hardlink_group())
+            }
+            EntryKind::File => inodes::Key::File(f.path.clone(), e.hash.unwrap_or(f.catalog)),
+            _ => inodes::Key::Path(f.path.clone()),
+        };
+        let ino = self.inodes.lock().expect("inodes").ino(&f.path, key);
+        let mut entries = self.entries.lock().expect("entries");
+        // Bounded: a full cache starts over rather than growing with the tree.
+        if entries.len() >= ENTRY_CACHE {
+            entries.clear();
+        }
+        entries.insert(ino, f.clone());
         Attr::of(ino, e)
     }
 
+    /// The entry behind an inode: from the entry cache (what lookup and readdir just saw),
+    /// else looked up again by path.
     fn stat(&self, ino: u64) -> Result<Found, ClientError> {
+        if let Some(f) = self.entries.lock().expect("entries").get(&ino) {
+            return Ok(f.clone());
+        }
         let path = self.path_of(ino)?;
         self.with_snapshot(|s| s.lookup(&path)?.ok_or(ClientError::NotFound))
     }
@@ -228,6 +255,27 @@ impl MountedTree {
     pub fn getattr(&self, ino: u64) -> Result<Attr, ClientError> {
         let f = self.note(self.stat(ino))?;
         Ok(self.attr_of(&f))
+    }
+
+    /// Opens a directory: lists it once for all the readdir calls that follow.
+    pub fn opendir(&self, ino: u64) -> Result<u64, ClientError> {
+        let listing = Arc::new(self.readdir(ino)?);
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.listings.lock().expect("listings").insert(fh, listing);
+        Ok(fh)
+    }
+
+    pub fn listing(&self, fh: u64) -> Result<Arc<Vec<(Vec<u8>, Attr)>>, ClientError> {
+        self.listings
+            .lock()
+            .expect("listings")
+            .get(&fh)
+            .cloned()
+            .ok_or(ClientError::BadHandle)
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        self.listings.lock().expect("listings").remove(&fh);
     }
 
     /// The entries of a directory with their attributes (for readdir and readdirplus).

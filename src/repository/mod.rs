@@ -11,7 +11,7 @@ use rsa::RsaPublicKey;
 
 pub use snapshot::{Found, Snapshot};
 
-use crate::catalog::{CatalogDb, CatalogError};
+use crate::catalog::{CatalogDb, CatalogError, NestedRef};
 use crate::certificate::{CertificateError, RepoCertificate};
 use crate::hash::ContentHash;
 use crate::history::{History, HistoryError};
@@ -90,6 +90,8 @@ pub struct Repository {
     manifest: Manifest,
     whitelist: Whitelist,
     catalogs: Mutex<HashMap<ContentHash, Arc<Mutex<CatalogDb>>>>,
+    /// Each loaded catalog's nested references: consulted on every path resolution.
+    nested: Mutex<HashMap<ContentHash, Arc<Vec<NestedRef>>>>,
 }
 
 impl Repository {
@@ -129,6 +131,7 @@ impl Repository {
             manifest,
             whitelist,
             catalogs: Mutex::new(HashMap::new()),
+            nested: Mutex::new(HashMap::new()),
         })
     }
 
@@ -218,6 +221,33 @@ impl Repository {
             .expect("catalog map")
             .insert(*hash, db.clone());
         Ok(db)
+    }
+
+    /// The nested catalog references of catalog `hash` (loaded once).
+    pub fn nested_of(
+        &self,
+        hash: &ContentHash,
+        size: u64,
+        mountpoint: Option<&[u8]>,
+    ) -> Result<Arc<Vec<NestedRef>>, RepoError> {
+        if let Some(n) = self.nested.lock().expect("nested map").get(hash) {
+            return Ok(n.clone());
+        }
+        let db = self.catalog_at(hash, size, mountpoint)?;
+        let list = db
+            .lock()
+            .expect("catalog")
+            .nested()
+            .map_err(|source| RepoError::Catalog {
+                what: format!("catalog {}", hash.to_hex()),
+                source,
+            })?;
+        let list = Arc::new(list);
+        self.nested
+            .lock()
+            .expect("nested map")
+            .insert(*hash, list.clone());
+        Ok(list)
     }
 
     fn catalog_object(

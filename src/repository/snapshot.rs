@@ -63,15 +63,10 @@ impl<'r> Snapshot<'r> {
     fn catalog_for(&self, path: &[u8]) -> Result<(ContentHash, Arc<Mutex<CatalogDb>>), RepoError> {
         let (mut hash, mut size, mut mount) = (self.root, self.root_size, Vec::new());
         loop {
-            let db = self.repo.catalog_at(&hash, size, Some(&mount))?;
-            let nested = db
-                .lock()
-                .expect("catalog")
-                .nested()
-                .map_err(Self::cat_err(&hash))?;
-            match nested.into_iter().find(|n| is_within(path, &n.path)) {
-                Some(n) => (hash, size, mount) = (n.hash, n.size, n.path),
-                None => return Ok((hash, db)),
+            let nested = self.repo.nested_of(&hash, size, Some(&mount))?;
+            match nested.iter().find(|n| is_within(path, &n.path)) {
+                Some(n) => (hash, size, mount) = (n.hash, n.size, n.path.clone()),
+                None => return Ok((hash, self.repo.catalog_at(&hash, size, Some(&mount))?)),
             }
         }
     }
