@@ -51,6 +51,9 @@ impl From<RepoError> for ClientError {
     }
 }
 
+/// A directory's entries: names and attributes.
+pub type Listing = Vec<(Vec<u8>, Attr)>;
+
 /// How many entries the in-memory entry cache holds (a few MiB).
 const ENTRY_CACHE: usize = 16_384;
 
@@ -92,7 +95,7 @@ pub struct MountedTree {
     /// readlink and open then need no catalog query.
     entries: Mutex<HashMap<u64, Found>>,
     /// Directory listings of open directory handles (readdir is called once per buffer).
-    listings: Mutex<HashMap<u64, Arc<Vec<(Vec<u8>, Attr)>>>>,
+    listings: Mutex<HashMap<u64, Arc<Listing>>>,
     next_fh: AtomicU64,
     errors: AtomicU64,
 }
@@ -265,7 +268,7 @@ impl MountedTree {
         Ok(fh)
     }
 
-    pub fn listing(&self, fh: u64) -> Result<Arc<Vec<(Vec<u8>, Attr)>>, ClientError> {
+    pub fn listing(&self, fh: u64) -> Result<Arc<Listing>, ClientError> {
         self.listings
             .lock()
             .expect("listings")
