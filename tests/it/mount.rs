@@ -91,8 +91,19 @@ fn fixture() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     (d, repo, keys)
 }
 
-fn mount_args<'a>(server: &'a str, key: &'a str, cache: &'a str) -> Vec<&'a str> {
-    vec!["--server", server, "--key", key, "--cache", cache]
+/// Mounts the fixture from `url` at `<dir>/mnt` with the cache `<dir>/cache`.
+fn mount_fixture(url: &str, keys: &Path, dir: &Path) -> Mount {
+    let key = keys.join("legacy_aufs.cern.ch.pub").display().to_string();
+    let cache = dir.join("cache").display().to_string();
+    let args = [
+        "--server",
+        url,
+        "--key",
+        key.as_str(),
+        "--cache",
+        cache.as_str(),
+    ];
+    Mount::start("legacy_aufs.cern.ch", &dir.join("mnt"), &args)
 }
 
 #[test]
@@ -100,14 +111,8 @@ fn fixture_through_lazyroot_serve_reads_as_expected() {
     let (d, repo, keys) = fixture();
     let server = Server::start(&[&repo]);
     let url = server.url("legacy_aufs.cern.ch");
-    let key = keys.join("legacy_aufs.cern.ch.pub");
-    let cache = d.path().join("cache");
     let mnt = d.path().join("mnt");
-    let m = Mount::start(
-        "legacy_aufs.cern.ch",
-        &mnt,
-        &mount_args(&url, key.to_str().unwrap(), cache.to_str().unwrap()),
-    );
+    let m = mount_fixture(&url, &keys, d.path());
     assert!(is_mounted(&mnt));
     assert_eq!(fs_listing(&mnt), expected());
     // Hard links share one inode.
@@ -145,14 +150,8 @@ fn fixture_through_nginx_reads_as_expected() {
     }
     let nginx = Nginx::start("legacy_aufs.cern.ch", &repo);
     let url = nginx.url("legacy_aufs.cern.ch");
-    let key = keys.join("legacy_aufs.cern.ch.pub");
-    let cache = d.path().join("cache");
     let mnt = d.path().join("mnt");
-    let m = Mount::start(
-        "legacy_aufs.cern.ch",
-        &mnt,
-        &mount_args(&url, key.to_str().unwrap(), cache.to_str().unwrap()),
-    );
+    let m = mount_fixture(&url, &keys, d.path());
     assert_eq!(fs_listing(&mnt), expected());
     assert!(m.stop().success());
 }

@@ -1,0 +1,151 @@
+//! An unusable or full cache: a clear error, and nothing corrupt left behind.
+
+use super::*;
+
+// --- f. An unusable or full cache ----------------------------------------------------------
+
+/// A tmpfs mounted for the test; unmounted (lazily if busy) when dropped.
+struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    fn mount(dir: &Path, options: &str) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(
+            st.success(),
+            "mount -t tmpfs -o {options} {}",
+            dir.display()
+        );
+        Tmpfs {
+            dir: dir.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(&self.dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
+    }
+}
+
+/// Root ignores permission bits, so "unwritable" is made of a regular file where the
+/// directory should be, and of a read-only filesystem.
+#[test]
+fn unusable_cache_directory_is_refused_naming_it() {
+    let fx = fixture();
+    let d = fx.dir();
+    let server = Server::start(&[&fx.repo.repo]);
+    let a_file = d.join("not-a-dir");
+    std::fs::write(&a_file, b"x").unwrap();
+    let ro = d.join("ro");
+    let _ro = Tmpfs::mount(&ro, "ro,size=1m");
+
+    for cache in [a_file.clone(), ro.clone(), ro.join("cache")] {
+        let shown = cache.display().to_string();
+        match Cache::open(&cache, None) {
+            Ok(_) => panic!("Cache::open({shown}) accepted an unwritable place"),
+            Err(e) => assert!(e.to_string().contains(&shown), "names {shown}: {e}"),
+        }
+        let mnt = d.join("mnt");
+        let t0 = Instant::now();
+        match fx.mount(&server.url(FQRN), &cache, &mnt, &[]) {
+            Ok(_) => panic!("mounted with the cache at {shown}"),
+            Err(e) => assert!(e.contains(&shown), "the mount's error names {shown}: {e}"),
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30));
+        assert!(!is_mounted(&mnt));
+    }
+}
+
+/// Every cached object is the decompressed form of the repository object of that name.
+fn assert_cache_objects_correct(cache: &Path, repo: &Path) {
+    let mut checked = 0;
+    for sub in std::fs::read_dir(cache.join("objects")).unwrap() {
+        let sub = sub.unwrap().path();
+        for obj in std::fs::read_dir(&sub).unwrap() {
+            let obj = obj.unwrap().path();
+            let xx = sub.file_name().unwrap().to_string_lossy().into_owned();
+            let rest = obj.file_name().unwrap().to_string_lossy().into_owned();
+            let stored = ["", "C", "X", "H", "P"]
+                .iter()
+                .map(|s| repo.join(format!("data/{xx}/{rest}{s}")))
+                .find(|p| p.exists())
+                .unwrap_or_else(|| panic!("cached {xx}/{rest} is no object of the repository"));
+            let mut want = Vec::new();
+            flate2::read::ZlibDecoder::new(std::fs::File::open(&stored).unwrap())
+                .read_to_end(&mut want)
+                .unwrap();
+            let got = std::fs::read(&obj).unwrap();
+            assert!(
+                got == want,
+                "cached {xx}/{rest}: {} bytes, not its {} bytes",
+                got.len(),
+                want.len()
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "the cache holds objects");
+}
+
+fn txn_entries(cache: &Path) -> Vec<String> {
+    std::fs::read_dir(cache.join("txn"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn full_cache_fails_the_read_and_keeps_what_it_holds_intact() {
+    let fx = fixture();
+    let d = fx.dir();
+    let server = Server::start(&[&fx.repo.repo]);
+    let cache = d.join("cache");
+    let _tmpfs = Tmpfs::mount(&cache, "size=1m");
+    let mnt = d.join("mnt");
+
+    let m = fx.mount(&server.url(FQRN), &cache, &mnt, &[]).unwrap();
+    assert_bytes(
+        &read_mounted(mnt.join(BIG)).unwrap(),
+        &fx.big,
+        "300 KiB into a 1 MiB cache",
+    );
+    assert!(m.stop().success());
+
+    let huge = noise(8, 2 << 20);
+    write(&fx.src.join("blobs/huge.bin"), &huge);
+    fx.repo.publish(&fx.src);
+    let m = fx.mount(&server.url(FQRN), &cache, &mnt, &[]).unwrap();
+    assert!(m.line.contains("revision 3"), "{}", m.line);
+    assert_eio(
+        read_mounted(mnt.join("blobs/huge.bin")),
+        &huge,
+        "2 MiB into a full 1 MiB cache",
+    );
+    assert_eq!(
+        txn_entries(&cache),
+        Vec::<String>::new(),
+        "the failed download is cleaned up"
+    );
+    assert_bytes(
+        &read_mounted(mnt.join(BIG)).unwrap(),
+        &fx.big,
+        "the cached file afterwards",
+    );
+    assert_eq!(read_mounted(mnt.join("etc/hello.txt")).unwrap(), b"hello\n");
+    assert!(m.stop().success());
+    assert_cache_objects_correct(&cache, &fx.repo.repo);
+    assert_eq!(txn_entries(&cache), Vec::<String>::new());
+}
