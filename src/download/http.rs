@@ -137,26 +137,18 @@ pub async fn get(pool: &Pool, g: Get, tx: mpsc::Sender<Msg>) {
 }
 
 async fn transfer(pool: &Pool, g: &Get, tx: &mpsc::Sender<Msg>) -> Result<(), TransferError> {
-    let Get {
-        via,
-        uri,
-        host_header,
-        no_cache,
-        limit,
-        limits,
-    } = g;
-    let (limit, limits, no_cache) = (*limit, *limits, *no_cache);
+    let (via, limit, limits) = (&g.via, g.limit, g.limits);
     let mut sender = match pool.take(via) {
         Some(s) => s,
         None => connect(via, &limits).await?,
     };
-    let mut req = hyper::Request::get(uri.as_str())
-        .header(hyper::header::HOST, host_header.as_str())
+    let mut req = hyper::Request::get(g.uri.as_str())
+        .header(hyper::header::HOST, g.host_header.as_str())
         .header(
             hyper::header::USER_AGENT,
             concat!("lazyroot/", env!("CARGO_PKG_VERSION")),
         );
-    if no_cache {
+    if g.no_cache {
         // Makes a caching proxy fetch afresh instead of serving a poisoned copy.
         req = req
             .header(hyper::header::CACHE_CONTROL, "no-cache")
