@@ -81,6 +81,13 @@ fn xattr_reply(reply: ReplyXattr, size: u32, value: &[u8]) {
 }
 
 impl Filesystem for Fs {
+    fn init(&mut self, _req: &Request, config: &mut fuser::KernelConfig) -> std::io::Result<()> {
+        // The kernel then caches each inode's ACL (most have none) instead of asking the
+        // daemon for `system.posix_acl_*` on every `ls -l`, and enforces stored ACLs.
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_POSIX_ACL);
+        Ok(())
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.0.lookup(parent.0, name.as_bytes()) {
             Ok(a) => reply.entry(&self.0.kernel_ttl(), &file_attr(&a), Generation(0)),
