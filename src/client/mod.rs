@@ -219,7 +219,12 @@ impl MountedTree {
             EntryKind::File => inodes::Key::File(f.path.clone(), e.hash.unwrap_or(f.catalog)),
             _ => inodes::Key::Path(f.path.clone()),
         };
-        let ino = self.inodes.lock().expect("inodes").ino(&f.path, key);
+        // The kernel knows the root as inode 1, whatever revision is behind it.
+        let ino = if f.path.is_empty() {
+            inodes::ROOT
+        } else {
+            self.inodes.lock().expect("inodes").ino(&f.path, key)
+        };
         let mut entries = self.entries.lock().expect("entries");
         // Bounded: a full cache starts over rather than growing with the tree.
         if entries.len() >= ENTRY_CACHE {

@@ -133,3 +133,41 @@ fn offline_mount_serves_what_is_cached() {
     .expect("nothing cached: refused");
     assert!(err.contains("no server answered"), "{err}");
 }
+
+#[test]
+fn listings_follow_new_revisions_in_unpinned_mounts() {
+    let repo = TestRepo::new();
+    let src = repo.dir.path().join("src");
+    write(&src.join("top"), b"1\n");
+    write(&src.join("dir/inner"), b"1\n");
+    publish_with_ttl(&repo, &src, 1);
+    let m = serve_and_mount(&repo, "mnt", &[]);
+    let names = |p: &std::path::Path| {
+        let mut v: Vec<String> = std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&m.mount.dir), ["dir", "top"]);
+    assert_eq!(names(&m.mount.dir.join("dir")), ["inner"]);
+    write(&src.join("top2"), b"2\n");
+    write(&src.join("dir/inner2"), b"2\n");
+    publish_with_ttl(&repo, &src, 1);
+    // Bounded wait for the TTL; listings must not stay cached from the old revision.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let _ = std::fs::metadata(m.mount.dir.join("top2")); // a lookup triggers the revision check
+        if names(&m.mount.dir) == ["dir", "top", "top2"]
+            && names(&m.mount.dir.join("dir")) == ["inner", "inner2"]
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "listings never showed the new revision"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
