@@ -1,21 +1,39 @@
 //! The fuser adapter, and only that: inode and attribute conversion, the one errno
 //! mapping, kernel cache lifetimes. All behaviour lives in [`crate::client`].
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
-    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
-    ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+    BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
 
 use crate::catalog::EntryKind;
 use crate::client::{Attr, ClientError, MountedTree};
 
-pub struct Fs(pub Arc<MountedTree>);
+pub struct Fs {
+    tree: Arc<MountedTree>,
+    /// Whole-file reads go straight from the kernel to the cached object (FUSE passthrough),
+    /// never through this process. Off when the kernel lacks it.
+    passthrough: bool,
+    /// Backing files registered with the kernel, by file handle, until release.
+    backing: Mutex<HashMap<u64, BackingId>>,
+}
+
+impl Fs {
+    pub fn new(tree: Arc<MountedTree>, passthrough: bool) -> Self {
+        Fs {
+            tree,
+            passthrough,
+            backing: Mutex::new(HashMap::new()),
+        }
+    }
+}
 
 /// The one place client errors become errno values.
 fn errno(e: &ClientError) -> Errno {
@@ -85,25 +103,36 @@ impl Filesystem for Fs {
         // The kernel then caches each inode's ACL (most have none) instead of asking the
         // daemon for `system.posix_acl_*` on every `ls -l`, and enforces stored ACLs.
         let _ = config.add_capabilities(fuser::InitFlags::FUSE_POSIX_ACL);
+        if self.passthrough {
+            // A passthrough file may not sit on another stacked filesystem (stack depth 1).
+            let ok = config
+                .add_capabilities(fuser::InitFlags::FUSE_PASSTHROUGH)
+                .is_ok()
+                && config.set_max_stack_depth(1).is_ok();
+            if !ok {
+                eprintln!("lazyroot: this kernel does not offer FUSE passthrough; reads go through the daemon");
+                self.passthrough = false;
+            }
+        }
         Ok(())
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.0.lookup(parent.0, name.as_bytes()) {
-            Ok(a) => reply.entry(&self.0.kernel_ttl(), &file_attr(&a), Generation(0)),
+        match self.tree.lookup(parent.0, name.as_bytes()) {
+            Ok(a) => reply.entry(&self.tree.kernel_ttl(), &file_attr(&a), Generation(0)),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.0.getattr(ino.0) {
-            Ok(a) => reply.attr(&self.0.kernel_ttl(), &file_attr(&a)),
+        match self.tree.getattr(ino.0) {
+            Ok(a) => reply.attr(&self.tree.kernel_ttl(), &file_attr(&a)),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.0.readlink(ino.0) {
+        match self.tree.readlink(ino.0) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(errno(&e)),
         }
@@ -113,12 +142,27 @@ impl Filesystem for Fs {
         if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
             return reply.error(Errno::EROFS);
         }
-        match self.0.open(ino.0) {
-            // The content behind an inode never changes (new content is a new inode), so the
-            // page cache may keep file pages across opens, pinned or not.
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
-            Err(e) => reply.error(errno(&e)),
+        let fh = match self.tree.open(ino.0) {
+            Ok(fh) => fh,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        if self.passthrough {
+            if let Some(file) = self.tree.whole_file(fh) {
+                match reply.open_backing(file.as_ref()) {
+                    Ok(id) => {
+                        reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
+                        self.backing.lock().expect("backing").insert(fh, id);
+                        return;
+                    }
+                    Err(e) => {
+                        eprintln!("lazyroot: passthrough refused ({e}); reading through the daemon")
+                    }
+                }
+            }
         }
+        // The content behind an inode never changes (new content is a new inode), so the
+        // page cache may keep file pages across opens, pinned or not.
+        reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE)
     }
 
     fn read(
@@ -132,7 +176,7 @@ impl Filesystem for Fs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.0.read(fh.0, offset, size) {
+        match self.tree.read(fh.0, offset, size) {
             Ok(d) => reply.data(&d),
             Err(e) => reply.error(errno(&e)),
         }
@@ -148,16 +192,17 @@ impl Filesystem for Fs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.0.release(fh.0);
+        self.backing.lock().expect("backing").remove(&fh.0);
+        self.tree.release(fh.0);
         reply.ok();
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.0.opendir(ino.0) {
+        match self.tree.opendir(ino.0) {
             // A pinned revision's directories never change: the kernel may cache listings.
             Ok(fh) => reply.opened(
                 FileHandle(fh),
-                if self.0.is_pinned() {
+                if self.tree.is_pinned() {
                     FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
                 } else {
                     FopenFlags::empty()
@@ -175,7 +220,7 @@ impl Filesystem for Fs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.0.releasedir(fh.0);
+        self.tree.releasedir(fh.0);
         reply.ok();
     }
 
@@ -187,7 +232,7 @@ impl Filesystem for Fs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let items = match self.0.listing(fh.0) {
+        let items = match self.tree.listing(fh.0) {
             Ok(i) => i,
             Err(e) => return reply.error(errno(&e)),
         };
@@ -221,11 +266,11 @@ impl Filesystem for Fs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let items = match self.0.listing(fh.0) {
+        let items = match self.tree.listing(fh.0) {
             Ok(i) => i,
             Err(e) => return reply.error(errno(&e)),
         };
-        let ttl = self.0.kernel_ttl();
+        let ttl = self.tree.kernel_ttl();
         for (i, (name, a)) in items.iter().enumerate().skip(offset as usize) {
             if reply.add(
                 INodeNo(a.ino),
@@ -242,20 +287,20 @@ impl Filesystem for Fs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let (files, bytes) = self.0.statfs();
+        let (files, bytes) = self.tree.statfs();
         let blocks = bytes.div_ceil(4096);
         reply.statfs(blocks, 0, 0, files, 0, 4096, 255, 4096);
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        match self.0.getxattr(ino.0, name.as_bytes()) {
+        match self.tree.getxattr(ino.0, name.as_bytes()) {
             Ok(v) => xattr_reply(reply, size, &v),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        match self.0.listxattr(ino.0) {
+        match self.tree.listxattr(ino.0) {
             Ok(v) => xattr_reply(reply, size, &v),
             Err(e) => reply.error(errno(&e)),
         }

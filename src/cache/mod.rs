@@ -52,6 +52,8 @@ pub struct Cache {
     db: Mutex<quota::Quota>,
     /// Objects being downloaded: later requests wait for the first one.
     inflight: Mutex<HashMap<ContentHash, DoneFlag>>,
+    /// Uses not yet written to the bookkeeping database.
+    touched: Mutex<Vec<ContentHash>>,
     /// Reference counts of objects that must not be evicted.
     pins: Mutex<HashMap<ContentHash, u32>>,
 }
@@ -68,6 +70,9 @@ pub struct Want<'a> {
     pub limit: u64,
     pub compressed: bool,
 }
+
+/// How many uses are collected before they are written to the bookkeeping database.
+const TOUCH_BATCH: usize = 256;
 
 /// Set (and notified) when an in-flight download has finished, successfully or not.
 type DoneFlag = Arc<(Mutex<bool>, Condvar)>;
@@ -103,6 +108,7 @@ impl Cache {
             db: Mutex::new(db),
             inflight: Mutex::new(HashMap::new()),
             pins: Mutex::new(HashMap::new()),
+            touched: Mutex::new(Vec::new()),
         })
     }
 
@@ -122,7 +128,7 @@ impl Cache {
         let path = self.path(hash);
         loop {
             if path.exists() {
-                let _ = self.db.lock().expect("cache db").touch(hash);
+                self.touch(hash);
                 return Ok(path);
             }
             let (flag, mine) = {
@@ -204,6 +210,24 @@ impl Cache {
         Ok(())
     }
 
+    /// Records a use for the LRU. Uses are written in batches: a database write on every
+    /// open would cost more than the open itself.
+    fn touch(&self, hash: &ContentHash) {
+        let mut pending = self.touched.lock().expect("touched");
+        pending.push(*hash);
+        if pending.len() >= TOUCH_BATCH {
+            let batch = std::mem::take(&mut *pending);
+            drop(pending);
+            let mut db = self.db.lock().expect("cache db");
+            let _ = db.touch_all(&batch);
+        }
+    }
+
+    fn flush_touches(&self, db: &mut quota::Quota) {
+        let batch = std::mem::take(&mut *self.touched.lock().expect("touched"));
+        let _ = db.touch_all(&batch);
+    }
+
     pub fn pin(&self, hash: &ContentHash) {
         *self.pins.lock().expect("pins").entry(*hash).or_insert(0) += 1;
     }
@@ -228,6 +252,10 @@ impl Cache {
         let Some(q) = self.quota else { return };
         let mut db = self.db.lock().expect("cache db");
         let Ok(mut total) = db.total() else { return };
+        if total > q {
+            // Eviction order must reflect every recent use.
+            self.flush_touches(&mut db);
+        }
         if total <= q {
             return;
         }

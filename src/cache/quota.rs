@@ -59,13 +59,17 @@ impl Quota {
         Ok(())
     }
 
-    pub fn touch(&mut self, hash: &ContentHash) -> rusqlite::Result<()> {
-        self.seq += 1;
-        self.conn.execute(
-            "UPDATE objects SET acseq = ?1 WHERE hash = ?2",
-            params![self.seq, hash.to_hex()],
-        )?;
-        Ok(())
+    /// Marks several objects used, in order, in one transaction.
+    pub fn touch_all(&mut self, hashes: &[ContentHash]) -> rusqlite::Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut st = tx.prepare_cached("UPDATE objects SET acseq = ?1 WHERE hash = ?2")?;
+            for h in hashes {
+                self.seq += 1;
+                st.execute(params![self.seq, h.to_hex()])?;
+            }
+        }
+        tx.commit()
     }
 
     pub fn total(&self) -> rusqlite::Result<u64> {

@@ -50,6 +50,10 @@ pub struct MountArgs {
     /// Honour device files.
     #[arg(long)]
     pub dev: bool,
+    /// Whole files are read by the kernel straight from the cache (FUSE passthrough). Not
+    /// with an overlay on top: copy-up from a passthrough file fails on some kernels.
+    #[arg(long)]
+    pub passthrough: bool,
     /// Connect timeout and low-speed window in seconds.
     #[arg(long, default_value_t = 5)]
     pub timeout: u64,
@@ -129,9 +133,15 @@ pub fn mount(a: MountArgs) -> anyhow::Result<ExitCode> {
     };
     // Several requests in flight: one slow download must not stall every other reader.
     config.n_threads = Some(4);
+    // One /dev/fuse descriptor per thread: no thundering herd on a shared one.
+    config.clone_fd = true;
 
-    let session = fuser::spawn_mount(lazyroot::fuse::Fs(tree), &a.mountpoint, &config)
-        .with_context(|| format!("mounting at {}", a.mountpoint.display()))?;
+    let session = fuser::spawn_mount(
+        lazyroot::fuse::Fs::new(tree, a.passthrough),
+        &a.mountpoint,
+        &config,
+    )
+    .with_context(|| format!("mounting at {}", a.mountpoint.display()))?;
     println!(
         "mounted {} revision {revision} root {root}{} at {}{}",
         a.fqrn,

@@ -456,6 +456,14 @@ impl MountedTree {
             });
     }
 
+    /// The cached object behind an open whole file (for kernel passthrough).
+    pub fn whole_file(&self, fh: u64) -> Option<Arc<File>> {
+        match self.handles.lock().expect("handles").get(&fh)? {
+            Handle::Whole { file, .. } => Some(file.clone()),
+            Handle::Chunked(_) => None,
+        }
+    }
+
     pub fn release(&self, fh: u64) {
         if let Some(Handle::Whole { hash, .. }) = self.handles.lock().expect("handles").remove(&fh)
         {

@@ -235,3 +235,47 @@ fn chunked_files_read_correctly_at_any_offset() {
     }
     assert_eq!(std::fs::read(&path).unwrap(), data);
 }
+
+#[test]
+fn passthrough_mounts_read_the_same_bytes() {
+    let repo = TestRepo::new();
+    let src = repo.dir.path().join("src");
+    let small = noise(3, 200_000);
+    let big = noise(4, 3 << 20);
+    write(&src.join("small"), &small);
+    write(&src.join("big"), &big);
+    let mut o = repo.options(&src);
+    o.chunking = Some(lazyroot::publish::ChunkSizes {
+        min: 64 << 10,
+        avg: 128 << 10,
+        max: 256 << 10,
+    });
+    lazyroot::publish::publish(&o, &lazyroot::publish::NoProgress).unwrap();
+    // Two mounts sharing one cache, one with kernel passthrough for whole files.
+    let plain = serve_and_mount(&repo, "plain", &[]);
+    let cache = repo.dir.path().join("plain.cache").display().to_string();
+    let key = repo.keys.join(format!("{FQRN}.pub")).display().to_string();
+    let url = plain.server.url(FQRN);
+    let pt = Mount::start(
+        FQRN,
+        &repo.dir.path().join("pt"),
+        &[
+            "--server",
+            url.as_str(),
+            "--key",
+            key.as_str(),
+            "--cache",
+            cache.as_str(),
+            "--passthrough",
+        ],
+    );
+    for _ in 0..2 {
+        assert_eq!(std::fs::read(pt.dir.join("small")).unwrap(), small);
+        assert_eq!(
+            std::fs::read(pt.dir.join("big")).unwrap(),
+            big,
+            "chunked files read through the daemon"
+        );
+        assert_eq!(std::fs::read(plain.mount.dir.join("small")).unwrap(), small);
+    }
+}
