@@ -196,8 +196,13 @@ impl MountedTree {
         &self,
         f: impl FnOnce(&crate::repository::Snapshot<'_>) -> Result<T, ClientError>,
     ) -> Result<T, ClientError> {
-        let cur = self.current.read().expect("revision");
-        let snap = cur.repo.snapshot_of(cur.root, cur.root_size)?;
+        // The lock is held only to copy the revision out: the closure may download, and a
+        // revision switch must not wait for that (nor make every other reader wait).
+        let (repo, root, size) = {
+            let cur = self.current.read().expect("revision");
+            (cur.repo.clone(), cur.root, cur.root_size)
+        };
+        let snap = repo.snapshot_of(root, size)?;
         f(&snap)
     }
 
@@ -494,9 +499,10 @@ impl MountedTree {
 
     /// (files, total bytes) of the revision, from the root catalog's counters.
     pub fn statfs(&self) -> (u64, u64) {
+        // Through the snapshot's own repository: taking the revision lock a second time
+        // while holding it could deadlock against a queued revision switch.
         let r = self.with_snapshot(|s| {
-            let cur = self.current.read().expect("revision");
-            let db = cur.repo.catalog(&s.root_hash(), 0)?;
+            let db = s.repository().catalog(&s.root_hash(), 0)?;
             let stats = db
                 .lock()
                 .expect("catalog")
