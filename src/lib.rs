@@ -16,7 +16,8 @@
 //! - [`client`]: the mounted tree without the kernel: lookups, listings, reads, xattrs.
 //! - [`fuse`]: the fuser adapter: attribute conversion, errno mapping, kernel cache lifetimes.
 //! - [`download`]: the download manager: host and proxy failover, streaming hash checks.
-//! - [`keys`]: the key files of a repository and `mkfs`/`resign`.
+//! - [`keys`]: the key files of a repository (stock names): generation and loading. `mkfs`,
+//!   `resign` and tag edits live in [`publish::mkfs`].
 //! - [`check`]: audit every object reachable from the manifest.
 //! - [`listing`]: a tab-separated listing of a snapshot, comparable across implementations.
 //! - [`sqlite`]: database images in memory (catalogs, history, reflog from verified bytes).
