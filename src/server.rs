@@ -424,7 +424,7 @@ fn http_date(secs: i64) -> String {
     )
 }
 
-/// A response body: nothing, a short text, or a file streamed in [`CHUNK`]-sized reads.
+/// A response body: nothing, a short text, or a file streamed in `CHUNK`-sized reads.
 pub struct ServeBody(BodyKind);
 
 enum BodyKind {
