@@ -282,6 +282,16 @@ mod tests {
     use crate::hash::HashAlgo;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    fn want<'a>(hash: &'a ContentHash, size: Option<u64>, kind: &'a Kind, limit: u64) -> Want<'a> {
+        Want {
+            hash,
+            size,
+            kind,
+            limit,
+            compressed: true,
+        }
+    }
+
     /// A "download" that writes `data` compressed, counting calls.
     fn fetcher<'a>(
         data: &'a [u8],
@@ -303,31 +313,9 @@ mod tests {
         let calls = AtomicUsize::new(0);
         let h = HashAlgo::Sha1.digest(b"name");
         let f = fetcher(b"content", &calls);
-        let p = cache
-            .get(
-                &Want {
-                    hash: &h,
-                    size: Some(7),
-                    kind: &Kind::Data,
-                    limit: 7,
-                    compressed: true,
-                },
-                &f,
-            )
-            .unwrap();
+        let p = cache.get(&want(&h, Some(7), &Kind::Data, 7), &f).unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"content");
-        cache
-            .get(
-                &Want {
-                    hash: &h,
-                    size: Some(7),
-                    kind: &Kind::Data,
-                    limit: 7,
-                    compressed: true,
-                },
-                &f,
-            )
-            .unwrap();
+        cache.get(&want(&h, Some(7), &Kind::Data, 7), &f).unwrap();
         assert_eq!(
             calls.load(Ordering::SeqCst),
             1,
@@ -336,33 +324,13 @@ mod tests {
         // A size that disagrees with the catalog is refused and nothing is kept.
         let h2 = HashAlgo::Sha1.digest(b"other");
         let e = cache
-            .get(
-                &Want {
-                    hash: &h2,
-                    size: Some(8),
-                    kind: &Kind::Data,
-                    limit: 8,
-                    compressed: true,
-                },
-                &f,
-            )
+            .get(&want(&h2, Some(8), &Kind::Data, 8), &f)
             .unwrap_err();
         assert!(e.to_string().contains("the catalog says 8"), "{e}");
         assert!(!cache.path(&h2).exists());
         // More than the limit: refused while streaming.
         let h3 = HashAlgo::Sha1.digest(b"third");
-        assert!(cache
-            .get(
-                &Want {
-                    hash: &h3,
-                    size: None,
-                    kind: &Kind::Data,
-                    limit: 3,
-                    compressed: true
-                },
-                &f
-            )
-            .is_err());
+        assert!(cache.get(&want(&h3, None, &Kind::Data, 3), &f).is_err());
         assert_eq!(
             std::fs::read_dir(d.path().join("txn")).unwrap().count(),
             0,
@@ -383,54 +351,18 @@ mod tests {
         };
         let h = |s: &str| HashAlgo::Sha1.digest(s.as_bytes());
         cache
-            .get(
-                &Want {
-                    hash: &h("old-root"),
-                    size: None,
-                    kind: &cat(b""),
-                    limit: 1000,
-                    compressed: true,
-                },
-                &f,
-            )
+            .get(&want(&h("old-root"), None, &cat(b""), 1000), &f)
             .unwrap();
         cache
-            .get(
-                &Want {
-                    hash: &h("pinned"),
-                    size: None,
-                    kind: &Kind::Data,
-                    limit: 1000,
-                    compressed: true,
-                },
-                &f,
-            )
+            .get(&want(&h("pinned"), None, &Kind::Data, 1000), &f)
             .unwrap();
         cache.pin(&h("pinned"));
         cache
-            .get(
-                &Want {
-                    hash: &h("new-root"),
-                    size: None,
-                    kind: &cat(b""),
-                    limit: 1000,
-                    compressed: true,
-                },
-                &f,
-            )
+            .get(&want(&h("new-root"), None, &cat(b""), 1000), &f)
             .unwrap(); // supersedes old-root
         assert_eq!(cache.used(), 3000);
         cache
-            .get(
-                &Want {
-                    hash: &h("fourth"),
-                    size: None,
-                    kind: &Kind::Data,
-                    limit: 1000,
-                    compressed: true,
-                },
-                &f,
-            )
+            .get(&want(&h("fourth"), None, &Kind::Data, 1000), &f)
             .unwrap(); // over quota: clean to 1500
         assert!(
             !cache.path(&h("old-root")).exists(),

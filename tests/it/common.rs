@@ -170,6 +170,13 @@ pub fn noise(seed: u64, n: usize) -> Vec<u8> {
         .collect()
 }
 
+/// Chunk sizes small enough that a few MiB make many chunks.
+pub const SMALL_CHUNKS: lazyroot::publish::ChunkSizes = lazyroot::publish::ChunkSizes {
+    min: 64 << 10,
+    avg: 128 << 10,
+    max: 256 << 10,
+};
+
 /// The verified content of `path` at revision `at`.
 pub fn read_at(r: &Repository, at: lazyroot::repository::At, path: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();

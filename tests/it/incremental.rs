@@ -1,7 +1,7 @@
 //! Incremental publishing: unchanged files are not read again, unchanged catalogs are kept,
 //! a changed file costs only itself, and images under --path leave each other alone.
 
-use lazyroot::publish::{self, ChunkSizes, NoProgress};
+use lazyroot::publish::{self, NoProgress};
 use lazyroot::repository::At;
 
 use crate::common::*;
@@ -69,11 +69,7 @@ fn chunks_are_shared_after_an_insertion() {
     let data = noise(7, 3 << 20);
     write(&src.path().join("big"), &data);
     let mut o = repo.options(src.path());
-    o.chunking = Some(ChunkSizes {
-        min: 64 << 10,
-        avg: 128 << 10,
-        max: 256 << 10,
-    });
+    o.chunking = Some(SMALL_CHUNKS);
     publish::publish(&o, &NoProgress).unwrap();
     let objects = |repo: &TestRepo| {
         walkdir(&repo.repo.join("data"))

@@ -210,11 +210,7 @@ fn chunked_files_read_correctly_at_any_offset() {
     let data = noise(9, 3 << 20);
     write(&src.join("big"), &data);
     let mut o = repo.options(&src);
-    o.chunking = Some(lazyroot::publish::ChunkSizes {
-        min: 64 << 10,
-        avg: 128 << 10,
-        max: 256 << 10,
-    });
+    o.chunking = Some(SMALL_CHUNKS);
     lazyroot::publish::publish(&o, &lazyroot::publish::NoProgress).unwrap();
     let m = serve_and_mount(&repo, "mnt", &[]);
     let path = m.mount.dir.join("big");
@@ -245,30 +241,19 @@ fn passthrough_mounts_read_the_same_bytes() {
     write(&src.join("small"), &small);
     write(&src.join("big"), &big);
     let mut o = repo.options(&src);
-    o.chunking = Some(lazyroot::publish::ChunkSizes {
-        min: 64 << 10,
-        avg: 128 << 10,
-        max: 256 << 10,
-    });
+    o.chunking = Some(SMALL_CHUNKS);
     lazyroot::publish::publish(&o, &lazyroot::publish::NoProgress).unwrap();
     // Two mounts sharing one cache, one with kernel passthrough for whole files.
     let plain = serve_and_mount(&repo, "plain", &[]);
-    let cache = repo.dir.path().join("plain.cache").display().to_string();
-    let key = repo.keys.join(format!("{FQRN}.pub")).display().to_string();
-    let url = plain.server.url(FQRN);
-    let pt = Mount::start(
-        FQRN,
-        &repo.dir.path().join("pt"),
-        &[
-            "--server",
-            url.as_str(),
-            "--key",
-            key.as_str(),
-            "--cache",
-            cache.as_str(),
-            "--passthrough",
-        ],
-    );
+    let pt = mount_from(
+        &repo,
+        &plain.server.url(FQRN),
+        "pt",
+        "plain.cache",
+        &["--passthrough"],
+    )
+    .unwrap();
+
     for _ in 0..2 {
         assert_eq!(std::fs::read(pt.dir.join("small")).unwrap(), small);
         assert_eq!(

@@ -289,27 +289,44 @@ pub struct Mounted {
 /// Serves `repo` and mounts it at `<repo dir>/<name>` with the cache `<repo dir>/<name>.cache`.
 pub fn serve_and_mount(repo: &crate::common::TestRepo, name: &str, extra: &[&str]) -> Mounted {
     let server = Server::start(&[&repo.repo]);
-    let url = server.url(&repo.fqrn);
-    let key = repo
-        .keys
-        .join(format!("{}.pub", repo.fqrn))
-        .display()
-        .to_string();
-    let cache = repo
-        .dir
-        .path()
-        .join(format!("{name}.cache"))
-        .display()
-        .to_string();
-    let mut args = vec![
-        "--server",
-        url.as_str(),
-        "--key",
-        key.as_str(),
-        "--cache",
-        cache.as_str(),
-    ];
-    args.extend_from_slice(extra);
-    let mount = Mount::start(&repo.fqrn, &repo.dir.path().join(name), &args);
+    let mount = mount_from(
+        repo,
+        &server.url(&repo.fqrn),
+        name,
+        &format!("{name}.cache"),
+        extra,
+    )
+    .unwrap_or_else(|e| panic!("mount failed: {e}"));
     Mounted { mount, server }
+}
+
+/// Mounts `repo` from `url` at `<repo dir>/<name>` with the cache `<repo dir>/<cache>`;
+/// on failure, what the command said.
+pub fn mount_from(
+    repo: &crate::common::TestRepo,
+    url: &str,
+    name: &str,
+    cache: &str,
+    extra: &[&str],
+) -> Result<Mount, String> {
+    let mut args = client_args(repo, url, cache);
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Mount::try_start(&repo.fqrn, &repo.dir.path().join(name), &args)
+}
+
+/// `--server URL --key <repo key> --cache <repo dir>/<cache>`: what every test mount passes.
+fn client_args(repo: &crate::common::TestRepo, url: &str, cache: &str) -> Vec<String> {
+    let key = repo.keys.join(format!("{}.pub", repo.fqrn));
+    let cache = repo.dir.path().join(cache);
+    [
+        "--server",
+        url,
+        "--key",
+        &key.display().to_string(),
+        "--cache",
+        &cache.display().to_string(),
+    ]
+    .map(String::from)
+    .to_vec()
 }

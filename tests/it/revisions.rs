@@ -26,32 +26,9 @@ fn unpinned_mount_follows_new_revisions_and_pinned_does_not() {
     let first = publish_with_ttl(&repo, &src, 1);
     let server = Server::start(&[&repo.repo]);
     let url = server.url(FQRN);
-    let key = repo.keys.join(format!("{FQRN}.pub"));
-    let args = |cache: &str| {
-        vec![
-            "--server".to_string(),
-            url.clone(),
-            "--key".into(),
-            key.display().to_string(),
-            "--cache".into(),
-            cache.to_string(),
-        ]
-    };
-    let c1 = repo.dir.path().join("c1").display().to_string();
-    let c2 = repo.dir.path().join("c2").display().to_string();
-    let a1 = args(&c1);
-    let latest = Mount::start(
-        FQRN,
-        &repo.dir.path().join("latest"),
-        &a1.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
-    let mut a2 = args(&c2);
-    a2.extend(["--root-hash".to_string(), first.root.hash.to_hex()]);
-    let pinned = Mount::start(
-        FQRN,
-        &repo.dir.path().join("pinned"),
-        &a2.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
+    let latest = mount_from(&repo, &url, "latest", "c1", &[]).unwrap();
+    let root = first.root.hash.to_hex();
+    let pinned = mount_from(&repo, &url, "pinned", "c2", &["--root-hash", &root]).unwrap();
     assert!(pinned.line.contains("(pinned)"));
 
     write(&src.join("new"), b"two\n");
@@ -82,20 +59,9 @@ fn offline_mount_serves_what_is_cached() {
     repo.publish(&src);
     let server = Server::start(&[&repo.repo]);
     let url = server.url(FQRN);
-    let key = repo.keys.join(format!("{FQRN}.pub")).display().to_string();
-    let cache = repo.dir.path().join("cache").display().to_string();
     let mnt = repo.dir.path().join("mnt");
-    let args = [
-        "--server",
-        url.as_str(),
-        "--key",
-        key.as_str(),
-        "--cache",
-        cache.as_str(),
-        "--timeout",
-        "1",
-    ];
-    let m = Mount::start(FQRN, &mnt, &args);
+    let mount = || mount_from(&repo, &url, "mnt", "cache", &["--timeout", "1"]).unwrap();
+    let m = mount();
     assert_eq!(
         std::fs::read(mnt.join("cached")).unwrap(),
         b"in the cache\n"
@@ -103,7 +69,7 @@ fn offline_mount_serves_what_is_cached() {
     assert!(m.stop().success());
     drop(server);
 
-    let m = Mount::start(FQRN, &mnt, &args);
+    let m = mount();
     assert!(m.line.contains("offline"), "{}", m.line);
     assert_eq!(
         std::fs::read(mnt.join("cached")).unwrap(),
@@ -114,23 +80,9 @@ fn offline_mount_serves_what_is_cached() {
     drop(m);
 
     // With no cache at all there is nothing to mount: a clear refusal.
-    let fresh = repo.dir.path().join("fresh-cache").display().to_string();
-    let err = Mount::try_start(
-        FQRN,
-        &repo.dir.path().join("mnt2"),
-        &[
-            "--server",
-            url.as_str(),
-            "--key",
-            key.as_str(),
-            "--cache",
-            fresh.as_str(),
-            "--timeout",
-            "1",
-        ],
-    )
-    .err()
-    .expect("nothing cached: refused");
+    let err = mount_from(&repo, &url, "mnt2", "fresh-cache", &["--timeout", "1"])
+        .err()
+        .expect("nothing cached: refused");
     assert!(err.contains("no server answered"), "{err}");
 }
 
