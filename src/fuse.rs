@@ -14,7 +14,7 @@ use fuser::{
 };
 
 use crate::catalog::EntryKind;
-use crate::client::{Attr, ClientError, MountedTree};
+use crate::client::{Attr, ClientError, Listing, MountedTree};
 
 pub struct Fs {
     tree: Arc<MountedTree>,
@@ -31,6 +31,37 @@ impl Fs {
             tree,
             passthrough,
             backing: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// What `lazyroot mount` sets with [`set_read_ahead`].
+pub const READ_AHEAD_KIB: u32 = 1024;
+
+/// The kernel's read-ahead for a FUSE mount starts at 128 KiB, so a sequential reader costs
+/// one round trip per 128 KiB. Raising the mount's read-ahead (its backing device info, by
+/// the mount's device number) lets the kernel ask for up to 1 MiB at a time (256 pages, its
+/// default limit for one FUSE request) and keep that much in flight.
+pub fn set_read_ahead(mountpoint: &std::path::Path, kib: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(mountpoint)?.dev();
+    let bdi = format!(
+        "/sys/class/bdi/{}:{}/read_ahead_kb",
+        libc::major(dev),
+        libc::minor(dev)
+    );
+    std::fs::write(&bdi, format!("{kib}\n"))
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{bdi}: {e}")))
+}
+
+impl Fs {
+    /// The listing behind a readdir: by handle, or by inode when the kernel opened the
+    /// directory without asking (handle 0, pinned mounts).
+    fn listing(&self, ino: INodeNo, fh: FileHandle) -> Result<Arc<Listing>, ClientError> {
+        if fh.0 == 0 {
+            self.tree.listing_of(ino.0)
+        } else {
+            self.tree.listing(fh.0)
         }
     }
 }
@@ -103,6 +134,10 @@ impl Filesystem for Fs {
         // The kernel then caches each inode's ACL (most have none) instead of asking the
         // daemon for `system.posix_acl_*` on every `ls -l`, and enforces stored ACLs.
         let _ = config.add_capabilities(fuser::InitFlags::FUSE_POSIX_ACL);
+        if self.tree.is_pinned() {
+            // Symlink targets of a pinned revision never change: the kernel may keep them.
+            let _ = config.add_capabilities(fuser::InitFlags::FUSE_CACHE_SYMLINKS);
+        }
         if self.passthrough {
             // A passthrough file may not sit on another stacked filesystem (stack depth 1).
             let ok = config
@@ -198,16 +233,14 @@ impl Filesystem for Fs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if self.tree.is_pinned() {
+            // A pinned revision's directories never change. ENOSYS tells the kernel to stop
+            // sending opendir and releasedir for this mount and to cache every listing it
+            // reads (FOPEN_CACHE_DIR is its default then): a warm `find` asks nothing.
+            return reply.error(Errno::ENOSYS);
+        }
         match self.tree.opendir(ino.0) {
-            // A pinned revision's directories never change: the kernel may cache listings.
-            Ok(fh) => reply.opened(
-                FileHandle(fh),
-                if self.tree.is_pinned() {
-                    FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
-                } else {
-                    FopenFlags::empty()
-                },
-            ),
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -232,7 +265,7 @@ impl Filesystem for Fs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let items = match self.tree.listing(fh.0) {
+        let items = match self.listing(ino, fh) {
             Ok(i) => i,
             Err(e) => return reply.error(errno(&e)),
         };
@@ -261,12 +294,12 @@ impl Filesystem for Fs {
     fn readdirplus(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let items = match self.tree.listing(fh.0) {
+        let items = match self.listing(ino, fh) {
             Ok(i) => i,
             Err(e) => return reply.error(errno(&e)),
         };

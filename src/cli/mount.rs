@@ -142,6 +142,10 @@ pub fn mount(a: MountArgs) -> anyhow::Result<ExitCode> {
         &config,
     )
     .with_context(|| format!("mounting at {}", a.mountpoint.display()))?;
+    if let Err(e) = lazyroot::fuse::set_read_ahead(&a.mountpoint, lazyroot::fuse::READ_AHEAD_KIB) {
+        // Only slower sequential reads: worth a word, not a failure.
+        eprintln!("lazyroot: read-ahead left at the kernel's default: {e}");
+    }
     println!(
         "mounted {} revision {revision} root {root}{} at {}{}",
         a.fqrn,

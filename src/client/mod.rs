@@ -96,6 +96,8 @@ pub struct MountedTree {
     entries: Mutex<HashMap<u64, Found>>,
     /// Directory listings of open directory handles (readdir is called once per buffer).
     listings: Mutex<HashMap<u64, Arc<Listing>>>,
+    /// Listings by directory inode, for pinned mounts (see `listing_of`).
+    listings_by_ino: Mutex<HashMap<u64, Arc<Listing>>>,
     next_fh: AtomicU64,
     errors: AtomicU64,
 }
@@ -129,6 +131,7 @@ impl MountedTree {
             handles: Mutex::new(HashMap::new()),
             entries: Mutex::new(HashMap::new()),
             listings: Mutex::new(HashMap::new()),
+            listings_by_ino: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             errors: AtomicU64::new(0),
         })
@@ -289,6 +292,24 @@ impl MountedTree {
 
     pub fn releasedir(&self, fh: u64) {
         self.listings.lock().expect("listings").remove(&fh);
+    }
+
+    /// The listing of directory `ino` when the kernel opens directories without asking
+    /// (pinned mounts): it reads a directory in several readdir calls, so the listing is kept
+    /// by inode for the calls that follow. A pinned directory never changes, and the kernel
+    /// caches what it read, so a few recent listings are all that is worth keeping.
+    pub fn listing_of(&self, ino: u64) -> Result<Arc<Listing>, ClientError> {
+        const RECENT: usize = 64;
+        if let Some(l) = self.listings_by_ino.lock().expect("listings").get(&ino) {
+            return Ok(l.clone());
+        }
+        let listing = Arc::new(self.readdir(ino)?);
+        let mut recent = self.listings_by_ino.lock().expect("listings");
+        if recent.len() >= RECENT {
+            recent.clear();
+        }
+        recent.insert(ino, listing.clone());
+        Ok(listing)
     }
 
     /// The entries of a directory with their attributes (for readdir and readdirplus).
