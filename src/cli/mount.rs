@@ -115,37 +115,16 @@ pub fn mount(a: MountArgs) -> anyhow::Result<ExitCode> {
         source, trust, repo, mode, root, size, pinned,
     )?);
 
-    use fuser::MountOption as O;
-    let mut options = vec![
-        O::FSName(format!("lazyroot:{}", a.fqrn)),
-        O::Subtype("lazyroot".into()),
-        O::RO,
-        O::DefaultPermissions,
-    ];
-    options.push(if a.suid { O::Suid } else { O::NoSuid });
-    options.push(if a.dev { O::Dev } else { O::NoDev });
-    let mut config = fuser::Config::default();
-    config.mount_options = options;
-    config.acl = if a.allow_other {
-        fuser::SessionACL::All
-    } else {
-        fuser::SessionACL::Owner
+    let options = lazyroot::fuse::MountOptions {
+        name: a.fqrn.clone(),
+        allow_other: a.allow_other,
+        suid: a.suid,
+        dev: a.dev,
+        passthrough: a.passthrough,
+        threads: 4,
     };
-    // Several requests in flight: one slow download must not stall every other reader.
-    config.n_threads = Some(4);
-    // One /dev/fuse descriptor per thread: no thundering herd on a shared one.
-    config.clone_fd = true;
-
-    let session = fuser::spawn_mount(
-        lazyroot::fuse::Fs::new(tree, a.passthrough),
-        &a.mountpoint,
-        &config,
-    )
-    .with_context(|| format!("mounting at {}", a.mountpoint.display()))?;
-    if let Err(e) = lazyroot::fuse::set_read_ahead(&a.mountpoint, lazyroot::fuse::READ_AHEAD_KIB) {
-        // Only slower sequential reads: worth a word, not a failure.
-        eprintln!("lazyroot: read-ahead left at the kernel's default: {e}");
-    }
+    let session = lazyroot::fuse::spawn(tree, &a.mountpoint, &options)
+        .with_context(|| format!("mounting at {}", a.mountpoint.display()))?;
     println!(
         "mounted {} revision {revision} root {root}{} at {}{}",
         a.fqrn,

@@ -30,9 +30,14 @@ pub struct Inodes {
 
 impl Inodes {
     pub fn new() -> Self {
+        Inodes::with_root(b"")
+    }
+
+    /// Numbers for a mount whose root is the repository directory `root`.
+    pub fn with_root(root: &[u8]) -> Self {
         let mut i = Inodes::default();
-        i.by_key.insert(Key::Path(Vec::new()), ROOT);
-        i.paths.push(Vec::new());
+        i.by_key.insert(Key::Path(root.to_vec()), ROOT);
+        i.paths.push(root.to_vec());
         i
     }
 

@@ -5,6 +5,7 @@
 pub mod attr;
 pub mod inodes;
 mod magic;
+pub mod skeleton;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 pub use attr::Attr;
+pub use skeleton::Skeleton;
 
 use crate::catalog::{Chunk, EntryKind};
 use crate::hash::ContentHash;
@@ -36,6 +38,8 @@ pub enum ClientError {
     NoAttribute,
     #[error("bad file handle")]
     BadHandle,
+    #[error("invalid path: {0}")]
+    InvalidPath(String),
     /// Anything the network, the cache or the data did wrong: the reader sees EIO.
     #[error("{0}")]
     Io(String),
@@ -87,6 +91,10 @@ pub struct MountedTree {
     current: RwLock<Revision>,
     /// `Some` for a mount pinned to a root hash: it never changes.
     pinned: bool,
+    /// The repository path shown as the mount's root ("" for the whole repository).
+    base: Vec<u8>,
+    /// Directories shown where the tree lacks them (mount points a runtime needs).
+    skeleton: Skeleton,
     mode: Mutex<Mode>,
     last_check: Mutex<Instant>,
     inodes: Mutex<inodes::Inodes>,
@@ -125,6 +133,8 @@ impl MountedTree {
                 root_size,
             }),
             pinned,
+            base: Vec::new(),
+            skeleton: Skeleton::none(),
             mode: Mutex::new(mode),
             last_check: Mutex::new(Instant::now()),
             inodes: Mutex::new(inodes::Inodes::new()),
@@ -135,6 +145,22 @@ impl MountedTree {
             next_fh: AtomicU64::new(1),
             errors: AtomicU64::new(0),
         })
+    }
+
+    /// Shows only the directory `base` of the repository (its root becomes the mount's
+    /// root), with `skeleton` directories added where it lacks them. Fails unless `base` is a
+    /// directory in the mounted revision.
+    pub fn subtree(mut self, base: &[u8], skeleton: Skeleton) -> Result<Self, ClientError> {
+        let base = crate::repository::path::normalize(base)
+            .map_err(|e| ClientError::InvalidPath(e.to_string()))?;
+        let found = self.with_snapshot(|s| s.lookup(&base)?.ok_or(ClientError::NotFound))?;
+        if !found.entry.is_dir() {
+            return Err(ClientError::NotADirectory);
+        }
+        self.inodes = Mutex::new(inodes::Inodes::with_root(&base));
+        self.base = base;
+        self.skeleton = skeleton;
+        Ok(self)
     }
 
     pub fn is_pinned(&self) -> bool {
@@ -228,7 +254,7 @@ impl MountedTree {
             _ => inodes::Key::Path(f.path.clone()),
         };
         // The kernel knows the root as inode 1, whatever revision is behind it.
-        let ino = if f.path.is_empty() {
+        let ino = if f.path == self.base {
             inodes::ROOT
         } else {
             self.inodes.lock().expect("inodes").ino(&f.path, key)
@@ -249,7 +275,49 @@ impl MountedTree {
             return Ok(f.clone());
         }
         let path = self.path_of(ino)?;
-        self.with_snapshot(|s| s.lookup(&path)?.ok_or(ClientError::NotFound))
+        self.find(&path)
+    }
+
+    /// The entry at a repository path: from the catalogs, else a skeleton directory.
+    fn find(&self, path: &[u8]) -> Result<Found, ClientError> {
+        self.with_snapshot(|s| {
+            if let Some(f) = s.lookup(path).ok().flatten() {
+                return Ok(f);
+            }
+            self.skeleton_entry(s, path)?.ok_or(ClientError::NotFound)
+        })
+    }
+
+    /// The path relative to the mount's root, if it lies inside it.
+    fn relative<'p>(&self, path: &'p [u8]) -> Option<&'p [u8]> {
+        if self.base.is_empty() {
+            return Some(path);
+        }
+        let rest = path.strip_prefix(self.base.as_slice())?;
+        if rest.is_empty() {
+            return Some(rest);
+        }
+        rest.strip_prefix(b"/")
+    }
+
+    /// A skeleton directory at `path`, when the skeleton has one there.
+    fn skeleton_entry(
+        &self,
+        s: &crate::repository::Snapshot<'_>,
+        path: &[u8],
+    ) -> Result<Option<Found>, ClientError> {
+        match self.relative(path) {
+            Some(rel) if self.skeleton.contains(rel) => {
+                let root = s.lookup(&self.base)?.ok_or(ClientError::NotFound)?;
+                let name = rel.rsplit(|&b| b == b'/').next().unwrap_or(rel);
+                Ok(Some(Found {
+                    path: path.to_vec(),
+                    entry: Skeleton::entry(name, &root.entry),
+                    catalog: root.catalog,
+                }))
+            }
+            _ => Ok(None),
+        }
     }
 
     pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr, ClientError> {
@@ -260,9 +328,14 @@ impl MountedTree {
         let dir = self.path_of(parent)?;
         let path = crate::repository::path::join(&dir, name);
         let r = self.with_snapshot(|s| {
-            s.lookup(&path)?
-                .filter(|f| !f.entry.is_hidden())
-                .ok_or(ClientError::NotFound)
+            match s.lookup(&path) {
+                Ok(Some(f)) if !f.entry.is_hidden() => return Ok(f),
+                Ok(Some(_)) => return Err(ClientError::NotFound),
+                // A missing entry, or a path under a skeleton directory the catalogs lack.
+                Ok(None) | Err(RepoError::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+            self.skeleton_entry(s, &path)?.ok_or(ClientError::NotFound)
         });
         let f = self.note(r)?;
         Ok(self.attr_of(&f))
@@ -315,7 +388,25 @@ impl MountedTree {
     /// The entries of a directory with their attributes (for readdir and readdirplus).
     pub fn readdir(&self, ino: u64) -> Result<Vec<(Vec<u8>, Attr)>, ClientError> {
         let path = self.path_of(ino)?;
-        let r = self.with_snapshot(|s| Ok(s.list(&path)?));
+        let r = self.with_snapshot(|s| {
+            let mut items = match s.list(&path) {
+                Ok(items) => items,
+                // A skeleton directory: nothing of the catalogs' in it.
+                Err(RepoError::NotFound(_)) if self.skeleton_entry(s, &path)?.is_some() => {
+                    Vec::new()
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(rel) = self.relative(&path) {
+                for name in self.skeleton.children(rel) {
+                    if !items.iter().any(|f| f.entry.name == name) {
+                        let child = crate::repository::path::join(&path, name);
+                        items.extend(self.skeleton_entry(s, &child)?);
+                    }
+                }
+            }
+            Ok(items)
+        });
         let items = self.note(r)?;
         Ok(items
             .iter()

@@ -16,6 +16,9 @@ use fuser::{
 use crate::catalog::EntryKind;
 use crate::client::{Attr, ClientError, Listing, MountedTree};
 
+mod session;
+pub use session::{other_mounts, set_read_ahead, spawn, unmount, MountOptions, READ_AHEAD_KIB};
+
 pub struct Fs {
     tree: Arc<MountedTree>,
     /// Whole-file reads go straight from the kernel to the cached object (FUSE passthrough),
@@ -33,25 +36,6 @@ impl Fs {
             backing: Mutex::new(HashMap::new()),
         }
     }
-}
-
-/// What `lazyroot mount` sets with [`set_read_ahead`].
-pub const READ_AHEAD_KIB: u32 = 1024;
-
-/// The kernel's read-ahead for a FUSE mount starts at 128 KiB, so a sequential reader costs
-/// one round trip per 128 KiB. Raising the mount's read-ahead (its backing device info, by
-/// the mount's device number) lets the kernel ask for up to 1 MiB at a time (256 pages, its
-/// default limit for one FUSE request) and keep that much in flight.
-pub fn set_read_ahead(mountpoint: &std::path::Path, kib: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let dev = std::fs::metadata(mountpoint)?.dev();
-    let bdi = format!(
-        "/sys/class/bdi/{}:{}/read_ahead_kb",
-        libc::major(dev),
-        libc::minor(dev)
-    );
-    std::fs::write(&bdi, format!("{kib}\n"))
-        .map_err(|e| std::io::Error::new(e.kind(), format!("{bdi}: {e}")))
 }
 
 impl Fs {
@@ -75,6 +59,7 @@ fn errno(e: &ClientError) -> Errno {
         ClientError::NotASymlink => Errno::EINVAL,
         ClientError::NoAttribute => Errno::ENODATA,
         ClientError::BadHandle => Errno::EBADF,
+        ClientError::InvalidPath(_) => Errno::EINVAL,
         ClientError::Io(msg) => {
             eprintln!("lazyroot: I/O error: {msg}");
             Errno::EIO
