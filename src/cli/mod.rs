@@ -2,6 +2,7 @@
 
 mod mount;
 mod progress;
+mod provision;
 mod read;
 mod serve;
 mod write;
@@ -73,6 +74,14 @@ pub enum Command {
     Mount(mount::MountArgs),
     /// Serve repositories over HTTP under /cvmfs/<fqrn>/.
     Serve(serve::ServeArgs),
+    /// Run the provisioner daemon: images mounted lazily for Mesos (appc store), pins, CSI.
+    Provisioner(provision::ProvisionerArgs),
+    /// Prepare or list images through the provisioner.
+    Image(provision::ImageArgs),
+    /// Hold an image's revision for a container.
+    Pin(provision::PinArgs),
+    /// Release a container's pin.
+    Unpin(provision::UnpinArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -87,5 +96,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(a) => read::check(a),
         Command::Mount(a) => mount::mount(a),
         Command::Serve(a) => serve::serve(a),
+        Command::Provisioner(a) => provision::provisioner(a),
+        Command::Image(a) => provision::image(a),
+        Command::Pin(a) => provision::pin(a),
+        Command::Unpin(a) => provision::unpin(a),
     }
 }

@@ -46,7 +46,7 @@ fn mounted_busybox() -> Served {
     Served { m, repo }
 }
 
-fn run(cmd: &mut Command) -> String {
+pub fn run(cmd: &mut Command) -> String {
     let o = cmd.output().unwrap();
     assert!(
         o.status.success(),
@@ -80,7 +80,7 @@ fn chroot_as_root_and_as_nobody() {
     drop(s.repo);
 }
 
-fn runc_bundle(dir: &Path, rootfs: &Path, uid: u32) {
+pub fn runc_bundle(dir: &Path, rootfs: &Path, uid: u32) {
     std::fs::create_dir_all(dir).unwrap();
     run(Command::new("runc").arg("spec").current_dir(dir));
     let path = dir.join("config.json");

@@ -1,0 +1,182 @@
+//! The daemon's configuration file (JSON): repositories and where things live.
+//!
+//! ```json
+//! {
+//!   "repositories": {
+//!     "demo.example.org": {
+//!       "servers": ["http://stratum1.example.org/cvmfs/@fqrn@"],
+//!       "proxies": "DIRECT",
+//!       "keys": ["/etc/lazyroot/keys/demo.example.org.pub"]
+//!     }
+//!   },
+//!   "cache": "/var/lib/lazyroot/cache",
+//!   "quota_mb": 20000,
+//!   "mount_root": "/var/lib/lazyroot/images",
+//!   "appc_store_dir": "/var/lib/lazyroot/appc",
+//!   "state": "/var/lib/lazyroot/provisioner.sqlite",
+//!   "control_socket": "/run/lazyroot/control.sock",
+//!   "csi_socket": "/run/lazyroot/csi.sock",
+//!   "grace_secs": 600
+//! }
+//! ```
+//! Every field but `repositories` has the default shown. Unknown fields are refused (a
+//! misspelt setting must not be silently ignored).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoryConfig {
+    /// Server URLs in failover order (`@fqrn@` is replaced by the repository name).
+    pub servers: Vec<String>,
+    /// Proxy chain in CernVM-FS syntax (`p1|p2;p3`, `DIRECT`).
+    #[serde(default = "direct")]
+    pub proxies: String,
+    /// Trusted master public keys (PEM files); any one of them may sign the whitelist.
+    pub keys: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub repositories: BTreeMap<String, RepositoryConfig>,
+    #[serde(default = "defaults::cache")]
+    pub cache: PathBuf,
+    /// Soft limit of the shared cache in MB; 0: unlimited.
+    #[serde(default = "defaults::quota_mb")]
+    pub quota_mb: u64,
+    /// Where image root filesystems are mounted (one FUSE mount per image).
+    #[serde(default = "defaults::mount_root")]
+    pub mount_root: PathBuf,
+    /// Mesos's `--appc_store_dir`.
+    #[serde(default = "defaults::appc_store_dir")]
+    pub appc_store_dir: PathBuf,
+    /// The daemon's SQLite state (images, pins).
+    #[serde(default = "defaults::state")]
+    pub state: PathBuf,
+    #[serde(default = "defaults::control_socket")]
+    pub control_socket: PathBuf,
+    /// The CSI v1 node service's socket; `null` turns the service off.
+    #[serde(default = "defaults::csi_socket")]
+    pub csi_socket: Option<PathBuf>,
+    /// How long an image nobody pins stays mounted (a task may be about to use it).
+    #[serde(default = "defaults::grace_secs")]
+    pub grace_secs: u64,
+    /// Honour setuid bits in images (off by default, as in CernVM-FS).
+    #[serde(default)]
+    pub suid: bool,
+    /// Connect timeout and low-speed window for downloads, in seconds.
+    #[serde(default = "defaults::timeout_secs")]
+    pub timeout_secs: u64,
+}
+
+fn direct() -> String {
+    "DIRECT".into()
+}
+
+mod defaults {
+    use std::path::PathBuf;
+    pub fn cache() -> PathBuf {
+        "/var/lib/lazyroot/cache".into()
+    }
+    pub fn quota_mb() -> u64 {
+        20_000
+    }
+    pub fn mount_root() -> PathBuf {
+        "/var/lib/lazyroot/images".into()
+    }
+    pub fn appc_store_dir() -> PathBuf {
+        "/var/lib/lazyroot/appc".into()
+    }
+    pub fn state() -> PathBuf {
+        "/var/lib/lazyroot/provisioner.sqlite".into()
+    }
+    pub fn control_socket() -> PathBuf {
+        "/run/lazyroot/control.sock".into()
+    }
+    pub fn csi_socket() -> Option<PathBuf> {
+        Some("/run/lazyroot/csi.sock".into())
+    }
+    pub fn grace_secs() -> u64 {
+        600
+    }
+    pub fn timeout_secs() -> u64 {
+        5
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: String,
+        source: serde_json::Error,
+    },
+    #[error("{path}: {why}")]
+    Invalid { path: String, why: String },
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let config: Config =
+            serde_json::from_slice(&text).map_err(|source| ConfigError::Parse {
+                path: shown.clone(),
+                source,
+            })?;
+        config
+            .validate()
+            .map_err(|why| ConfigError::Invalid { path: shown, why })?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.repositories.is_empty() {
+            return Err("no repositories configured".into());
+        }
+        for (fqrn, r) in &self.repositories {
+            crate::provisioner::image::check_fqrn(fqrn)
+                .map_err(|e| format!("repository {fqrn:?}: {e}"))?;
+            if r.servers.is_empty() {
+                return Err(format!("repository {fqrn}: no servers"));
+            }
+            if r.keys.is_empty() {
+                return Err(format!("repository {fqrn}: no trusted master keys"));
+            }
+            crate::download::parse_hosts(&r.servers.join(";"), fqrn)
+                .map_err(|e| format!("repository {fqrn}: servers: {e}"))?;
+            crate::download::parse_proxies(&r.proxies)
+                .map_err(|e| format!("repository {fqrn}: proxies: {e}"))?;
+        }
+        for (name, p) in [
+            ("cache", &self.cache),
+            ("mount_root", &self.mount_root),
+            ("appc_store_dir", &self.appc_store_dir),
+            ("state", &self.state),
+            ("control_socket", &self.control_socket),
+        ] {
+            if !p.is_absolute() {
+                return Err(format!(
+                    "{name} must be an absolute path, not {}",
+                    p.display()
+                ));
+            }
+        }
+        if self.mount_root.starts_with(&self.cache) || self.cache.starts_with(&self.mount_root) {
+            return Err("mount_root and cache must not contain each other".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,46 @@
+//! The daemon as the CSI node service's volume publisher: a volume is a repository
+//! directory at one revision, mounted lazily (pinned) straight at the target path.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::csi::{VolumeError, VolumePublisher, VolumeSpec};
+use crate::hash::ContentHash;
+use crate::repository::At;
+
+use super::{ProvisionError, Provisioner};
+
+pub struct Volumes(pub Arc<Provisioner>);
+
+fn volume_error(e: ProvisionError) -> VolumeError {
+    match e {
+        ProvisionError::Invalid(m) | ProvisionError::AlreadyExists(m) => {
+            VolumeError::InvalidArgument(m)
+        }
+        ProvisionError::NotFound(m) => VolumeError::NotFound(m),
+        ProvisionError::Unavailable(m) | ProvisionError::Busy(m) => VolumeError::Unavailable(m),
+        ProvisionError::PermissionDenied(m) | ProvisionError::Internal(m) => {
+            VolumeError::Internal(m)
+        }
+    }
+}
+
+impl VolumePublisher for Volumes {
+    fn publish(&self, spec: &VolumeSpec, target: &Path) -> Result<(), VolumeError> {
+        let at = match (&spec.root_hash, &spec.tag) {
+            (Some(h), _) => At::RootHash(
+                ContentHash::parse(h)
+                    .map_err(|e| VolumeError::InvalidArgument(format!("root hash {h:?}: {e}")))?,
+            ),
+            (None, Some(t)) => At::Tag(t.clone()),
+            (None, None) => At::Latest,
+        };
+        self.0
+            .publish_volume(&spec.fqrn, &spec.path, &at, target)
+            .map_err(volume_error)
+    }
+
+    fn unpublish(&self, target: &Path) -> Result<(), VolumeError> {
+        self.0.unpublish_volume(target).map_err(volume_error)
+    }
+}

@@ -1,0 +1,474 @@
+//! The provisioner's behaviour, without transport: prepare images, pin and unpin them,
+//! release what nobody uses, recover after a restart. One lock orders every change, so the
+//! state database, the mounts and the appc store always agree.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use crate::client::Skeleton;
+use crate::hash::ContentHash;
+use crate::repository::At;
+
+use super::api;
+use super::appc::AppcStore;
+use super::config::Config;
+use super::error::ProvisionError;
+use super::image::{check_fqrn, normalize_path, ImageKey};
+use super::mounts::{Mount, Mounter, Resolved};
+use super::state::{now, ImageRow, State};
+
+pub struct Provisioner {
+    config: Config,
+    mounter: Mounter,
+    appc: AppcStore,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    state: State,
+    /// Mounted images by id.
+    mounts: HashMap<String, Mount>,
+    /// CSI volumes by target path.
+    volumes: HashMap<PathBuf, (ImageKey, Mount)>,
+}
+
+/// Container ids come from Mesos (`parent.child` for nested containers): bounded, printable.
+fn check_container_id(id: &str) -> Result<(), ProvisionError> {
+    let ok = !id.is_empty()
+        && id.len() <= 1024
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:@".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(ProvisionError::Invalid(format!(
+            "not a container id: {id:?} (letters, digits and -_.:@, at most 1024)"
+        )))
+    }
+}
+
+impl Provisioner {
+    /// Opens the state, remounts every image it lists (a restarted daemon serves the same
+    /// images at the same paths) and removes what no image references.
+    pub fn start(config: Config) -> Result<Arc<Provisioner>, ProvisionError> {
+        let mkdir = |p: &std::path::Path| {
+            std::fs::create_dir_all(p)
+                .map_err(|e| ProvisionError::Internal(format!("creating {}: {e}", p.display())))
+        };
+        mkdir(&config.mount_root)?;
+        if let Some(parent) = config.state.parent() {
+            mkdir(parent)?;
+        }
+        let appc = AppcStore::new(&config.appc_store_dir).map_err(|e| {
+            ProvisionError::Internal(format!(
+                "appc store {}: {e}",
+                config.appc_store_dir.display()
+            ))
+        })?;
+        let state = State::open(&config.state).map_err(|e| {
+            ProvisionError::Internal(format!("state {}: {e}", config.state.display()))
+        })?;
+        let mounter = Mounter::new(&config)?;
+        let p = Arc::new(Provisioner {
+            config,
+            mounter,
+            appc,
+            inner: Mutex::new(Inner {
+                state,
+                mounts: HashMap::new(),
+                volumes: HashMap::new(),
+            }),
+        });
+        p.recover()?;
+        Ok(p)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn mountpoint(&self, key: &ImageKey) -> PathBuf {
+        self.config.mount_root.join(key.mount_dir())
+    }
+
+    fn recover(&self) -> Result<(), ProvisionError> {
+        let mut inner = self.inner.lock().expect("provisioner");
+        let images = inner.state.images()?;
+        for row in &images {
+            let mp = self.mountpoint(&row.key);
+            // After a crash the old mount is dead ("transport endpoint is not connected").
+            let _ = crate::fuse::unmount(&mp, true);
+            match self.mount_image(&row.key) {
+                Ok(m) => {
+                    inner.mounts.insert(row.id.clone(), m);
+                    self.appc
+                        .put(&row.key, row.revision, &mp)
+                        .map_err(|e| ProvisionError::Internal(format!("appc entry: {e}")))?;
+                }
+                // Kept in the state: the next prepare or pin of it mounts it again.
+                Err(e) => eprintln!("lazyroot: cannot remount image {}: {e}", row.id),
+            }
+        }
+        for (target, key) in inner.state.volumes()? {
+            let target = PathBuf::from(target);
+            let _ = crate::fuse::unmount(&target, true);
+            match self.mount_volume(&key, &target) {
+                Ok(m) => {
+                    inner.volumes.insert(target, (key, m));
+                }
+                Err(e) => eprintln!("lazyroot: cannot remount volume {}: {e}", target.display()),
+            }
+        }
+        let known: Vec<&str> = images.iter().map(|i| i.id.as_str()).collect();
+        for id in self
+            .appc
+            .ids()
+            .map_err(|e| ProvisionError::Internal(format!("appc store: {e}")))?
+        {
+            if !known.contains(&id.as_str()) {
+                let _ = self.appc.remove(&id);
+            }
+        }
+        Ok(())
+    }
+
+    fn mount_image(&self, key: &ImageKey) -> Result<Mount, ProvisionError> {
+        let root = ContentHash::parse(&key.root_hash)
+            .map_err(|e| ProvisionError::Invalid(format!("root hash {:?}: {e}", key.root_hash)))?;
+        let at = Resolved {
+            root,
+            size: 0,
+            revision: 0,
+        };
+        self.mounter.mount(
+            &key.fqrn,
+            &key.path,
+            &at,
+            &self.mountpoint(key),
+            Skeleton::mesos_rootfs(),
+        )
+    }
+
+    fn image_of(&self, inner: &Inner, row: &ImageRow) -> Result<api::Image, ProvisionError> {
+        let pinned_by = inner
+            .state
+            .pins()?
+            .into_iter()
+            .filter(|p| p.image_id == row.id)
+            .map(|p| p.container_id)
+            .collect();
+        Ok(api::Image {
+            id: row.id.clone(),
+            fqrn: row.key.fqrn.clone(),
+            path: row.key.path.clone(),
+            root_hash: row.key.root_hash.clone(),
+            revision: row.revision,
+            rootfs: self.mountpoint(&row.key).display().to_string(),
+            appc_name: row.key.appc_name(),
+            appc_dir: self.appc.entry_dir(&row.id).display().to_string(),
+            pinned_by,
+        })
+    }
+
+    pub fn prepare(&self, req: &api::PrepareImageRequest) -> Result<api::Image, ProvisionError> {
+        check_fqrn(&req.fqrn).map_err(ProvisionError::Invalid)?;
+        let path = normalize_path(&req.path).map_err(ProvisionError::Invalid)?;
+        let at = match (req.root_hash.is_empty(), req.tag.is_empty()) {
+            (false, false) => {
+                return Err(ProvisionError::Invalid(
+                    "give a root hash or a tag, not both".into(),
+                ))
+            }
+            (false, true) => At::RootHash(ContentHash::parse(&req.root_hash).map_err(|e| {
+                ProvisionError::Invalid(format!("root hash {:?}: {e}", req.root_hash))
+            })?),
+            (true, false) => At::Tag(req.tag.clone()),
+            (true, true) => At::Latest,
+        };
+        // Outside the lock: this may ask the servers.
+        let resolved = self.mounter.resolve(&req.fqrn, &at)?;
+        let key = ImageKey {
+            fqrn: req.fqrn.clone(),
+            path,
+            root_hash: resolved.root.to_string(),
+        };
+        let id = key.id();
+        let mut inner = self.inner.lock().expect("provisioner");
+        let existing = inner.state.image(&id)?;
+        if !inner.mounts.contains_key(&id) {
+            let mp = self.mountpoint(&key);
+            let _ = crate::fuse::unmount(&mp, true);
+            let mount = self
+                .mounter
+                .mount(
+                    &key.fqrn,
+                    &key.path,
+                    &resolved,
+                    &mp,
+                    Skeleton::mesos_rootfs(),
+                )
+                .inspect_err(|_| {
+                    let _ = std::fs::remove_dir(&mp);
+                })?;
+            inner.mounts.insert(id.clone(), mount);
+        }
+        let revision = existing
+            .as_ref()
+            .map_or(resolved.revision, |r| r.revision.max(resolved.revision));
+        let row = ImageRow {
+            id: id.clone(),
+            key: key.clone(),
+            revision,
+            touched: now(),
+        };
+        let written = self
+            .appc
+            .put(&key, revision, &self.mountpoint(&key))
+            .map_err(|e| ProvisionError::Internal(format!("appc entry of {id}: {e}")))
+            .and_then(|_| inner.state.put_image(&row).map_err(ProvisionError::from));
+        if let Err(e) = written {
+            // Nothing half-done stays: no entry, no mount of an image the state lacks.
+            if existing.is_none() {
+                let _ = self.appc.remove(&id);
+                if let Some(mut m) = inner.mounts.remove(&id) {
+                    m.detach();
+                }
+            }
+            return Err(e);
+        }
+        self.image_of(&inner, &row)
+    }
+
+    pub fn pin(&self, req: &api::PinRequest) -> Result<api::Pin, ProvisionError> {
+        check_container_id(&req.container_id)?;
+        let mut inner = self.inner.lock().expect("provisioner");
+        let row = inner.state.image(&req.image_id)?.ok_or_else(|| {
+            ProvisionError::NotFound(format!("no image {:?} (prepare it first)", req.image_id))
+        })?;
+        match inner.state.pin_of(&req.container_id)? {
+            Some(i) if i == req.image_id => {}
+            Some(i) => {
+                return Err(ProvisionError::AlreadyExists(format!(
+                    "container {} already pins image {i}",
+                    req.container_id
+                )))
+            }
+            None => inner.state.add_pin(&req.container_id, &req.image_id)?,
+        }
+        if !inner.mounts.contains_key(&row.id) {
+            // Its mount failed at recovery: try again now that a task needs it.
+            let m = self.mount_image(&row.key)?;
+            inner.mounts.insert(row.id.clone(), m);
+        }
+        Ok(api::Pin {
+            container_id: req.container_id.clone(),
+            image_id: row.id.clone(),
+            root_hash: row.key.root_hash.clone(),
+            rootfs: self.mountpoint(&row.key).display().to_string(),
+        })
+    }
+
+    pub fn unpin(&self, req: &api::UnpinRequest) -> Result<api::UnpinResponse, ProvisionError> {
+        check_container_id(&req.container_id)?;
+        let mut inner = self.inner.lock().expect("provisioner");
+        let was = inner.state.remove_pin(&req.container_id)?;
+        // No grace time: the image goes as soon as its last pin does.
+        if let (Some(id), 0) = (&was, self.config.grace_secs) {
+            if let Some(row) = inner.state.image(id)? {
+                self.release(&mut inner, &row)?;
+            }
+        }
+        Ok(api::UnpinResponse {
+            was_pinned: was.is_some(),
+        })
+    }
+
+    pub fn sync_pins(
+        &self,
+        req: &api::SyncPinsRequest,
+    ) -> Result<api::SyncPinsResponse, ProvisionError> {
+        for id in &req.container_ids {
+            check_container_id(id)?;
+        }
+        let mut inner = self.inner.lock().expect("provisioner");
+        let mut removed = Vec::new();
+        for pin in inner.state.pins()? {
+            if !req.container_ids.contains(&pin.container_id) {
+                inner.state.remove_pin(&pin.container_id)?;
+                removed.push(pin.container_id);
+            }
+        }
+        Ok(api::SyncPinsResponse { removed })
+    }
+
+    pub fn list(&self) -> Result<api::ListImagesResponse, ProvisionError> {
+        let inner = self.inner.lock().expect("provisioner");
+        let images = inner
+            .state
+            .images()?
+            .iter()
+            .map(|row| self.image_of(&inner, row))
+            .collect::<Result<Vec<_>, _>>()?;
+        let pins = inner
+            .state
+            .pins()?
+            .into_iter()
+            .map(|p| {
+                let img = images.iter().find(|i| i.id == p.image_id);
+                api::Pin {
+                    root_hash: img.map(|i| i.root_hash.clone()).unwrap_or_default(),
+                    rootfs: img.map(|i| i.rootfs.clone()).unwrap_or_default(),
+                    container_id: p.container_id,
+                    image_id: p.image_id,
+                }
+            })
+            .collect();
+        Ok(api::ListImagesResponse { images, pins })
+    }
+
+    pub fn health(&self) -> Result<api::HealthResponse, ProvisionError> {
+        let inner = self.inner.lock().expect("provisioner");
+        Ok(api::HealthResponse {
+            status: "ok".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            images: inner.state.images()?.len() as u32,
+            pins: inner.state.pins()?.len() as u32,
+            mounts: (inner.mounts.len() + inner.volumes.len()) as u32,
+            pid: std::process::id() as u64,
+        })
+    }
+
+    /// Releases images nobody has pinned for the grace time: unmounted, appc entry and
+    /// state row removed. An image still mounted elsewhere (a bind) or busy stays for now.
+    /// The ids released.
+    pub fn release_idle(&self) -> Result<Vec<String>, ProvisionError> {
+        let mut inner = self.inner.lock().expect("provisioner");
+        let deadline = now() - self.config.grace_secs as i64;
+        let mut released = Vec::new();
+        for row in inner.state.images()? {
+            // Strictly older: a just-prepared image always gets a moment to be pinned.
+            if row.touched < deadline && self.release(&mut inner, &row)? {
+                released.push(row.id);
+            }
+        }
+        Ok(released)
+    }
+
+    /// Releases one image unless pinned, busy or mounted elsewhere; whether it did.
+    fn release(&self, inner: &mut Inner, row: &ImageRow) -> Result<bool, ProvisionError> {
+        if inner.state.pin_count(&row.id)? > 0 {
+            return Ok(false);
+        }
+        if let Some(mut m) = inner.mounts.remove(&row.id) {
+            if let Err(e) = m.unmount() {
+                eprintln!("lazyroot: keeping image {} mounted: {e}", row.id);
+                inner.mounts.insert(row.id.clone(), m);
+                return Ok(false);
+            }
+        }
+        self.appc
+            .remove(&row.id)
+            .map_err(|e| ProvisionError::Internal(format!("appc entry of {}: {e}", row.id)))?;
+        inner.state.remove_image(&row.id)?;
+        let mp = self.mountpoint(&row.key);
+        let _ = std::fs::remove_dir(&mp);
+        // The revision and repository directories, once empty.
+        for dir in mp.ancestors().skip(1).take(2) {
+            let _ = std::fs::remove_dir(dir);
+        }
+        Ok(true)
+    }
+
+    fn mount_volume(
+        &self,
+        key: &ImageKey,
+        target: &std::path::Path,
+    ) -> Result<Mount, ProvisionError> {
+        let root = ContentHash::parse(&key.root_hash)
+            .map_err(|e| ProvisionError::Invalid(format!("root hash {:?}: {e}", key.root_hash)))?;
+        let at = Resolved {
+            root,
+            size: 0,
+            revision: 0,
+        };
+        self.mounter
+            .mount(&key.fqrn, &key.path, &at, target, Skeleton::none())
+    }
+
+    /// Mounts a repository directory at a revision read-only at `target` (CSI
+    /// NodePublishVolume). The same volume at the same target again is a no-op.
+    pub fn publish_volume(
+        &self,
+        fqrn: &str,
+        path: &str,
+        at: &At,
+        target: &std::path::Path,
+    ) -> Result<(), ProvisionError> {
+        check_fqrn(fqrn).map_err(ProvisionError::Invalid)?;
+        let path = normalize_path(path).map_err(ProvisionError::Invalid)?;
+        let resolved = self.mounter.resolve(fqrn, at)?;
+        let key = ImageKey {
+            fqrn: fqrn.to_string(),
+            path,
+            root_hash: resolved.root.to_string(),
+        };
+        let mut inner = self.inner.lock().expect("provisioner");
+        if let Some((existing, _)) = inner.volumes.get(target) {
+            if *existing == key {
+                return Ok(());
+            }
+            return Err(ProvisionError::AlreadyExists(format!(
+                "{} already has volume {}:{}@{}",
+                target.display(),
+                existing.fqrn,
+                existing.path,
+                existing.root_hash
+            )));
+        }
+        let m = self
+            .mounter
+            .mount(&key.fqrn, &key.path, &resolved, target, Skeleton::none())?;
+        let shown = target.display().to_string();
+        if let Err(e) = inner.state.put_volume(&shown, &key) {
+            let mut m = m;
+            m.detach();
+            return Err(e.into());
+        }
+        inner.volumes.insert(target.to_path_buf(), (key, m));
+        Ok(())
+    }
+
+    /// Unmounts the volume at `target` (CSI NodeUnpublishVolume); nothing there is fine.
+    pub fn unpublish_volume(&self, target: &std::path::Path) -> Result<(), ProvisionError> {
+        let mut inner = self.inner.lock().expect("provisioner");
+        if let Some((key, mut m)) = inner.volumes.remove(target) {
+            if let Err(e) = m.unmount() {
+                inner.volumes.insert(target.to_path_buf(), (key, m));
+                return Err(e);
+            }
+        }
+        inner.state.remove_volume(&target.display().to_string())?;
+        Ok(())
+    }
+
+    /// Unmounts everything (the daemon is stopping); state and appc entries stay, so a
+    /// restarted daemon mounts the same images again.
+    pub fn shutdown(&self) {
+        let mut inner = self.inner.lock().expect("provisioner");
+        let inner = &mut *inner;
+        let volumes = inner.volumes.drain().map(|(_, (_, m))| m);
+        let mounts: Vec<Mount> = inner
+            .mounts
+            .drain()
+            .map(|(_, m)| m)
+            .chain(volumes)
+            .collect();
+        for mut m in mounts {
+            if m.unmount().is_err() {
+                m.detach();
+            }
+        }
+    }
+}

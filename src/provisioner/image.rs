@@ -1,0 +1,152 @@
+//! What an image is: a directory of a repository at one root hash, and the names derived
+//! from it (its appc image id and name, its mount point). Inputs come from callers of the
+//! control API and CSI: checked here before anything touches the disk.
+
+use sha2::{Digest, Sha512};
+
+/// The identity of an image. `path` is normalized ("/" or "/a/b", no trailing slash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageKey {
+    pub fqrn: String,
+    pub path: String,
+    pub root_hash: String,
+}
+
+pub fn check_fqrn(fqrn: &str) -> Result<(), String> {
+    let ok = !fqrn.is_empty()
+        && fqrn.len() <= 253
+        && fqrn
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && !fqrn.starts_with(['.', '-'])
+        && !fqrn.contains("..");
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "not a repository name: {fqrn:?} (lowercase letters, digits, '.' and '-')"
+        ))
+    }
+}
+
+/// "/images//bookworm/" → "/images/bookworm"; refuses relative paths, `.`/`..`, NUL.
+pub fn normalize_path(path: &str) -> Result<String, String> {
+    if !path.starts_with('/') {
+        return Err(format!("not an absolute path: {path:?}"));
+    }
+    if path.len() > 4096 || path.contains('\0') {
+        return Err("path too long or with a NUL byte".into());
+    }
+    let mut out = String::new();
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        if part == "." || part == ".." {
+            return Err(format!("path with '.' or '..': {path:?}"));
+        }
+        out.push('/');
+        out.push_str(part);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    Ok(out)
+}
+
+impl ImageKey {
+    /// `sha512-` and the SHA-512 of fqrn, path and root hash, NUL-separated: the same image
+    /// gets the same id on every agent and after every restart.
+    pub fn id(&self) -> String {
+        let mut h = Sha512::new();
+        h.update(self.fqrn.as_bytes());
+        h.update([0]);
+        h.update(self.path.as_bytes());
+        h.update([0]);
+        h.update(self.root_hash.as_bytes());
+        format!("sha512-{}", hex::encode(h.finalize()))
+    }
+
+    /// The appc image name: `<fqrn><path>`, as an AC identifier (lowercase; characters
+    /// outside `[a-z0-9._~/-]` become `-`).
+    pub fn appc_name(&self) -> String {
+        let raw = if self.path == "/" {
+            self.fqrn.clone()
+        } else {
+            format!("{}{}", self.fqrn, self.path)
+        };
+        raw.chars()
+            .map(|c| {
+                let c = c.to_ascii_lowercase();
+                if c.is_ascii_lowercase() || c.is_ascii_digit() || "._~/-".contains(c) {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect()
+    }
+
+    /// Where the image is mounted, under the mount root: `<fqrn>/<root hash>/<path>` with
+    /// the path's slashes escaped, so that two images of one revision never nest.
+    pub fn mount_dir(&self) -> std::path::PathBuf {
+        let escaped = self.path.replace('%', "%25").replace('/', "%2F");
+        [
+            self.fqrn.as_str(),
+            self.root_hash.as_str(),
+            escaped.as_str(),
+        ]
+        .iter()
+        .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(path: &str) -> ImageKey {
+        ImageKey {
+            fqrn: "demo.example.org".into(),
+            path: path.into(),
+            root_hash: "0a1b".into(),
+        }
+    }
+
+    #[test]
+    fn ids_are_deterministic_and_distinct() {
+        let a = key("/images/a").id();
+        assert_eq!(a, key("/images/a").id());
+        assert_eq!(a.len(), "sha512-".len() + 128);
+        assert!(a.starts_with("sha512-"));
+        assert_ne!(a, key("/images/b").id());
+        let mut other = key("/images/a");
+        other.root_hash = "0a1c".into();
+        assert_ne!(a, other.id());
+        // The separator keeps ("a", "/bc") and ("a/b", "c")-like splits apart.
+        let mut shifted = key("/images/a");
+        shifted.fqrn = "demo.example.or".into();
+        shifted.path = "g/images/a".into();
+        assert_ne!(a, shifted.id());
+    }
+
+    #[test]
+    fn paths_and_names() {
+        assert_eq!(normalize_path("/images//Deb/").unwrap(), "/images/Deb");
+        assert_eq!(normalize_path("/").unwrap(), "/");
+        assert!(normalize_path("images").is_err());
+        assert!(normalize_path("/a/../b").is_err());
+        assert!(normalize_path("/a/./b").is_err());
+        assert!(normalize_path("/a\0b").is_err());
+        assert_eq!(
+            key("/images/Deb 12").appc_name(),
+            "demo.example.org/images/deb-12"
+        );
+        assert_eq!(key("/").appc_name(), "demo.example.org");
+        assert_eq!(
+            key("/images/a").mount_dir(),
+            std::path::PathBuf::from("demo.example.org/0a1b/%2Fimages%2Fa")
+        );
+        assert!(check_fqrn("demo.example.org").is_ok());
+        for bad in ["", "Demo.org", "../x", "a/b", ".a", "a..b"] {
+            assert!(check_fqrn(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! The provisioner daemon: images (fqrn, path, root hash) mounted lazily from the shared
+//! cache, handed to Mesos through its appc store, held by pins, driven over a Unix socket.
+
+pub mod api;
+pub mod appc;
+pub mod client;
+pub mod config;
+pub mod control;
+pub mod csi;
+pub mod daemon;
+pub mod error;
+pub mod image;
+pub mod mounts;
+pub mod run;
+pub mod state;
+
+pub use config::Config;
+pub use daemon::Provisioner;
+pub use error::ProvisionError;

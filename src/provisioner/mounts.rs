@@ -1,0 +1,249 @@
+//! Lazy mounts of images: one FUSE mount per image, pinned to its root hash, every one
+//! reading through the one shared cache. One mount per image rather than one for all: a
+//! pinned mount lets the kernel cache everything for good (listings, symlinks, pages), each
+//! image's root is the mount's root with the directories Mesos mounts onto, and an image is
+//! released by unmounting it without touching the others.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cache::Cache;
+use crate::client::{ClientError, MountedTree, Skeleton};
+use crate::download::{parse_hosts, parse_proxies, Downloader, Settings};
+use crate::hash::ContentHash;
+use crate::remote::{self, RemoteSource};
+use crate::repository::{At, Trust};
+
+use super::config::Config;
+use super::error::ProvisionError;
+
+/// A repository the daemon may mount from.
+struct Remote {
+    source: Arc<RemoteSource>,
+    keys: Vec<PathBuf>,
+}
+
+/// A revision resolved from a root hash, a tag or "latest".
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub root: ContentHash,
+    pub size: u64,
+    pub revision: u64,
+}
+
+pub struct Mounter {
+    remotes: HashMap<String, Remote>,
+    suid: bool,
+}
+
+/// A live FUSE mount.
+pub struct Mount {
+    pub mountpoint: PathBuf,
+    session: Option<fuser::BackgroundSession>,
+}
+
+impl Mounter {
+    pub fn new(config: &Config) -> Result<Mounter, ProvisionError> {
+        let quota = (config.quota_mb > 0).then_some(config.quota_mb << 20);
+        let cache = Arc::new(
+            Cache::open(&config.cache, quota)
+                .map_err(|e| ProvisionError::Internal(e.to_string()))?,
+        );
+        let mut remotes = HashMap::new();
+        for (fqrn, r) in &config.repositories {
+            let bad = |e: String| ProvisionError::Invalid(format!("repository {fqrn}: {e}"));
+            let hosts = parse_hosts(&r.servers.join(";"), fqrn).map_err(|e| bad(e.to_string()))?;
+            let proxies = parse_proxies(&r.proxies).map_err(|e| bad(e.to_string()))?;
+            let mut settings = Settings::new(hosts, proxies);
+            settings.limits.connect_timeout = Duration::from_secs(config.timeout_secs);
+            settings.limits.low_speed_time = Duration::from_secs(config.timeout_secs);
+            let downloader =
+                Arc::new(Downloader::new(settings).map_err(|e| bad(format!("downloader: {e}")))?);
+            remotes.insert(
+                fqrn.clone(),
+                Remote {
+                    source: Arc::new(RemoteSource::new(fqrn, downloader, cache.clone())),
+                    keys: r.keys.clone(),
+                },
+            );
+        }
+        Ok(Mounter {
+            remotes,
+            suid: config.suid,
+        })
+    }
+
+    fn remote(&self, fqrn: &str) -> Result<&Remote, ProvisionError> {
+        self.remotes
+            .get(fqrn)
+            .ok_or_else(|| ProvisionError::NotFound(format!("unknown repository {fqrn:?}")))
+    }
+
+    /// Trust as of now (keys are re-read: an operator may rotate them while the daemon runs).
+    fn trust(&self, fqrn: &str) -> Result<Trust, ProvisionError> {
+        let remote = self.remote(fqrn)?;
+        let master_keys = remote
+            .keys
+            .iter()
+            .map(|k| crate::keys::load_master_public(k))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ProvisionError::Internal(format!("repository {fqrn}: keys: {e}")))?;
+        Ok(Trust {
+            master_keys,
+            fqrn: Some(fqrn.to_string()),
+            now: crate::timefmt::now(),
+        })
+    }
+
+    /// Resolves `at` against the repository's current manifest (fetched and verified now,
+    /// or the cached one when no server answers).
+    pub fn resolve(&self, fqrn: &str, at: &At) -> Result<Resolved, ProvisionError> {
+        let remote = self.remote(fqrn)?;
+        let trust = self.trust(fqrn)?;
+        let (repo, _mode) = remote::open(remote.source.clone(), &trust)
+            .map_err(|e| ProvisionError::Unavailable(format!("repository {fqrn}: {e}")))?;
+        let manifest = repo.manifest().clone();
+        let (root, size) = repo.resolve(at).map_err(|e| match e {
+            crate::repository::RepoError::UnknownTag(t) => {
+                ProvisionError::NotFound(format!("repository {fqrn}: no tag {t:?}"))
+            }
+            other => ProvisionError::Unavailable(format!("repository {fqrn}: {other}")),
+        })?;
+        let revision = match at {
+            _ if root == manifest.root_catalog => manifest.revision,
+            At::Tag(name) => repo
+                .history()
+                .ok()
+                .flatten()
+                .and_then(|h| h.get(name).ok().flatten())
+                .map_or(0, |t| t.revision),
+            _ => 0,
+        };
+        Ok(Resolved {
+            root,
+            size,
+            revision,
+        })
+    }
+
+    /// Mounts directory `path` of revision `at` of `fqrn` at `mountpoint` (created if
+    /// missing), pinned, with `skeleton` directories added.
+    pub fn mount(
+        &self,
+        fqrn: &str,
+        path: &str,
+        at: &Resolved,
+        mountpoint: &Path,
+        skeleton: Skeleton,
+    ) -> Result<Mount, ProvisionError> {
+        let remote = self.remote(fqrn)?;
+        let trust = self.trust(fqrn)?;
+        let (repo, mode) = remote::open(remote.source.clone(), &trust)
+            .map_err(|e| ProvisionError::Unavailable(format!("repository {fqrn}: {e}")))?;
+        let shown = format!("{fqrn}:{path}@{}", at.root);
+        let tree = MountedTree::new(
+            remote.source.clone(),
+            trust,
+            repo,
+            mode,
+            at.root,
+            at.size,
+            true,
+        )
+        .map_err(|e| match e {
+            ClientError::Io(why) => ProvisionError::NotFound(format!(
+                "{shown}: the root catalog could not be loaded (unknown root hash?): {why}"
+            )),
+            other => ProvisionError::Internal(format!("{shown}: {other}")),
+        })?
+        .subtree(path.as_bytes(), skeleton)
+        .map_err(|e| match e {
+            ClientError::NotFound => {
+                ProvisionError::NotFound(format!("{shown}: no such directory"))
+            }
+            ClientError::NotADirectory => {
+                ProvisionError::Invalid(format!("{shown}: not a directory"))
+            }
+            other => ProvisionError::Unavailable(format!("{shown}: {other}")),
+        })?;
+        std::fs::create_dir_all(mountpoint).map_err(|e| {
+            ProvisionError::Internal(format!("creating {}: {e}", mountpoint.display()))
+        })?;
+        let session = crate::fuse::spawn(Arc::new(tree), mountpoint, &self.mount_options(fqrn))
+            .map_err(|e| {
+                ProvisionError::Internal(format!(
+                    "mounting {shown} at {}: {e}",
+                    mountpoint.display()
+                ))
+            })?;
+        Ok(Mount {
+            mountpoint: mountpoint.to_path_buf(),
+            session: Some(session),
+        })
+    }
+
+    fn mount_options(&self, fqrn: &str) -> crate::fuse::MountOptions {
+        crate::fuse::MountOptions {
+            name: fqrn.to_string(),
+            // Containers run as other users.
+            allow_other: true,
+            suid: self.suid,
+            dev: false,
+            passthrough: false, // overlay copy-up from passthrough files fails on some kernels
+            threads: 2,
+        }
+    }
+}
+
+impl Mount {
+    /// Unmounts unless the mount is busy or still mounted elsewhere (a bind of it, as
+    /// Mesos's bind backend makes): then `Busy`, and the mount stays.
+    pub fn unmount(&mut self) -> Result<(), ProvisionError> {
+        if crate::fuse::other_mounts(&self.mountpoint) > 0 {
+            return Err(ProvisionError::Busy(format!(
+                "{} is still mounted elsewhere",
+                self.mountpoint.display()
+            )));
+        }
+        crate::fuse::unmount(&self.mountpoint, false)
+            .map_err(|e| ProvisionError::Busy(format!("{}: {e}", self.mountpoint.display())))?;
+        self.finish();
+        Ok(())
+    }
+
+    /// Unmounts even when busy (the daemon is stopping).
+    pub fn detach(&mut self) {
+        if let Err(e) = crate::fuse::unmount(&self.mountpoint, true) {
+            eprintln!("lazyroot: detaching {}: {e}", self.mountpoint.display());
+        }
+        self.finish();
+    }
+
+    /// The session's threads end once the kernel closes the channel; waits briefly for
+    /// them, so that repeated mounts leave no threads or descriptors behind.
+    fn finish(&mut self) {
+        if let Some(s) = self.session.take() {
+            for _ in 0..100 {
+                if s.guard.is_finished() {
+                    let _ = s.join();
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            eprintln!(
+                "lazyroot: the session of {} is still running after unmount",
+                self.mountpoint.display()
+            );
+        }
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if self.session.is_some() {
+            self.detach();
+        }
+    }
+}

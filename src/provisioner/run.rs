@@ -1,0 +1,98 @@
+//! The daemon's main loop: control API, release of idle images, clean stop on SIGTERM or
+//! SIGINT (every image unmounted; state kept for the next start).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+use super::{control, Config, Provisioner};
+
+/// The daemon's threads, apart from the FUSE sessions' (two per mounted image): main, the
+/// async workers, at most `BLOCKING` for calls that mount or download.
+pub const WORKERS: usize = 2;
+pub const BLOCKING: usize = 4;
+
+pub fn run(config: Config) -> anyhow::Result<()> {
+    let control_socket = config.control_socket.clone();
+    let csi_socket = config.csi_socket.clone();
+    let grace = Duration::from_secs(config.grace_secs);
+    let p = Provisioner::start(config).context("starting the provisioner")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKERS)
+        // Bounded: each blocking call may mount or download; a queue beats a thread storm.
+        .max_blocking_threads(BLOCKING)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let served = rt.block_on(async {
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let listener = control::bind(&control_socket)
+            .with_context(|| format!("binding {}", control_socket.display()))?;
+        let (stop_tx, stop) = watch::channel(false);
+        let mut tasks = vec![tokio::spawn(control::serve(
+            listener,
+            p.clone(),
+            stop.clone(),
+        ))];
+        tasks.push(tokio::spawn(release_loop(p.clone(), grace, stop.clone())));
+        if let Some(socket) = csi_socket.clone() {
+            let publisher = Arc::new(super::csi::Volumes(p.clone()));
+            let mut stop = stop.clone();
+            let shutdown = async move {
+                let _ = stop.changed().await;
+            };
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = crate::csi::serve(&socket, publisher, shutdown).await {
+                    eprintln!("lazyroot: CSI node service on {}: {e:#}", socket.display());
+                }
+            }));
+        }
+        println!(
+            "provisioner ready: control {}{} (pid {})",
+            control_socket.display(),
+            csi_socket
+                .as_ref()
+                .map(|s| format!(", CSI {}", s.display()))
+                .unwrap_or_default(),
+            std::process::id()
+        );
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+        let _ = stop_tx.send(true);
+        for t in tasks {
+            let _ = t.await;
+        }
+        anyhow::Ok(())
+    });
+    // Whatever happened above, nothing stays mounted by a daemon that is gone.
+    p.shutdown();
+    let _ = std::fs::remove_file(&control_socket);
+    served?;
+    eprintln!("lazyroot: provisioner stopped; every image unmounted");
+    Ok(())
+}
+
+/// Releases idle images now and then: a quarter of the grace time, between 1 and 30 s.
+async fn release_loop(p: Arc<Provisioner>, grace: Duration, mut stop: watch::Receiver<bool>) {
+    let every = (grace / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let p = p.clone();
+                match tokio::task::spawn_blocking(move || p.release_idle()).await {
+                    Ok(Ok(ids)) => for id in ids { println!("released image {id}"); },
+                    Ok(Err(e)) => eprintln!("lazyroot: releasing idle images: {e}"),
+                    Err(e) => eprintln!("lazyroot: releasing idle images: {e}"),
+                }
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}

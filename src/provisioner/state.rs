@@ -1,0 +1,249 @@
+//! The daemon's persistent state: images and pins, in SQLite, so that a restarted daemon
+//! serves the same images at the same paths and keeps every pin. Written before the daemon
+//! answers, so an answer the caller saw survives a crash.
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::image::ImageKey;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS images (
+  id         TEXT PRIMARY KEY,
+  fqrn       TEXT NOT NULL,
+  path       TEXT NOT NULL,
+  root_hash  TEXT NOT NULL,
+  revision   INTEGER NOT NULL,
+  -- seconds since the epoch when it was last prepared or last unpinned: the grace time
+  -- before an unpinned image is released counts from here
+  touched    INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pins (
+  container_id TEXT PRIMARY KEY,
+  image_id     TEXT NOT NULL REFERENCES images(id),
+  created      INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS pins_by_image ON pins(image_id);
+-- CSI volumes: a repository directory at one revision mounted at a target path
+CREATE TABLE IF NOT EXISTS volumes (
+  target     TEXT PRIMARY KEY,
+  fqrn       TEXT NOT NULL,
+  path       TEXT NOT NULL,
+  root_hash  TEXT NOT NULL
+);
+PRAGMA user_version = 1;
+";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRow {
+    pub id: String,
+    pub key: ImageKey,
+    pub revision: u64,
+    pub touched: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinRow {
+    pub container_id: String,
+    pub image_id: String,
+}
+
+pub struct State {
+    db: Connection,
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl State {
+    pub fn open(path: &Path) -> rusqlite::Result<State> {
+        let db = Connection::open(path)?;
+        db.pragma_update(None, "journal_mode", "WAL")?;
+        db.pragma_update(None, "synchronous", "FULL")?;
+        db.pragma_update(None, "foreign_keys", "ON")?;
+        db.execute_batch(SCHEMA)?;
+        Ok(State { db })
+    }
+
+    pub fn images(&self) -> rusqlite::Result<Vec<ImageRow>> {
+        let mut st = self.db.prepare(
+            "SELECT id, fqrn, path, root_hash, revision, touched FROM images ORDER BY id",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok(ImageRow {
+                id: r.get(0)?,
+                key: ImageKey {
+                    fqrn: r.get(1)?,
+                    path: r.get(2)?,
+                    root_hash: r.get(3)?,
+                },
+                revision: r.get::<_, i64>(4)? as u64,
+                touched: r.get(5)?,
+            })
+        })?;
+        rows.collect()
+    }
+
+    pub fn image(&self, id: &str) -> rusqlite::Result<Option<ImageRow>> {
+        Ok(self.images()?.into_iter().find(|i| i.id == id))
+    }
+
+    pub fn put_image(&self, row: &ImageRow) -> rusqlite::Result<()> {
+        self.db.execute(
+            "INSERT INTO images (id, fqrn, path, root_hash, revision, touched) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT(id) DO UPDATE SET touched = excluded.touched",
+            params![
+                row.id,
+                row.key.fqrn,
+                row.key.path,
+                row.key.root_hash,
+                row.revision as i64,
+                row.touched
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn remove_image(&self, id: &str) -> rusqlite::Result<()> {
+        self.db.execute("DELETE FROM images WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
+    pub fn pins(&self) -> rusqlite::Result<Vec<PinRow>> {
+        let mut st = self
+            .db
+            .prepare("SELECT container_id, image_id FROM pins ORDER BY container_id")?;
+        let rows = st.query_map([], |r| {
+            Ok(PinRow {
+                container_id: r.get(0)?,
+                image_id: r.get(1)?,
+            })
+        })?;
+        rows.collect()
+    }
+
+    pub fn pin_of(&self, container_id: &str) -> rusqlite::Result<Option<String>> {
+        self.db
+            .query_row(
+                "SELECT image_id FROM pins WHERE container_id = ?1",
+                [container_id],
+                |r| r.get(0),
+            )
+            .optional()
+    }
+
+    pub fn add_pin(&self, container_id: &str, image_id: &str) -> rusqlite::Result<()> {
+        self.db.execute(
+            "INSERT INTO pins (container_id, image_id, created) VALUES (?1, ?2, ?3)",
+            params![container_id, image_id, now()],
+        )?;
+        Ok(())
+    }
+
+    /// Drops a pin; its image's grace time starts now. The image it pinned, if any.
+    pub fn remove_pin(&mut self, container_id: &str) -> rusqlite::Result<Option<String>> {
+        let tx = self.db.transaction()?;
+        let image: Option<String> = tx
+            .query_row(
+                "SELECT image_id FROM pins WHERE container_id = ?1",
+                [container_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(image) = &image {
+            tx.execute("DELETE FROM pins WHERE container_id = ?1", [container_id])?;
+            tx.execute(
+                "UPDATE images SET touched = ?2 WHERE id = ?1",
+                params![image, now()],
+            )?;
+        }
+        tx.commit()?;
+        Ok(image)
+    }
+
+    pub fn volumes(&self) -> rusqlite::Result<Vec<(String, ImageKey)>> {
+        let mut st = self
+            .db
+            .prepare("SELECT target, fqrn, path, root_hash FROM volumes ORDER BY target")?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                ImageKey {
+                    fqrn: r.get(1)?,
+                    path: r.get(2)?,
+                    root_hash: r.get(3)?,
+                },
+            ))
+        })?;
+        rows.collect()
+    }
+
+    pub fn put_volume(&self, target: &str, key: &ImageKey) -> rusqlite::Result<()> {
+        self.db.execute(
+            "INSERT OR REPLACE INTO volumes (target, fqrn, path, root_hash) VALUES (?1, ?2, ?3, ?4)",
+            params![target, key.fqrn, key.path, key.root_hash],
+        )?;
+        Ok(())
+    }
+
+    pub fn remove_volume(&self, target: &str) -> rusqlite::Result<()> {
+        self.db
+            .execute("DELETE FROM volumes WHERE target = ?1", [target])?;
+        Ok(())
+    }
+
+    pub fn pin_count(&self, image_id: &str) -> rusqlite::Result<u64> {
+        self.db.query_row(
+            "SELECT COUNT(*) FROM pins WHERE image_id = ?1",
+            [image_id],
+            |r| r.get::<_, i64>(0).map(|n| n as u64),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str) -> ImageRow {
+        ImageRow {
+            id: id.into(),
+            key: ImageKey {
+                fqrn: "a.org".into(),
+                path: "/x".into(),
+                root_hash: "00".into(),
+            },
+            revision: 3,
+            touched: 10,
+        }
+    }
+
+    #[test]
+    fn survives_reopen_and_counts_pins() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.sqlite");
+        {
+            let mut s = State::open(&p).unwrap();
+            s.put_image(&row("i1")).unwrap();
+            s.add_pin("c1", "i1").unwrap();
+            s.add_pin("c2", "i1").unwrap();
+            assert!(s.add_pin("c1", "i1").is_err(), "one pin per container");
+            assert!(s.add_pin("c3", "nope").is_err(), "pins name known images");
+            assert_eq!(s.remove_pin("c2").unwrap().as_deref(), Some("i1"));
+            assert_eq!(s.remove_pin("c2").unwrap(), None);
+        }
+        let s = State::open(&p).unwrap();
+        assert_eq!(s.images().unwrap()[0].key, row("i1").key);
+        assert!(
+            s.images().unwrap()[0].touched > 10,
+            "unpin restarts the grace time"
+        );
+        assert_eq!(s.pin_count("i1").unwrap(), 1);
+        assert_eq!(s.pin_of("c1").unwrap().as_deref(), Some("i1"));
+    }
+}

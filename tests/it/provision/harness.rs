@@ -1,0 +1,287 @@
+//! A provisioner daemon (the built binary) over a served test repository.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lazyroot::provisioner::api;
+use lazyroot::provisioner::client::{CallError, ControlClient};
+
+use crate::common::*;
+use crate::net::*;
+
+/// A rootfs of busybox and `/etc/version`, without `/proc`, `/sys`, `/dev`, `/tmp` or
+/// `/mnt/mesos/sandbox`: the mount must offer those itself.
+pub fn bare_busybox(dir: &Path, version: &str) {
+    for d in ["bin", "etc"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", dir.join("bin/busybox"))
+        .expect("busybox-static must be installed");
+    for applet in ["sh", "echo", "id", "cat", "ls", "sleep", "touch"] {
+        let _ = std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet));
+    }
+    write(&dir.join("etc/version"), format!("{version}\n").as_bytes());
+    write(
+        &dir.join("etc/passwd"),
+        b"root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n",
+    );
+}
+
+/// A repository with a busybox image at /images/busybox, served over HTTP.
+pub struct World {
+    pub daemon: Option<Daemon>,
+    /// Kept alive for the daemon (dropped after it, before the repository).
+    _server: Server,
+    pub repo: TestRepo,
+    pub config: PathBuf,
+    pub work: PathBuf,
+}
+
+impl World {
+    pub fn new(grace_secs: u64) -> World {
+        let repo = TestRepo::new();
+        let src = repo.dir.path().join("src-v1");
+        bare_busybox(&src, "v1");
+        repo.publish_at(&src, "/images/busybox");
+        let server = Server::start(&[&repo.repo]);
+        let work = repo.dir.path().join("provisioner");
+        std::fs::create_dir_all(&work).unwrap();
+        // Containers run as other uids: the path to the mounts must be traversable.
+        std::fs::set_permissions(
+            repo.dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let config = work.join("provisioner.json");
+        let c = serde_json::json!({
+            "repositories": {
+                (repo.fqrn.clone()): {
+                    "servers": [server.url(&repo.fqrn)],
+                    "keys": [repo.keys.join(format!("{}.pub", repo.fqrn))],
+                }
+            },
+            "cache": work.join("cache"),
+            "mount_root": work.join("images"),
+            "appc_store_dir": work.join("appc"),
+            "state": work.join("state.sqlite"),
+            "control_socket": work.join("control.sock"),
+            "csi_socket": work.join("csi.sock"),
+            "grace_secs": grace_secs,
+        });
+        std::fs::write(&config, serde_json::to_vec_pretty(&c).unwrap()).unwrap();
+        let daemon = Some(Daemon::start(&config).unwrap_or_else(|e| panic!("{e}")));
+        World {
+            daemon,
+            _server: server,
+            repo,
+            config,
+            work,
+        }
+    }
+
+    pub fn client(&self) -> ControlClient {
+        ControlClient::new(&self.work.join("control.sock"))
+    }
+
+    pub fn publish_version(&self, version: &str) {
+        let src = self.repo.dir.path().join(format!("src-{version}"));
+        bare_busybox(&src, version);
+        self.repo.publish_at(&src, "/images/busybox");
+    }
+
+    pub fn prepare(&self, root_hash: &str) -> Result<api::Image, CallError> {
+        self.client().prepare(&api::PrepareImageRequest {
+            fqrn: self.repo.fqrn.clone(),
+            path: "/images/busybox".into(),
+            root_hash: root_hash.into(),
+            tag: String::new(),
+        })
+    }
+
+    pub fn pin(&self, container: &str, image: &str) -> Result<api::Pin, CallError> {
+        self.client().pin(&api::PinRequest {
+            container_id: container.into(),
+            image_id: image.into(),
+        })
+    }
+
+    pub fn unpin(&self, container: &str) -> bool {
+        self.client()
+            .unpin(&api::UnpinRequest {
+                container_id: container.into(),
+            })
+            .unwrap()
+            .was_pinned
+    }
+
+    /// Mounts of the daemon's images that this mount namespace sees.
+    pub fn image_mounts(&self) -> usize {
+        let root = self.work.join("images");
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter(|l| {
+                l.split(' ')
+                    .nth(4)
+                    .is_some_and(|m| Path::new(m).starts_with(&root))
+            })
+            .count()
+    }
+
+    pub fn appc_entries(&self) -> usize {
+        std::fs::read_dir(self.work.join("appc/images"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        drop(self.daemon.take());
+        // Whatever a failed test left (binds of images), so the temp dir can go.
+        let root = self.work.to_string_lossy().into_owned();
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut left: Vec<&str> = info
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| {
+                m.starts_with(root.as_str())
+                    || m.starts_with(self.repo.dir.path().to_str().unwrap())
+            })
+            .collect();
+        left.reverse();
+        for m in left {
+            let _ = Command::new("umount").arg("-l").arg(m).status();
+        }
+    }
+}
+
+/// The daemon process; SIGTERM (bounded) when dropped.
+pub struct Daemon {
+    pub child: Child,
+}
+
+impl Daemon {
+    /// Starts `lazyroot provisioner --config` and waits (bounded) for it to be ready; on
+    /// failure, what it printed on stderr.
+    pub fn start(config: &Path) -> Result<Daemon, String> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lazyroot"))
+            .arg("provisioner")
+            .arg("--config")
+            .arg(config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = r.read_line(&mut line);
+            let _ = tx.send(line);
+            // Keep draining (release messages) so the daemon never blocks on a full pipe.
+            let _ = std::io::copy(&mut r, &mut std::io::sink());
+        });
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) if line.starts_with("provisioner ready") => {
+                let stderr = child.stderr.take().unwrap();
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut BufReader::new(stderr), &mut std::io::stderr());
+                });
+                Ok(Daemon { child })
+            }
+            _ => {
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                Err(String::from_utf8_lossy(&out.stderr).into_owned())
+            }
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.pid());
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                return self.child.wait().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.stop();
+        }
+    }
+}
+
+/// An OCI bundle running `args` from `rootfs`.
+pub fn bundle(dir: &Path, rootfs: &Path, readonly: bool, args: &[&str]) {
+    std::fs::create_dir_all(dir).unwrap();
+    crate::rootfs::run(Command::new("runc").arg("spec").current_dir(dir));
+    let path = dir.join("config.json");
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    spec["root"] = serde_json::json!({"path": rootfs, "readonly": readonly});
+    spec["process"]["terminal"] = false.into();
+    spec["process"]["args"] = serde_json::json!(args);
+    std::fs::write(&path, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
+}
+
+/// `runc run` of a bundle: the command, to run or spawn.
+pub fn runc(state: &Path, bundle: &Path, id: &str) -> Command {
+    let mut c = Command::new("runc");
+    c.arg("--root")
+        .arg(state)
+        .args(["run", "--bundle"])
+        .arg(bundle)
+        .arg(format!("{id}-{}", std::process::id()));
+    c
+}
+
+/// Bind-mounts `src` (following a symlink, as Mesos's bind backend does) at `dst`.
+pub fn bind(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    crate::rootfs::run(Command::new("mount").arg("--bind").arg(src).arg(dst));
+}
+
+pub fn umount(dst: &Path) {
+    crate::rootfs::run(Command::new("umount").arg(dst));
+}
+
+/// Counts of the daemon's open descriptors and threads, and its resident KiB.
+pub fn footprint(pid: i32) -> (usize, usize, u64) {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |k: &str| -> u64 {
+        status
+            .lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (fds, field("Threads:") as usize, field("VmRSS:"))
+}
