@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# The main job on defaults: create a repository, publish a sample tree, list and read it
-# back, verify every object; then serve it over HTTP, mount it lazily with FUSE and read
-# through the mount. Needs root (FUSE). Leaves its work in ${LAZYROOT_DEMO_DIR:-./demo-work}.
+# The main job on defaults: create a repository, publish a sample image, list and read it
+# back, verify every object; serve it over HTTP, mount it lazily with FUSE and read through
+# the mount; then start the provisioner daemon, prepare the image for Mesos (appc store
+# entry, lazily mounted rootfs) and run a task in it with runc, as a Mesos agent would.
+# Needs root (FUSE, runc). Leaves its work in ${LAZYROOT_DEMO_DIR:-./demo-work}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh attr   # getfattr shows what the mount downloaded
-cargo build --release --locked
+bash scripts/setup.sh attr busybox-static runc   # getfattr shows downloads; busybox: the image's userland
+cargo build --release --locked --bin lazyroot --example run_task
 bin=$PWD/target/release/lazyroot
 work=${LAZYROOT_DEMO_DIR:-$PWD/demo-work}
 rm -rf "$work"
 mkdir -p "$work/image/etc" "$work/image/bin" "$work/image/usr/share/doc"
 echo "hello from lazyroot" > "$work/image/etc/motd"
 ln -s ../etc/motd "$work/image/bin/motd-link"
+cp /bin/busybox "$work/image/bin/busybox"                                 # a userland for the task
+for applet in sh cat ls; do ln -s busybox "$work/image/bin/$applet"; done
 head -c $((20 << 20)) /dev/urandom > "$work/image/usr/share/doc/big.bin"   # chunked: > 4 MiB
 touch "$work/image/usr/.cvmfscatalog"                                     # a nested catalog
 
@@ -47,3 +51,32 @@ cat "$work/mnt/images/demo/etc/motd"
 echo "demo: downloaded so far: $(getfattr --absolute-names --only-values -n user.rx "$work/mnt") KiB in $(getfattr --absolute-names --only-values -n user.ndownload "$work/mnt") requests (the 20 MiB file was not read)"
 cmp "$work/mnt/images/demo/usr/share/doc/big.bin" "$work/image/usr/share/doc/big.bin"
 echo "demo: after reading the 20 MiB file: $(getfattr --absolute-names --only-values -n user.rx "$work/mnt") KiB; root hash $(getfattr --absolute-names --only-values -n user.root_hash "$work/mnt")"
+
+# The provisioner: what a Mesos agent uses. It prepares the image (a lazy, pinned mount with
+# the directories Mesos mounts onto, and an appc store entry), and a task runs in it.
+cat > "$work/provisioner.json" <<EOF
+{
+  "repositories": {
+    "demo.example.org": {"servers": ["$url"], "keys": ["$work/keys/demo.example.org.pub"]}
+  },
+  "cache": "$work/cache",
+  "mount_root": "$work/images",
+  "appc_store_dir": "$work/appc",
+  "state": "$work/provisioner.sqlite",
+  "control_socket": "$work/control.sock",
+  "csi_socket": "$work/csi.sock"
+}
+EOF
+"$bin" provisioner --config "$work/provisioner.json" > "$work/provisioner.log" &
+pids+=($!)
+for _ in $(seq 100); do grep -q '^provisioner ready' "$work/provisioner.log" 2>/dev/null && break; sleep 0.1; done
+echo "demo: $(head -1 "$work/provisioner.log")"
+set -x
+"$bin" image prepare demo.example.org /images/demo --tag demo-v1 --socket "$work/control.sock"
+target/release/examples/run_task --socket "$work/control.sock" demo.example.org /images/demo --tag demo-v1 \
+  -- /bin/sh -c 'cat /etc/motd; echo "root directory of the task:"; ls /'
+"$bin" image list --socket "$work/control.sock"
+set +x
+id=$("$bin" image list --socket "$work/control.sock" --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["images"][0]["id"])')
+echo "demo: Mesos finds the image in $work/appc/images/$id: $(ls "$work/appc/images/$id" | tr '\n' ' ')-> $(readlink "$work/appc/images/$id/rootfs")"
+echo "demo: done. A Mesos agent takes the same appc entry with --image_providers=appc --appc_store_dir=$work/appc (see examples/mesos/)."
