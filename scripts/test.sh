@@ -4,12 +4,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # attr: getfattr, an independent reader of xattrs; nginx and squid: real servers and proxies
-# in front of the client; runc and busybox-static: containers run from a lazy mount.
-bash scripts/setup.sh attr util-linux tar nginx squid runc busybox-static
+# in front of the client; runc and busybox-static: containers run from a lazy mount; g++,
+# make and python3: the Mesos module's daemon client and its tests (isolator/).
+bash scripts/setup.sh attr util-linux tar nginx squid runc busybox-static g++ make python3
 if [ "$(id -u)" != 0 ]; then
   echo "test.sh: the tests need root (device nodes, chown, tmpfs mounts)" >&2
   exit 1
 fi
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
+# The module's daemon client alone (unit tests, a mock daemon); the Rust tests then drive
+# it against the real daemon.
+make -C isolator clean check
 cargo test --locked -- --test-threads=2

@@ -14,7 +14,11 @@
 //!   catalogs, sign, commit the manifest last.
 //! - [`cache`]: the shared, verified, content-addressed cache with an LRU quota and breadcrumbs.
 //! - [`client`]: the mounted tree without the kernel: lookups, listings, reads, xattrs.
-//! - [`fuse`]: the fuser adapter: attribute conversion, errno mapping, kernel cache lifetimes.
+//! - [`fuse`]: the fuser adapter: attribute conversion, errno mapping, kernel cache lifetimes;
+//!   mounting and unmounting (shared by `mount` and the provisioner).
+//! - [`provisioner`]: the daemon for Mesos: images mounted per root hash, appc store entries,
+//!   pins in SQLite, the control API on a Unix socket, restart recovery, idle release.
+//! - [`csi`]: the CSI v1 Identity and Node services (tonic) over a volume publisher.
 //! - [`download`]: the download manager: host and proxy failover, streaming hash checks.
 //! - [`keys`]: the key files of a repository (stock names): generation and loading. `mkfs`,
 //!   `resign` and tag edits live in [`publish::mkfs`].

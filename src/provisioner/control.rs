@@ -24,11 +24,18 @@ use super::error::ProvisionError;
 /// Requests are small (a container id list at most): anything bigger is refused unread.
 const MAX_BODY: usize = 1 << 20;
 
-/// Binds `socket` (replacing a stale one), readable and writable by root only.
+/// Binds `socket` (replacing a stale one, refusing a live one), for root only.
 pub fn bind(socket: &Path) -> std::io::Result<UnixListener> {
     use std::os::unix::fs::PermissionsExt;
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir)?;
+    }
+    // A socket someone answers on belongs to a live daemon: never take it over.
+    if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            format!("another provisioner is serving {}", socket.display()),
+        ));
     }
     match std::fs::remove_file(socket) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),

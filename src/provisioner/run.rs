@@ -19,6 +19,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let control_socket = config.control_socket.clone();
     let csi_socket = config.csi_socket.clone();
     let grace = Duration::from_secs(config.grace_secs);
+    // One daemon per state: a second one would remount (and so break) the first one's images.
+    let _lock = lock_state(&config.state)?;
     let p = Provisioner::start(config).context("starting the provisioner")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKERS)
@@ -76,6 +78,29 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     served?;
     eprintln!("lazyroot: provisioner stopped; every image unmounted");
     Ok(())
+}
+
+/// Holds an exclusive lock on `<state>.lock` for the daemon's life.
+fn lock_state(state: &std::path::Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+    use nix::fcntl::{Flock, FlockArg};
+    if let Some(dir) = state.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let path = state.with_extension("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let locked = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        anyhow::anyhow!(
+            "another provisioner is running with the state {} ({}: {e})",
+            state.display(),
+            path.display()
+        )
+    })?;
+    Ok(locked)
 }
 
 /// Releases idle images now and then: a quarter of the grace time, between 1 and 30 s.

@@ -5,6 +5,7 @@ mod cli;
 mod common;
 mod crash;
 mod csi;
+mod examples;
 mod faults;
 mod faulty;
 mod fixture;

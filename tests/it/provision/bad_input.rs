@@ -128,3 +128,19 @@ fn an_invalid_config_is_refused_with_the_reason() {
         assert!(err.contains(why), "{text}: {err}");
     }
 }
+
+#[test]
+fn a_second_daemon_on_the_same_state_is_refused_and_breaks_nothing() {
+    let w = World::new(600);
+    let img = w.prepare("").unwrap();
+    let err = Daemon::start(&w.config)
+        .err()
+        .expect("a second daemon started");
+    assert!(err.contains("another provisioner"), "{err}");
+    // The first one's image is still mounted and served.
+    assert_eq!(
+        std::fs::read_to_string(std::path::Path::new(&img.rootfs).join("etc/version")).unwrap(),
+        "v1\n"
+    );
+    assert!(w.client().health().is_ok());
+}

@@ -8,3 +8,4 @@ mod csi_volumes;
 mod cycles;
 mod e2e;
 pub mod harness;
+mod isolator_client;
