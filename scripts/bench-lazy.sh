@@ -71,7 +71,7 @@ cleanup() {
   fi
   mountpoint -q "$mnt" 2>/dev/null && umount -l "$mnt"
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
-  [ "$shaped" = 1 ] && tc qdisc del dev lo root
+  [ "$shaped" = 1 ] && bash scripts/shape-lo.sh down
   [ -n "$proc_mounted" ] && umount "$proc_mounted"
   if [ "$KEEP" = 1 ]; then log "kept $run"; else rm -rf "$run"; fi
 }
@@ -204,15 +204,9 @@ for pair in "$port_relay:$port_origin" "$port_tar_relay:$port_tar_origin"; do
 done
 for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$port_tar_origin/" && break; sleep 0.1; done
 
-# Shape only what the two origins send (sport filter); all other loopback traffic is
-# unclassified and bypasses htb. burst >= 256kb: lo's MTU is 64 KiB (and the one class's
-# quantum is set to that, which also keeps tc from warning that rate/r2q is too big).
-tc qdisc add dev lo root handle 1: htb || die "cannot add a root qdisc on lo (is something else shaping it?)"
+# Shape only what the two origins send.
+bash scripts/shape-lo.sh up "$RATE" "$port_origin" "$port_tar_origin" || die "cannot shape lo"
 shaped=1
-tc class add dev lo parent 1: classid 1:1 htb rate "$RATE" ceil "$RATE" burst 256kb cburst 256kb quantum 65536
-for p in $port_origin $port_tar_origin; do
-  tc filter add dev lo parent 1: protocol ip prio 1 u32 match ip sport "$p" 0xffff flowid 1:1
-done
 # Time to first byte on a new connection: handshake + request = two round trips.
 ttfb_ms=$(curl -sf -o /dev/null -w '%{time_starttransfer}' \
   "http://127.0.0.1:$port_relay/cvmfs/$(layout_fqrn "$final_layout")/.cvmfspublished" |

@@ -114,7 +114,7 @@ impl Provisioner {
         for (target, key) in inner.state.volumes()? {
             let target = PathBuf::from(target);
             let _ = crate::fuse::unmount(&target, true);
-            match self.mount_volume(&key, &target) {
+            match self.remount(&key, &target, Skeleton::none()) {
                 Ok(m) => {
                     inner.volumes.insert(target, (key, m));
                 }
@@ -135,20 +135,25 @@ impl Provisioner {
     }
 
     fn mount_image(&self, key: &ImageKey) -> Result<Mount, ProvisionError> {
+        self.remount(key, &self.mountpoint(key), Skeleton::mesos_rootfs())
+    }
+
+    /// Mounts an image or volume the state already names by root hash.
+    fn remount(
+        &self,
+        key: &ImageKey,
+        at: &std::path::Path,
+        skeleton: Skeleton,
+    ) -> Result<Mount, ProvisionError> {
         let root = ContentHash::parse(&key.root_hash)
             .map_err(|e| ProvisionError::Invalid(format!("root hash {:?}: {e}", key.root_hash)))?;
-        let at = Resolved {
+        let revision = Resolved {
             root,
             size: 0,
             revision: 0,
         };
-        self.mounter.mount(
-            &key.fqrn,
-            &key.path,
-            &at,
-            &self.mountpoint(key),
-            Skeleton::mesos_rootfs(),
-        )
+        self.mounter
+            .mount(&key.fqrn, &key.path, &revision, at, skeleton)
     }
 
     fn image_of(&self, inner: &Inner, row: &ImageRow) -> Result<api::Image, ProvisionError> {
@@ -379,22 +384,6 @@ impl Provisioner {
             let _ = std::fs::remove_dir(dir);
         }
         Ok(true)
-    }
-
-    fn mount_volume(
-        &self,
-        key: &ImageKey,
-        target: &std::path::Path,
-    ) -> Result<Mount, ProvisionError> {
-        let root = ContentHash::parse(&key.root_hash)
-            .map_err(|e| ProvisionError::Invalid(format!("root hash {:?}: {e}", key.root_hash)))?;
-        let at = Resolved {
-            root,
-            size: 0,
-            revision: 0,
-        };
-        self.mounter
-            .mount(&key.fqrn, &key.path, &at, target, Skeleton::none())
     }
 
     /// Mounts a repository directory at a revision read-only at `target` (CSI

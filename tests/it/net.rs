@@ -245,20 +245,31 @@ impl Mount {
     }
 
     fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-                return self.child.wait().unwrap();
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        terminate(&mut self.child, Duration::from_secs(20), || {
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        })
+    }
+}
+
+/// SIGTERM, then waits (bounded) for the exit; past the deadline SIGKILL, after `on_kill`.
+pub fn terminate(
+    child: &mut Child,
+    within: Duration,
+    on_kill: impl FnOnce(),
+) -> std::process::ExitStatus {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
         }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            on_kill();
+            return child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
