@@ -3,8 +3,9 @@
 //! state database, the mounts and the appc store always agree.
 
 use std::collections::HashMap;
+use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::client::Skeleton;
 use crate::hash::ContentHash;
@@ -23,6 +24,8 @@ pub struct Provisioner {
     mounter: Mounter,
     appc: AppcStore,
     inner: Mutex<Inner>,
+    /// Signalled when a mount started without the lock is done (see `ensure_mounted`).
+    mounted: Condvar,
 }
 
 struct Inner {
@@ -31,6 +34,10 @@ struct Inner {
     mounts: HashMap<String, Mount>,
     /// CSI volumes by target path.
     volumes: HashMap<PathBuf, (ImageKey, Mount)>,
+    /// Images being mounted right now, without the lock.
+    mounting: HashSet<String>,
+    /// Set by `shutdown`: a mount finishing after it is undone at once.
+    stopping: bool,
 }
 
 /// Container ids come from Mesos (`parent.child` for nested containers): bounded, printable.
@@ -47,6 +54,17 @@ fn check_container_id(id: &str) -> Result<(), ProvisionError> {
             "not a container id: {id:?} (letters, digits and -_.:@, at most 1024)"
         )))
     }
+}
+
+/// The revision of an image the state already names by root hash.
+fn known_revision(key: &ImageKey) -> Result<Resolved, ProvisionError> {
+    let root = ContentHash::parse(&key.root_hash)
+        .map_err(|e| ProvisionError::Internal(format!("root hash {:?}: {e}", key.root_hash)))?;
+    Ok(Resolved {
+        root,
+        size: 0,
+        revision: 0,
+    })
 }
 
 impl Provisioner {
@@ -79,7 +97,10 @@ impl Provisioner {
                 state,
                 mounts: HashMap::new(),
                 volumes: HashMap::new(),
+                mounting: HashSet::new(),
+                stopping: false,
             }),
+            mounted: Condvar::new(),
         });
         p.recover()?;
         Ok(p)
@@ -145,15 +166,8 @@ impl Provisioner {
         at: &std::path::Path,
         skeleton: Skeleton,
     ) -> Result<Mount, ProvisionError> {
-        let root = ContentHash::parse(&key.root_hash)
-            .map_err(|e| ProvisionError::Invalid(format!("root hash {:?}: {e}", key.root_hash)))?;
-        let revision = Resolved {
-            root,
-            size: 0,
-            revision: 0,
-        };
         self.mounter
-            .mount(&key.fqrn, &key.path, &revision, at, skeleton)
+            .mount(&key.fqrn, &key.path, &known_revision(key)?, at, skeleton)
     }
 
     fn image_of(&self, inner: &Inner, row: &ImageRow) -> Result<api::Image, ProvisionError> {
@@ -200,25 +214,8 @@ impl Provisioner {
             root_hash: resolved.root.to_string(),
         };
         let id = key.id();
-        let mut inner = self.inner.lock().expect("provisioner");
+        let mut inner = self.ensure_mounted(&key, &resolved)?;
         let existing = inner.state.image(&id)?;
-        if !inner.mounts.contains_key(&id) {
-            let mp = self.mountpoint(&key);
-            let _ = crate::fuse::unmount(&mp, true);
-            let mount = self
-                .mounter
-                .mount(
-                    &key.fqrn,
-                    &key.path,
-                    &resolved,
-                    &mp,
-                    Skeleton::mesos_rootfs(),
-                )
-                .inspect_err(|_| {
-                    let _ = std::fs::remove_dir(&mp);
-                })?;
-            inner.mounts.insert(id.clone(), mount);
-        }
         let revision = existing
             .as_ref()
             .map_or(resolved.revision, |r| r.revision.max(resolved.revision));
@@ -246,12 +243,66 @@ impl Provisioner {
         self.image_of(&inner, &row)
     }
 
+    /// Mounts the image unless it is mounted, and returns with the lock held. The slow part
+    /// (asking the servers, loading catalogs) runs without the lock, so that pins and unpins
+    /// of other containers never wait for a download; two prepares of one image mount it once.
+    fn ensure_mounted(
+        &self,
+        key: &ImageKey,
+        at: &Resolved,
+    ) -> Result<MutexGuard<'_, Inner>, ProvisionError> {
+        let id = key.id();
+        let mut inner = self.inner.lock().expect("provisioner");
+        loop {
+            if inner.mounts.contains_key(&id) {
+                return Ok(inner);
+            }
+            if !inner.mounting.contains(&id) {
+                break;
+            }
+            inner = self.mounted.wait(inner).expect("provisioner");
+        }
+        if inner.stopping {
+            return Err(ProvisionError::Unavailable(
+                "the provisioner is stopping".into(),
+            ));
+        }
+        inner.mounting.insert(id.clone());
+        drop(inner);
+        let mp = self.mountpoint(key);
+        // A dead mount left by a crash.
+        let _ = crate::fuse::unmount(&mp, true);
+        let result = self
+            .mounter
+            .mount(&key.fqrn, &key.path, at, &mp, Skeleton::mesos_rootfs());
+        let mut inner = self.inner.lock().expect("provisioner");
+        inner.mounting.remove(&id);
+        self.mounted.notify_all();
+        match result {
+            Ok(mut m) if inner.stopping => {
+                m.detach();
+                Err(ProvisionError::Unavailable(
+                    "the provisioner is stopping".into(),
+                ))
+            }
+            Ok(m) => {
+                inner.mounts.insert(id, m);
+                Ok(inner)
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir(&mp);
+                Err(e)
+            }
+        }
+    }
+
     pub fn pin(&self, req: &api::PinRequest) -> Result<api::Pin, ProvisionError> {
         check_container_id(&req.container_id)?;
-        let mut inner = self.inner.lock().expect("provisioner");
+        let inner = self.inner.lock().expect("provisioner");
         let row = inner.state.image(&req.image_id)?.ok_or_else(|| {
             ProvisionError::NotFound(format!("no image {:?} (prepare it first)", req.image_id))
         })?;
+        let mut added = false;
         match inner.state.pin_of(&req.container_id)? {
             Some(i) if i == req.image_id => {}
             Some(i) => {
@@ -260,12 +311,22 @@ impl Provisioner {
                     req.container_id
                 )))
             }
-            None => inner.state.add_pin(&req.container_id, &req.image_id)?,
+            None => {
+                inner.state.add_pin(&req.container_id, &req.image_id)?;
+                added = true;
+            }
         }
         if !inner.mounts.contains_key(&row.id) {
             // Its mount failed at recovery: try again now that a task needs it.
-            let m = self.mount_image(&row.key)?;
-            inner.mounts.insert(row.id.clone(), m);
+            drop(inner);
+            if let Err(e) = self.ensure_mounted(&row.key, &known_revision(&row.key)?) {
+                // The pin is refused with its reason; none is left behind.
+                if added {
+                    let mut inner = self.inner.lock().expect("provisioner");
+                    inner.state.remove_pin(&req.container_id)?;
+                }
+                return Err(e);
+            }
         }
         Ok(api::Pin {
             container_id: req.container_id.clone(),
@@ -446,6 +507,7 @@ impl Provisioner {
     /// restarted daemon mounts the same images again.
     pub fn shutdown(&self) {
         let mut inner = self.inner.lock().expect("provisioner");
+        inner.stopping = true;
         let inner = &mut *inner;
         let volumes = inner.volumes.drain().map(|(_, (_, m))| m);
         let mounts: Vec<Mount> = inner

@@ -194,3 +194,57 @@ fn unpinned_images_are_released_after_the_grace_time_unless_still_bound() {
     assert_eq!(w.image_mounts(), 0);
     assert_eq!(w.appc_entries(), 0);
 }
+
+#[test]
+fn a_prepare_stuck_on_a_slow_server_holds_up_no_other_call() {
+    let w = World::with_faults(600);
+    let v1 = w.prepare("").unwrap();
+    w.publish_version("v2");
+    // The image's own (nested) catalog in v2 never arrives, until the client gives up: the
+    // revision resolves, and the mount hangs while it looks for the image's directory.
+    let root = w.repo.open().manifest().root_catalog.to_string();
+    w.faulty
+        .as_ref()
+        .unwrap()
+        .set(crate::faulty::Fault::Hang, move |rel| {
+            rel.ends_with('C') && !rel.replace('/', "").contains(&root)
+        });
+    let socket = w.work.join("control.sock");
+    let fqrn = w.repo.fqrn.clone();
+    let stuck = std::thread::spawn(move || {
+        lazyroot::provisioner::client::ControlClient::new(&socket).prepare(
+            &lazyroot::provisioner::api::PrepareImageRequest {
+                fqrn,
+                path: "/images/busybox".into(),
+                ..Default::default()
+            },
+        )
+    });
+    // Wait until the daemon is in the middle of it: the server has a request hanging.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while w.faulty.as_ref().unwrap().faulted() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the prepare never asked for a catalog"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // Meanwhile the agent's other calls are answered, while that prepare still waits.
+    w.pin("busy-1", &v1.id).unwrap();
+    assert!(w.client().health().is_ok());
+    assert!(w.unpin("busy-1"));
+    assert_eq!(w.client().list().unwrap().images.len(), 1);
+    assert!(
+        !stuck.is_finished(),
+        "the slow prepare ended before the other calls were answered"
+    );
+    // It ends by itself, with an error that says what failed.
+    let r = stuck.join().unwrap();
+    let err = r.expect_err("a prepare whose catalogs never arrive must fail");
+    assert!(
+        err.to_string().contains("unavailable") || err.to_string().contains("not_found"),
+        "{err}"
+    );
+    assert_eq!(w.image_mounts(), 1, "nothing half-mounted");
+    assert_eq!(w.appc_entries(), 1);
+}

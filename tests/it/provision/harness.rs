@@ -33,7 +33,9 @@ pub fn bare_busybox(dir: &Path, version: &str) {
 pub struct World {
     pub daemon: Option<Daemon>,
     /// Kept alive for the daemon (dropped after it, before the repository).
-    _server: Server,
+    _server: Option<Server>,
+    /// The server instead, when the world was made with faults in mind.
+    pub faulty: Option<crate::faulty::Faulty>,
     pub repo: TestRepo,
     pub config: PathBuf,
     pub work: PathBuf,
@@ -41,11 +43,28 @@ pub struct World {
 
 impl World {
     pub fn new(grace_secs: u64) -> World {
+        Self::build(grace_secs, false)
+    }
+
+    /// Served by a fault-injecting server (faultless until told otherwise).
+    pub fn with_faults(grace_secs: u64) -> World {
+        Self::build(grace_secs, true)
+    }
+
+    fn build(grace_secs: u64, faults: bool) -> World {
         let repo = TestRepo::new();
         let src = repo.dir.path().join("src-v1");
         bare_busybox(&src, "v1");
         repo.publish_at(&src, "/images/busybox");
-        let server = Server::start(&[&repo.repo]);
+        let (server, faulty, url) = if faults {
+            let f = crate::faulty::Faulty::start(&repo.repo, &repo.fqrn);
+            let url = f.url();
+            (None, Some(f), url)
+        } else {
+            let s = Server::start(&[&repo.repo]);
+            let url = s.url(&repo.fqrn);
+            (Some(s), None, url)
+        };
         let work = repo.dir.path().join("provisioner");
         std::fs::create_dir_all(&work).unwrap();
         // Containers run as other uids: the path to the mounts must be traversable.
@@ -58,7 +77,7 @@ impl World {
         let c = serde_json::json!({
             "repositories": {
                 (repo.fqrn.clone()): {
-                    "servers": [server.url(&repo.fqrn)],
+                    "servers": [url],
                     "keys": [repo.keys.join(format!("{}.pub", repo.fqrn))],
                 }
             },
@@ -69,12 +88,15 @@ impl World {
             "control_socket": work.join("control.sock"),
             "csi_socket": work.join("csi.sock"),
             "grace_secs": grace_secs,
+            // Faults end in failures sooner.
+            "timeout_secs": if faults { 1 } else { 5 },
         });
         std::fs::write(&config, serde_json::to_vec_pretty(&c).unwrap()).unwrap();
         let daemon = Some(Daemon::start(&config).unwrap_or_else(|e| panic!("{e}")));
         World {
             daemon,
             _server: server,
+            faulty,
             repo,
             config,
             work,
