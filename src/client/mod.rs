@@ -478,6 +478,15 @@ impl MountedTree {
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, ClientError> {
+        let mut out = vec![0u8; size as usize];
+        let n = self.read_into(fh, offset, &mut out)?;
+        out.truncate(n);
+        Ok(out)
+    }
+
+    /// Reads into `out` (a buffer the caller reuses: a fresh megabyte per request would be
+    /// mapped, zeroed and unmapped every time); the number of bytes read.
+    pub fn read_into(&self, fh: u64, offset: u64, out: &mut [u8]) -> Result<usize, ClientError> {
         let handle = self
             .handles
             .lock()
@@ -485,15 +494,12 @@ impl MountedTree {
             .get(&fh)
             .cloned()
             .ok_or(ClientError::BadHandle)?;
-        let mut out = vec![0u8; size as usize];
-        let n = match handle {
+        match handle {
             Handle::Whole { file, .. } => {
-                read_full(&file, &mut out, offset).map_err(|e| ClientError::Io(e.to_string()))?
+                read_full(&file, out, offset).map_err(|e| ClientError::Io(e.to_string()))
             }
-            Handle::Chunked(c) => self.note(self.read_chunks(&c, offset, &mut out))?,
-        };
-        out.truncate(n);
-        Ok(out)
+            Handle::Chunked(c) => self.note(self.read_chunks(&c, offset, out)),
+        }
     }
 
     /// Fills `out` from the chunks covering `[offset, offset + out.len())`.
