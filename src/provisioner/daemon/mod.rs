@@ -19,6 +19,9 @@ use super::image::{check_fqrn, normalize_path, ImageKey};
 use super::mounts::{Mount, Mounter, Resolved};
 use super::state::{now, ImageRow, State};
 
+mod release;
+mod volumes;
+
 pub struct Provisioner {
     config: Config,
     mounter: Mounter,
@@ -404,122 +407,5 @@ impl Provisioner {
             mounts: (inner.mounts.len() + inner.volumes.len()) as u32,
             pid: std::process::id() as u64,
         })
-    }
-
-    /// Releases images nobody has pinned for the grace time: unmounted, appc entry and
-    /// state row removed. An image still mounted elsewhere (a bind) or busy stays for now.
-    /// The ids released.
-    pub fn release_idle(&self) -> Result<Vec<String>, ProvisionError> {
-        let mut inner = self.inner.lock().expect("provisioner");
-        let deadline = now() - self.config.grace_secs as i64;
-        let mut released = Vec::new();
-        for row in inner.state.images()? {
-            // Strictly older: a just-prepared image always gets a moment to be pinned.
-            if row.touched < deadline && self.release(&mut inner, &row)? {
-                released.push(row.id);
-            }
-        }
-        Ok(released)
-    }
-
-    /// Releases one image unless pinned, busy or mounted elsewhere; whether it did.
-    fn release(&self, inner: &mut Inner, row: &ImageRow) -> Result<bool, ProvisionError> {
-        if inner.state.pin_count(&row.id)? > 0 {
-            return Ok(false);
-        }
-        if let Some(mut m) = inner.mounts.remove(&row.id) {
-            if let Err(e) = m.unmount() {
-                eprintln!("lazyroot: keeping image {} mounted: {e}", row.id);
-                inner.mounts.insert(row.id.clone(), m);
-                return Ok(false);
-            }
-        }
-        self.appc
-            .remove(&row.id)
-            .map_err(|e| ProvisionError::Internal(format!("appc entry of {}: {e}", row.id)))?;
-        inner.state.remove_image(&row.id)?;
-        let mp = self.mountpoint(&row.key);
-        let _ = std::fs::remove_dir(&mp);
-        // The revision and repository directories, once empty.
-        for dir in mp.ancestors().skip(1).take(2) {
-            let _ = std::fs::remove_dir(dir);
-        }
-        Ok(true)
-    }
-
-    /// Mounts a repository directory at a revision read-only at `target` (CSI
-    /// NodePublishVolume). The same volume at the same target again is a no-op.
-    pub fn publish_volume(
-        &self,
-        fqrn: &str,
-        path: &str,
-        at: &At,
-        target: &std::path::Path,
-    ) -> Result<(), ProvisionError> {
-        check_fqrn(fqrn).map_err(ProvisionError::Invalid)?;
-        let path = normalize_path(path).map_err(ProvisionError::Invalid)?;
-        let resolved = self.mounter.resolve(fqrn, at)?;
-        let key = ImageKey {
-            fqrn: fqrn.to_string(),
-            path,
-            root_hash: resolved.root.to_string(),
-        };
-        let mut inner = self.inner.lock().expect("provisioner");
-        if let Some((existing, _)) = inner.volumes.get(target) {
-            if *existing == key {
-                return Ok(());
-            }
-            return Err(ProvisionError::AlreadyExists(format!(
-                "{} already has volume {}:{}@{}",
-                target.display(),
-                existing.fqrn,
-                existing.path,
-                existing.root_hash
-            )));
-        }
-        let m = self
-            .mounter
-            .mount(&key.fqrn, &key.path, &resolved, target, Skeleton::none())?;
-        let shown = target.display().to_string();
-        if let Err(e) = inner.state.put_volume(&shown, &key) {
-            let mut m = m;
-            m.detach();
-            return Err(e.into());
-        }
-        inner.volumes.insert(target.to_path_buf(), (key, m));
-        Ok(())
-    }
-
-    /// Unmounts the volume at `target` (CSI NodeUnpublishVolume); nothing there is fine.
-    pub fn unpublish_volume(&self, target: &std::path::Path) -> Result<(), ProvisionError> {
-        let mut inner = self.inner.lock().expect("provisioner");
-        if let Some((key, mut m)) = inner.volumes.remove(target) {
-            if let Err(e) = m.unmount() {
-                inner.volumes.insert(target.to_path_buf(), (key, m));
-                return Err(e);
-            }
-        }
-        inner.state.remove_volume(&target.display().to_string())?;
-        Ok(())
-    }
-
-    /// Unmounts everything (the daemon is stopping); state and appc entries stay, so a
-    /// restarted daemon mounts the same images again.
-    pub fn shutdown(&self) {
-        let mut inner = self.inner.lock().expect("provisioner");
-        inner.stopping = true;
-        let inner = &mut *inner;
-        let volumes = inner.volumes.drain().map(|(_, (_, m))| m);
-        let mounts: Vec<Mount> = inner
-            .mounts
-            .drain()
-            .map(|(_, m)| m)
-            .chain(volumes)
-            .collect();
-        for mut m in mounts {
-            if m.unmount().is_err() {
-                m.detach();
-            }
-        }
     }
 }

@@ -1,0 +1,73 @@
+//! Letting go of images: after the grace time without pins, and all at once when stopping.
+
+use super::{Inner, Provisioner};
+use crate::provisioner::error::ProvisionError;
+use crate::provisioner::mounts::Mount;
+use crate::provisioner::state::{now, ImageRow};
+
+impl Provisioner {
+    /// Releases images nobody has pinned for the grace time: unmounted, appc entry and
+    /// state row removed. An image still mounted elsewhere (a bind) or busy stays for now.
+    /// The ids released.
+    pub fn release_idle(&self) -> Result<Vec<String>, ProvisionError> {
+        let mut inner = self.inner.lock().expect("provisioner");
+        let deadline = now() - self.config.grace_secs as i64;
+        let mut released = Vec::new();
+        for row in inner.state.images()? {
+            // Strictly older: a just-prepared image always gets a moment to be pinned.
+            if row.touched < deadline && self.release(&mut inner, &row)? {
+                released.push(row.id);
+            }
+        }
+        Ok(released)
+    }
+
+    /// Releases one image unless pinned, busy or mounted elsewhere; whether it did.
+    pub(super) fn release(
+        &self,
+        inner: &mut Inner,
+        row: &ImageRow,
+    ) -> Result<bool, ProvisionError> {
+        if inner.state.pin_count(&row.id)? > 0 {
+            return Ok(false);
+        }
+        if let Some(mut m) = inner.mounts.remove(&row.id) {
+            if let Err(e) = m.unmount() {
+                eprintln!("lazyroot: keeping image {} mounted: {e}", row.id);
+                inner.mounts.insert(row.id.clone(), m);
+                return Ok(false);
+            }
+        }
+        self.appc
+            .remove(&row.id)
+            .map_err(|e| ProvisionError::Internal(format!("appc entry of {}: {e}", row.id)))?;
+        inner.state.remove_image(&row.id)?;
+        let mp = self.mountpoint(&row.key);
+        let _ = std::fs::remove_dir(&mp);
+        // The revision and repository directories, once empty.
+        for dir in mp.ancestors().skip(1).take(2) {
+            let _ = std::fs::remove_dir(dir);
+        }
+        Ok(true)
+    }
+
+    /// Unmounts everything (the daemon is stopping); state and appc entries stay, so a
+    /// restarted daemon mounts the same images again.
+    pub fn shutdown(&self) {
+        let mut inner = self.inner.lock().expect("provisioner");
+        inner.stopping = true;
+        let inner = &mut *inner;
+        let volumes = inner.volumes.drain().map(|(_, (_, m))| m);
+        let mounts: Vec<Mount> = inner
+            .mounts
+            .drain()
+            .map(|(_, m)| m)
+            .chain(volumes)
+            .collect();
+        for mut m in mounts {
+            if m.unmount().is_err() {
+                m.detach();
+            }
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! CSI volumes: a repository directory at one revision mounted at a target path, kept in
+//! the state so that a restarted daemon mounts it again.
+
+use super::Provisioner;
+use crate::client::Skeleton;
+use crate::provisioner::error::ProvisionError;
+use crate::provisioner::image::{check_fqrn, normalize_path, ImageKey};
+use crate::repository::At;
+
+impl Provisioner {
+    /// Mounts a repository directory at a revision read-only at `target` (CSI
+    /// NodePublishVolume). The same volume at the same target again is a no-op.
+    pub fn publish_volume(
+        &self,
+        fqrn: &str,
+        path: &str,
+        at: &At,
+        target: &std::path::Path,
+    ) -> Result<(), ProvisionError> {
+        check_fqrn(fqrn).map_err(ProvisionError::Invalid)?;
+        let path = normalize_path(path).map_err(ProvisionError::Invalid)?;
+        let resolved = self.mounter.resolve(fqrn, at)?;
+        let key = ImageKey {
+            fqrn: fqrn.to_string(),
+            path,
+            root_hash: resolved.root.to_string(),
+        };
+        let mut inner = self.inner.lock().expect("provisioner");
+        if let Some((existing, _)) = inner.volumes.get(target) {
+            if *existing == key {
+                return Ok(());
+            }
+            return Err(ProvisionError::AlreadyExists(format!(
+                "{} already has volume {}:{}@{}",
+                target.display(),
+                existing.fqrn,
+                existing.path,
+                existing.root_hash
+            )));
+        }
+        let m = self
+            .mounter
+            .mount(&key.fqrn, &key.path, &resolved, target, Skeleton::none())?;
+        let shown = target.display().to_string();
+        if let Err(e) = inner.state.put_volume(&shown, &key) {
+            let mut m = m;
+            m.detach();
+            return Err(e.into());
+        }
+        inner.volumes.insert(target.to_path_buf(), (key, m));
+        Ok(())
+    }
+
+    /// Unmounts the volume at `target` (CSI NodeUnpublishVolume); nothing there is fine.
+    pub fn unpublish_volume(&self, target: &std::path::Path) -> Result<(), ProvisionError> {
+        let mut inner = self.inner.lock().expect("provisioner");
+        if let Some((key, mut m)) = inner.volumes.remove(target) {
+            if let Err(e) = m.unmount() {
+                inner.volumes.insert(target.to_path_buf(), (key, m));
+                return Err(e);
+            }
+        }
+        inner.state.remove_volume(&target.display().to_string())?;
+        Ok(())
+    }
+}
