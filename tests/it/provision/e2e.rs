@@ -248,3 +248,54 @@ fn a_prepare_stuck_on_a_slow_server_holds_up_no_other_call() {
     assert_eq!(w.image_mounts(), 1, "nothing half-mounted");
     assert_eq!(w.appc_entries(), 1);
 }
+
+#[test]
+fn with_no_server_a_restarted_daemon_serves_its_images_from_the_cache() {
+    let mut w = World::new(600);
+    let img = w.prepare("").unwrap();
+    w.pin("offline-task", &img.id).unwrap();
+    let version = Path::new(&img.rootfs).join("etc/version");
+    assert_eq!(std::fs::read_to_string(&version).unwrap(), "v1\n");
+    // The agent reboots while the servers are down.
+    w.stop_server();
+    w.daemon.take().unwrap().kill9();
+    w.daemon = Some(Daemon::start(&w.config).unwrap_or_else(|e| panic!("restart: {e}")));
+    assert_eq!(
+        std::fs::read_to_string(&version).unwrap(),
+        "v1\n",
+        "read before: cached"
+    );
+    assert_eq!(w.client().list().unwrap().pins.len(), 1);
+    // What was never read cannot be had, and says so (EIO), instead of hanging.
+    assert!(std::fs::read(Path::new(&img.rootfs).join("bin/busybox")).is_err());
+    // The same image prepared again (by root hash) comes from the cache too.
+    assert_eq!(w.prepare(&img.root_hash).unwrap().id, img.id);
+}
+
+#[test]
+fn many_simultaneous_prepares_of_one_image_mount_it_once() {
+    let w = World::new(600);
+    let socket = w.work.join("control.sock");
+    let fqrn = w.repo.fqrn.clone();
+    let ids: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..16)
+            .map(|_| {
+                let (socket, fqrn) = (socket.clone(), fqrn.clone());
+                s.spawn(move || {
+                    lazyroot::provisioner::client::ControlClient::new(&socket)
+                        .prepare(&lazyroot::provisioner::api::PrepareImageRequest {
+                            fqrn,
+                            path: "/images/busybox".into(),
+                            ..Default::default()
+                        })
+                        .unwrap()
+                        .id
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(ids.iter().all(|i| *i == ids[0]));
+    assert_eq!(w.image_mounts(), 1);
+    assert_eq!(w.appc_entries(), 1);
+}

@@ -103,6 +103,12 @@ impl World {
         }
     }
 
+    /// Stops the repository's server: from now on only the cache can answer.
+    pub fn stop_server(&mut self) {
+        self._server.take();
+        self.faulty.take();
+    }
+
     pub fn client(&self) -> ControlClient {
         ControlClient::new(&self.work.join("control.sock"))
     }
