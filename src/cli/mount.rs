@@ -32,6 +32,9 @@ pub struct MountArgs {
     /// Mount this root catalog hash: pinned, it never changes.
     #[arg(long, conflicts_with = "tag")]
     pub root_hash: Option<String>,
+    /// Show only this directory of the repository (an image) as the mount's root.
+    #[arg(long, default_value = "/")]
+    pub path: String,
     /// Mount the revision this tag names (pinned).
     #[arg(long)]
     pub tag: Option<String>,
@@ -111,9 +114,13 @@ pub fn mount(a: MountArgs) -> anyhow::Result<ExitCode> {
     let pinned = at != At::Latest;
     let (root, size) = repo.resolve(&at)?;
     let revision = repo.manifest().revision;
-    let tree = Arc::new(MountedTree::new(
-        source, trust, repo, mode, root, size, pinned,
-    )?);
+    let mut tree = MountedTree::new(source, trust, repo, mode, root, size, pinned)?;
+    if a.path != "/" {
+        tree = tree
+            .subtree(a.path.as_bytes(), lazyroot::client::Skeleton::none())
+            .with_context(|| format!("{}: {}", a.fqrn, a.path))?;
+    }
+    let tree = Arc::new(tree);
 
     let options = lazyroot::fuse::MountOptions {
         name: a.fqrn.clone(),

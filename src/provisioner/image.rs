@@ -87,7 +87,17 @@ impl ImageKey {
     /// Where the image is mounted, under the mount root: `<fqrn>/<root hash>/<path>` with
     /// the path's slashes escaped, so that two images of one revision never nest.
     pub fn mount_dir(&self) -> std::path::PathBuf {
-        let escaped = self.path.replace('%', "%25").replace('/', "%2F");
+        let mut escaped = self.path.replace('%', "%25").replace('/', "%2F");
+        // A file name has at most 255 bytes: a long path keeps its start, and a digest of
+        // the whole keeps it unique.
+        if escaped.len() > 200 {
+            let digest = hex::encode(&Sha512::digest(self.path.as_bytes())[..16]);
+            let mut cut = 160;
+            while !escaped.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            escaped = format!("{}..{digest}", &escaped[..cut]);
+        }
         [
             self.fqrn.as_str(),
             self.root_hash.as_str(),
@@ -144,6 +154,13 @@ mod tests {
             key("/images/a").mount_dir(),
             std::path::PathBuf::from("demo.example.org/0a1b/%2Fimages%2Fa")
         );
+        let deep = key(&format!("/{}", ["département"; 60].join("/")));
+        let dir = deep.mount_dir();
+        let name = dir.file_name().unwrap().to_str().unwrap();
+        assert!(name.len() <= 255, "{}", name.len());
+        let mut other = format!("/{}", ["département"; 60].join("/"));
+        other.push('x');
+        assert_ne!(key(&other).mount_dir(), dir, "long paths stay apart");
         assert!(check_fqrn("demo.example.org").is_ok());
         for bad in ["", "Demo.org", "../x", "a/b", ".a", "a..b"] {
             assert!(check_fqrn(bad).is_err(), "{bad}");

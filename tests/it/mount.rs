@@ -264,3 +264,37 @@ fn passthrough_mounts_read_the_same_bytes() {
         assert_eq!(std::fs::read(plain.mount.dir.join("small")).unwrap(), small);
     }
 }
+
+#[test]
+fn path_mounts_show_one_image_as_the_root() {
+    let repo = TestRepo::new();
+    for (name, text) in [("a", "image a"), ("b", "image b")] {
+        let src = repo.dir.path().join(format!("src-{name}"));
+        write(&src.join("etc/which"), text.as_bytes());
+        repo.publish_at(&src, &format!("/images/{name}"));
+    }
+    let m = serve_and_mount(&repo, "a", &["--path", "/images/a"]);
+    assert_eq!(
+        std::fs::read_to_string(m.mount.dir.join("etc/which")).unwrap(),
+        "image a"
+    );
+    let names: Vec<_> = std::fs::read_dir(&m.mount.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["etc"],
+        "only the image, no skeleton for plain mounts"
+    );
+    let err = mount_from(
+        &repo,
+        &m.server.url(FQRN),
+        "none",
+        "a.cache",
+        &["--path", "/images/c"],
+    )
+    .err()
+    .expect("a missing path must not mount");
+    assert!(err.contains("/images/c"), "{err}");
+}
