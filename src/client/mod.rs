@@ -3,7 +3,9 @@
 //! cache. The FUSE adapter (`crate::fuse`) only translates. Blocking and `Send + Sync`.
 
 pub mod attr;
+mod elf;
 pub mod inodes;
+mod loader;
 mod magic;
 pub mod skeleton;
 
@@ -106,6 +108,8 @@ pub struct MountedTree {
     listings: Mutex<HashMap<u64, Arc<Listing>>>,
     /// Listings by directory inode, for pinned mounts (see `listing_of`).
     listings_by_ino: Mutex<HashMap<u64, Arc<Listing>>>,
+    /// Fetches what the loader will open after a program (see `loader`).
+    loader: loader::LoaderPrefetch,
     next_fh: AtomicU64,
     errors: AtomicU64,
 }
@@ -142,6 +146,7 @@ impl MountedTree {
             entries: Mutex::new(HashMap::new()),
             listings: Mutex::new(HashMap::new()),
             listings_by_ino: Mutex::new(HashMap::new()),
+            loader: loader::LoaderPrefetch::default(),
             next_fh: AtomicU64::new(1),
             errors: AtomicU64::new(0),
         })
@@ -453,14 +458,35 @@ impl MountedTree {
                 e.is_compressed(),
             ))?;
             self.source.cache.pin(&hash);
-            Handle::Whole {
-                file: Arc::new(file),
-                hash,
-            }
+            let file = Arc::new(file);
+            self.maybe_prefetch_loader(&file, e.size, hash);
+            Handle::Whole { file, hash }
         };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.handles.lock().expect("handles").insert(fh, handle);
         Ok(fh)
+    }
+
+    /// A program (an ELF file) was opened: start fetching its interpreter and libraries.
+    fn maybe_prefetch_loader(&self, file: &Arc<File>, size: u64, hash: ContentHash) {
+        let mut head = [0u8; 4];
+        if size < 64 || file.read_exact_at(&mut head, 0).is_err() || !elf::is_elf(&head) {
+            return;
+        }
+        let (repo, root, root_size) = {
+            let cur = self.current.read().expect("revision");
+            (cur.repo.clone(), cur.root, cur.root_size)
+        };
+        self.loader.start(loader::Job {
+            program: file.clone(),
+            size,
+            hash,
+            repo,
+            root,
+            root_size,
+            base: self.base.clone(),
+            source: self.source.clone(),
+        });
     }
 
     fn object_file(

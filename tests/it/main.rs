@@ -10,6 +10,7 @@ mod faults;
 mod faulty;
 mod fixture;
 mod incremental;
+mod loader;
 mod mount;
 mod net;
 mod provision;

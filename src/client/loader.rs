@@ -1,0 +1,169 @@
+//! Prefetching what the dynamic loader will open. When a program starts, the kernel opens
+//! it, then the loader opens its interpreter, `/etc/ld.so.cache` and each library in turn:
+//! on a cold cache every one of them is a round trip that starts only when the previous one
+//! has ended. So when an ELF file is opened, its program headers name what comes next, and
+//! those objects are fetched at once, in parallel, while the kernel is still reading the
+//! program. A guess that misses costs one download of a file of the image; nothing is
+//! trusted from the file but names to look up in the image's own (verified) catalogs.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::catalog::EntryKind;
+use crate::hash::ContentHash;
+use crate::object::{ObjectKind, ObjectName};
+use crate::remote::RemoteSource;
+use crate::repository::{path, Found, Repository, Snapshot};
+
+use super::elf;
+
+/// Analyses running at once, at most: a container start opens many ELF files at a time.
+const MAX_RUNNING: usize = 4;
+/// Symlinks followed while resolving one path (the kernel allows 40; images need few).
+const MAX_HOPS: usize = 16;
+
+#[derive(Default)]
+pub struct LoaderPrefetch {
+    /// Programs and libraries already analysed in this mount (by content).
+    seen: Mutex<HashSet<ContentHash>>,
+    running: Arc<AtomicUsize>,
+}
+
+/// Everything an analysis needs, owned, so it runs on its own thread.
+pub struct Job {
+    pub program: Arc<File>,
+    pub size: u64,
+    pub hash: ContentHash,
+    pub repo: Arc<Repository>,
+    pub root: ContentHash,
+    pub root_size: u64,
+    /// The repository path of the mount's root: the image's `/`.
+    pub base: Vec<u8>,
+    pub source: Arc<RemoteSource>,
+}
+
+impl LoaderPrefetch {
+    /// Starts analysing `job.program` unless it was analysed before or enough analyses run.
+    pub fn start(&self, job: Job) {
+        if !self.seen.lock().expect("seen").insert(job.hash) {
+            return;
+        }
+        if self.running.fetch_add(1, Ordering::SeqCst) >= MAX_RUNNING {
+            self.running.fetch_sub(1, Ordering::SeqCst);
+            self.seen.lock().expect("seen").remove(&job.hash);
+            return;
+        }
+        let running = self.running.clone();
+        let spawned = std::thread::Builder::new()
+            .name("lazyroot-loader".into())
+            .spawn(move || {
+                run(&job);
+                running.fetch_sub(1, Ordering::SeqCst);
+            });
+        if spawned.is_err() {
+            self.running.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+fn run(job: &Job) {
+    let Some(needs) = elf::needs(&job.program, job.size) else {
+        return;
+    };
+    let Ok(snap) = job.repo.snapshot_of(job.root, job.root_size) else {
+        return;
+    };
+    let mut wanted: Vec<Vec<u8>> = Vec::new();
+    if let Some(interp) = &needs.interp {
+        wanted.push(interp.clone());
+        // The glibc loader reads its cache before any library.
+        wanted.push(b"/etc/ld.so.cache".to_vec());
+    }
+    let mut fetches = Vec::new();
+    for w in &wanted {
+        if let Some(f) = resolve(&snap, &job.base, w) {
+            fetches.extend(fetch(&job.source, &f));
+        }
+    }
+    for name in &needs.needed {
+        // The first directory that has it, as the loader searches.
+        if let Some(f) = elf::candidates(name, needs.triplet)
+            .iter()
+            .find_map(|c| resolve(&snap, &job.base, c))
+        {
+            fetches.extend(fetch(&job.source, &f));
+        }
+    }
+    for t in fetches {
+        let _ = t.join();
+    }
+}
+
+/// Fetches a whole-file object into the cache on a thread of its own (chunked files are
+/// left alone: their first read fetches them chunk by chunk anyway).
+fn fetch(source: &Arc<RemoteSource>, f: &Found) -> Option<std::thread::JoinHandle<()>> {
+    let e = &f.entry;
+    let hash = e.hash?;
+    if e.kind() != EntryKind::File || e.is_chunked() || source.cache.path(&hash).exists() {
+        return None;
+    }
+    let (source, size, compressed) = (source.clone(), e.size, e.is_compressed());
+    std::thread::Builder::new()
+        .name("lazyroot-prefetch".into())
+        .spawn(move || {
+            let name = ObjectName::new(hash, ObjectKind::File);
+            let req = crate::store::ObjectRequest {
+                name: &name,
+                size: Some(size),
+                limit: size,
+                compressed,
+                mountpoint: None,
+            };
+            let _ = crate::store::ObjectSource::object(source.as_ref(), &req);
+        })
+        .ok()
+}
+
+/// The regular file at `want` (absolute, inside the image whose root is the repository
+/// path `base`), following symlinks as the kernel would, never above the image's root.
+pub fn resolve(s: &Snapshot<'_>, base: &[u8], want: &[u8]) -> Option<Found> {
+    let mut todo: std::collections::VecDeque<Vec<u8>> = split(want).collect();
+    let mut at: Vec<Vec<u8>> = Vec::new();
+    let mut hops = 0;
+    while let Some(c) = todo.pop_front() {
+        if c == b".." {
+            at.pop();
+            continue;
+        }
+        at.push(c);
+        let full = at.iter().fold(base.to_vec(), |p, c| path::join(&p, c));
+        let f = s.lookup(&full).ok()??;
+        match f.entry.kind() {
+            EntryKind::Symlink => {
+                hops += 1;
+                if hops > MAX_HOPS {
+                    return None;
+                }
+                at.pop();
+                if f.entry.symlink.starts_with(b"/") {
+                    at.clear();
+                }
+                for (i, t) in split(&f.entry.symlink).enumerate() {
+                    todo.insert(i, t);
+                }
+            }
+            EntryKind::Directory => {}
+            EntryKind::File if todo.is_empty() => return Some(f),
+            _ => return None,
+        }
+    }
+    None
+}
+
+fn split(p: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
+    p.split(|&b| b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+        .map(|c| c.to_vec())
+}
