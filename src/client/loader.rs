@@ -39,8 +39,10 @@ pub struct Job {
     pub repo: Arc<Repository>,
     pub root: ContentHash,
     pub root_size: u64,
-    /// The repository path of the mount's root: the image's `/`.
+    /// The repository path of the mount's root.
     pub base: Vec<u8>,
+    /// The repository path of the program.
+    pub program_path: Vec<u8>,
     pub source: Arc<RemoteSource>,
 }
 
@@ -75,23 +77,33 @@ fn run(job: &Job) {
     let Ok(snap) = job.repo.snapshot_of(job.root, job.root_size) else {
         return;
     };
-    let mut wanted: Vec<Vec<u8>> = Vec::new();
-    if let Some(interp) = &needs.interp {
-        wanted.push(interp.clone());
-        // The glibc loader reads its cache before any library.
-        wanted.push(b"/etc/ld.so.cache".to_vec());
-    }
+    // The image's root: the mount's, or (a mount of a whole repository holding many
+    // images) the shallowest directory above the program in which the names resolve.
+    let probe = match (&needs.interp, needs.needed.first()) {
+        (Some(interp), _) => vec![interp.clone()],
+        (None, Some(lib)) => elf::candidates(lib, needs.triplet),
+        (None, None) => return,
+    };
+    let Some(root) = roots(&job.base, &job.program_path)
+        .into_iter()
+        .find(|r| probe.iter().any(|p| resolve(&snap, r, p).is_some()))
+    else {
+        return;
+    };
     let mut fetches = Vec::new();
-    for w in &wanted {
-        if let Some(f) = resolve(&snap, &job.base, w) {
-            fetches.extend(fetch(&job.source, &f));
+    if let Some(interp) = &needs.interp {
+        // The glibc loader reads its cache before any library.
+        for w in [interp.as_slice(), b"/etc/ld.so.cache"] {
+            if let Some(f) = resolve(&snap, &root, w) {
+                fetches.extend(fetch(&job.source, &f));
+            }
         }
     }
     for name in &needs.needed {
         // The first directory that has it, as the loader searches.
         if let Some(f) = elf::candidates(name, needs.triplet)
             .iter()
-            .find_map(|c| resolve(&snap, &job.base, c))
+            .find_map(|c| resolve(&snap, &root, c))
         {
             fetches.extend(fetch(&job.source, &f));
         }
@@ -99,6 +111,21 @@ fn run(job: &Job) {
     for t in fetches {
         let _ = t.join();
     }
+}
+
+/// `base` and the directories between it and the program, shallowest first.
+fn roots(base: &[u8], program: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = vec![base.to_vec()];
+    let Some(rest) = program.strip_prefix(base) else {
+        return out;
+    };
+    let dir = path::parent(rest);
+    let mut at = base.to_vec();
+    for c in split(dir) {
+        at = path::join(&at, &c);
+        out.push(at.clone());
+    }
+    out
 }
 
 /// Fetches a whole-file object into the cache on a thread of its own (chunked files are
@@ -160,6 +187,29 @@ pub fn resolve(s: &Snapshot<'_>, base: &[u8], want: &[u8]) -> Option<Found> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn roots_run_from_the_mount_down_to_the_program() {
+        let r = super::roots(b"", b"/images/deb/usr/bin/dash");
+        let r: Vec<&[u8]> = r.iter().map(|p| p.as_slice()).collect();
+        assert_eq!(
+            r,
+            [
+                &b""[..],
+                b"/images",
+                b"/images/deb",
+                b"/images/deb/usr",
+                b"/images/deb/usr/bin"
+            ]
+        );
+        assert_eq!(
+            super::roots(b"/images/deb", b"/images/deb/bin/sh"),
+            [b"/images/deb".to_vec(), b"/images/deb/bin".to_vec()]
+        );
+    }
 }
 
 fn split(p: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {

@@ -459,7 +459,7 @@ impl MountedTree {
             ))?;
             self.source.cache.pin(&hash);
             let file = Arc::new(file);
-            self.maybe_prefetch_loader(&file, e.size, hash);
+            self.maybe_prefetch_loader(&file, e.size, hash, &f.path);
             Handle::Whole { file, hash }
         };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
@@ -468,7 +468,7 @@ impl MountedTree {
     }
 
     /// A program (an ELF file) was opened: start fetching its interpreter and libraries.
-    fn maybe_prefetch_loader(&self, file: &Arc<File>, size: u64, hash: ContentHash) {
+    fn maybe_prefetch_loader(&self, file: &Arc<File>, size: u64, hash: ContentHash, at: &[u8]) {
         let mut head = [0u8; 4];
         if size < 64 || file.read_exact_at(&mut head, 0).is_err() || !elf::is_elf(&head) {
             return;
@@ -485,6 +485,7 @@ impl MountedTree {
             root,
             root_size,
             base: self.base.clone(),
+            program_path: at.to_vec(),
             source: self.source.clone(),
         });
     }

@@ -57,35 +57,61 @@ fn opening_a_program_fetches_its_loader_and_libraries() {
     let src = repo.dir.path().join("image");
     dash_image(&src);
     repo.publish_at(&src, "/images/dash");
-    let m = serve_and_mount(&repo, "mnt", &["--path", "/images/dash"]);
-    let cache = repo.dir.path().join("mnt.cache");
-    let wanted = [
-        "/images/dash/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
-        "/images/dash/usr/lib/x86_64-linux-gnu/libc.so.6",
-        "/images/dash/etc/ld.so.cache",
-    ]
-    .map(|p| cached(&repo, &cache, p));
-    assert!(wanted.iter().all(|p| !p.exists()), "nothing fetched yet");
-    // Open the program and read one byte, as exec does first: nothing else is opened.
-    let mut one = [0u8; 1];
-    std::fs::File::open(m.mount.dir.join("bin/dash"))
-        .unwrap()
-        .read_exact(&mut one)
+    let server = Server::start(&[&repo.repo]);
+    // The image as the mount's root (as the provisioner mounts it), and inside a mount of
+    // the whole repository (the image's root is then found above the program).
+    for (name, args, image) in [
+        ("image", &["--path", "/images/dash"][..], ""),
+        ("whole", &[][..], "images/dash"),
+    ] {
+        let m = mount_from(
+            &repo,
+            &server.url(FQRN),
+            name,
+            &format!("{name}.cache"),
+            args,
+        )
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !wanted.iter().all(|p| p.exists()) {
-        assert!(Instant::now() < deadline, "not prefetched: {wanted:?}");
-        std::thread::sleep(Duration::from_millis(20));
+        let root = m.dir.join(image);
+        let cache = repo.dir.path().join(format!("{name}.cache"));
+        let wanted = [
+            "/images/dash/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+            "/images/dash/usr/lib/x86_64-linux-gnu/libc.so.6",
+            "/images/dash/etc/ld.so.cache",
+        ]
+        .map(|p| cached(&repo, &cache, p));
+        assert!(
+            wanted.iter().all(|p| !p.exists()),
+            "{name}: nothing fetched yet"
+        );
+        // Open the program and read one byte, as exec does first: nothing else is opened.
+        let mut one = [0u8; 1];
+        std::fs::File::open(root.join("bin/dash"))
+            .unwrap()
+            .read_exact(&mut one)
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !wanted.iter().all(|p| p.exists()) {
+            assert!(
+                Instant::now() < deadline,
+                "{name}: not prefetched: {wanted:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            !cached(&repo, &cache, "/images/dash/etc/unrelated").exists(),
+            "{name}: only what the loader will open"
+        );
+        // And the program runs from the mount, reading the prefetched libraries.
+        let out = std::process::Command::new("chroot")
+            .arg(&root)
+            .args(["/bin/dash", "-c", "echo started"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "started\n",
+            "{name}: {out:?}"
+        );
     }
-    assert!(
-        !cached(&repo, &cache, "/images/dash/etc/unrelated").exists(),
-        "only what the loader will open"
-    );
-    // And the program runs from the mount, reading the prefetched libraries.
-    let out = std::process::Command::new("chroot")
-        .arg(&m.mount.dir)
-        .args(["/bin/dash", "-c", "echo started"])
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "started\n", "{out:?}");
 }
