@@ -189,6 +189,12 @@ pub fn resolve(s: &Snapshot<'_>, base: &[u8], want: &[u8]) -> Option<Found> {
     None
 }
 
+fn split(p: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
+    p.split(|&b| b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+        .map(|c| c.to_vec())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -210,10 +216,4 @@ mod tests {
             [b"/images/deb".to_vec(), b"/images/deb/bin".to_vec()]
         );
     }
-}
-
-fn split(p: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
-    p.split(|&b| b == b'/')
-        .filter(|c| !c.is_empty() && *c != b".")
-        .map(|c| c.to_vec())
 }
