@@ -21,6 +21,8 @@ use super::elf;
 
 /// Analyses running at once, at most: a container start opens many ELF files at a time.
 const MAX_RUNNING: usize = 4;
+/// Downloads one analysis runs at once.
+const PARALLEL_FETCHES: usize = 6;
 /// Symlinks followed while resolving one path (the kernel allows 40; images need few).
 const MAX_HOPS: usize = 16;
 
@@ -90,26 +92,27 @@ fn run(job: &Job) {
     else {
         return;
     };
-    let mut fetches = Vec::new();
+    let mut found = Vec::new();
     if let Some(interp) = &needs.interp {
         // The glibc loader reads its cache before any library.
         for w in [interp.as_slice(), b"/etc/ld.so.cache"] {
-            if let Some(f) = resolve(&snap, &root, w) {
-                fetches.extend(fetch(&job.source, &f));
-            }
+            found.extend(resolve(&snap, &root, w));
         }
     }
     for name in &needs.needed {
         // The first directory that has it, as the loader searches.
-        if let Some(f) = elf::candidates(name, needs.triplet)
-            .iter()
-            .find_map(|c| resolve(&snap, &root, c))
-        {
-            fetches.extend(fetch(&job.source, &f));
-        }
+        found.extend(
+            elf::candidates(name, needs.triplet)
+                .iter()
+                .find_map(|c| resolve(&snap, &root, c)),
+        );
     }
-    for t in fetches {
-        let _ = t.join();
+    // In the loader's order, a few at a time.
+    for batch in found.chunks(PARALLEL_FETCHES) {
+        let started: Vec<_> = batch.iter().filter_map(|f| fetch(&job.source, f)).collect();
+        for t in started {
+            let _ = t.join();
+        }
     }
 }
 
