@@ -285,11 +285,28 @@ pub fn umount(dst: &Path) {
     crate::rootfs::run(Command::new("umount").arg(dst));
 }
 
-/// Counts of the daemon's open descriptors and threads, and its resident KiB.
-pub fn footprint(pid: i32) -> (usize, usize, u64) {
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+/// What a process holds: descriptors other than sockets (files, `/dev/fuse`, databases),
+/// sockets (pooled HTTP connections come and go), threads, resident KiB.
+#[derive(Debug, Clone, Copy)]
+pub struct Footprint {
+    pub files: usize,
+    pub sockets: usize,
+    pub threads: usize,
+    pub rss_kib: u64,
+}
+
+pub fn footprint(pid: i32) -> Footprint {
+    let (mut files, mut sockets) = (0, 0);
+    for e in std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
-        .count();
+        .flatten()
+    {
+        match std::fs::read_link(e.path()) {
+            Ok(t) if t.to_string_lossy().starts_with("socket:") => sockets += 1,
+            Ok(_) => files += 1,
+            Err(_) => {} // closed meanwhile
+        }
+    }
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let field = |k: &str| -> u64 {
         status
@@ -299,5 +316,10 @@ pub fn footprint(pid: i32) -> (usize, usize, u64) {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     };
-    (fds, field("Threads:") as usize, field("VmRSS:"))
+    Footprint {
+        files,
+        sockets,
+        threads: field("Threads:") as usize,
+        rss_kib: field("VmRSS:"),
+    }
 }
