@@ -135,25 +135,11 @@ fn roots(base: &[u8], program: &[u8]) -> Vec<Vec<u8>> {
 /// left alone: their first read fetches them chunk by chunk anyway).
 fn fetch(source: &Arc<RemoteSource>, f: &Found) -> Option<std::thread::JoinHandle<()>> {
     let e = &f.entry;
-    let hash = e.hash?;
-    if e.kind() != EntryKind::File || e.is_chunked() || source.cache.path(&hash).exists() {
+    if e.kind() != EntryKind::File || e.is_chunked() {
         return None;
     }
-    let (source, size, compressed) = (source.clone(), e.size, e.is_compressed());
-    std::thread::Builder::new()
-        .name("lazyroot-prefetch".into())
-        .spawn(move || {
-            let name = ObjectName::new(hash, ObjectKind::File);
-            let req = crate::store::ObjectRequest {
-                name: &name,
-                size: Some(size),
-                limit: size,
-                compressed,
-                mountpoint: None,
-            };
-            let _ = crate::store::ObjectSource::object(source.as_ref(), &req);
-        })
-        .ok()
+    let name = ObjectName::new(e.hash?, ObjectKind::File);
+    super::fetch_in_background(source, name, e.size, e.is_compressed())
 }
 
 /// The regular file at `want` (absolute, inside the image whose root is the repository

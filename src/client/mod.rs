@@ -585,25 +585,9 @@ impl MountedTree {
         Ok(file)
     }
 
-    /// Fetches an object into the cache on a short-lived thread; errors are left for the
-    /// reader that needs the object to meet (and report) again.
+    /// Fetches an object into the cache in the background (see [`fetch_in_background`]).
     fn prefetch(&self, name: ObjectName, size: u64, compressed: bool) {
-        if self.source.cache.path(&name.hash).exists() {
-            return;
-        }
-        let source = self.source.clone();
-        let _ = std::thread::Builder::new()
-            .name("lazyroot-prefetch".into())
-            .spawn(move || {
-                let req = crate::store::ObjectRequest {
-                    name: &name,
-                    size: Some(size),
-                    limit: size,
-                    compressed,
-                    mountpoint: None,
-                };
-                let _ = crate::store::ObjectSource::object(source.as_ref(), &req);
-            });
+        fetch_in_background(&self.source, name, size, compressed);
     }
 
     /// The cached object behind an open whole file (for kernel passthrough).
@@ -674,4 +658,32 @@ fn read_full(file: &File, out: &mut [u8], offset: u64) -> std::io::Result<usize>
         }
     }
     Ok(n)
+}
+
+/// Fetches an object into the cache on a short-lived thread, unless it is cached already;
+/// errors are left for the reader that needs the object to meet (and report) again. The
+/// thread, to wait for, if one was started.
+pub(crate) fn fetch_in_background(
+    source: &Arc<RemoteSource>,
+    name: ObjectName,
+    size: u64,
+    compressed: bool,
+) -> Option<std::thread::JoinHandle<()>> {
+    if source.cache.path(&name.hash).exists() {
+        return None;
+    }
+    let source = source.clone();
+    std::thread::Builder::new()
+        .name("lazyroot-prefetch".into())
+        .spawn(move || {
+            let req = crate::store::ObjectRequest {
+                name: &name,
+                size: Some(size),
+                limit: size,
+                compressed,
+                mountpoint: None,
+            };
+            let _ = crate::store::ObjectSource::object(source.as_ref(), &req);
+        })
+        .ok()
 }

@@ -5,9 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::csi::{VolumeError, VolumePublisher, VolumeSpec};
-use crate::hash::ContentHash;
-use crate::repository::At;
 
+use super::image::revision_at;
 use super::{ProvisionError, Provisioner};
 
 pub struct Volumes(pub Arc<Provisioner>);
@@ -27,14 +26,8 @@ fn volume_error(e: ProvisionError) -> VolumeError {
 
 impl VolumePublisher for Volumes {
     fn publish(&self, spec: &VolumeSpec, target: &Path) -> Result<(), VolumeError> {
-        let at = match (&spec.root_hash, &spec.tag) {
-            (Some(h), _) => At::RootHash(
-                ContentHash::parse(h)
-                    .map_err(|e| VolumeError::InvalidArgument(format!("root hash {h:?}: {e}")))?,
-            ),
-            (None, Some(t)) => At::Tag(t.clone()),
-            (None, None) => At::Latest,
-        };
+        let at = revision_at(spec.root_hash.as_deref(), spec.tag.as_deref())
+            .map_err(VolumeError::InvalidArgument)?;
         self.0
             .publish_volume(&spec.fqrn, &spec.path, &at, target)
             .map_err(volume_error)

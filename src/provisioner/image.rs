@@ -4,6 +4,9 @@
 
 use sha2::{Digest, Sha512};
 
+use crate::hash::ContentHash;
+use crate::repository::At;
+
 /// The identity of an image. `path` is normalized ("/" or "/a/b", no trailing slash).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageKey {
@@ -49,6 +52,18 @@ pub fn normalize_path(path: &str) -> Result<String, String> {
         out.push('/');
     }
     Ok(out)
+}
+
+/// The revision a request names: a root hash, a tag, or neither (the latest).
+pub fn revision_at(root_hash: Option<&str>, tag: Option<&str>) -> Result<At, String> {
+    match (root_hash, tag) {
+        (Some(_), Some(_)) => Err("give a root hash or a tag, not both".into()),
+        (Some(h), None) => ContentHash::parse(h)
+            .map(At::RootHash)
+            .map_err(|e| format!("root hash {h:?}: {e}")),
+        (None, Some(t)) => Ok(At::Tag(t.to_string())),
+        (None, None) => Ok(At::Latest),
+    }
 }
 
 impl ImageKey {

@@ -26,11 +26,31 @@ struct Remote {
 }
 
 /// A revision resolved from a root hash, a tag or "latest".
-#[derive(Debug, Clone)]
 pub struct Resolved {
     pub root: ContentHash,
     pub size: u64,
     pub revision: u64,
+    /// The repository as resolving opened it: mounting takes it rather than fetching and
+    /// verifying the manifest a second time.
+    opened: Option<Opened>,
+}
+
+struct Opened {
+    repo: crate::repository::Repository,
+    mode: remote::Mode,
+    trust: Trust,
+}
+
+impl Resolved {
+    /// A revision known by its root hash alone (from the daemon's state).
+    pub fn known(root: ContentHash) -> Resolved {
+        Resolved {
+            root,
+            size: 0,
+            revision: 0,
+            opened: None,
+        }
+    }
 }
 
 pub struct Mounter {
@@ -102,7 +122,7 @@ impl Mounter {
     pub fn resolve(&self, fqrn: &str, at: &At) -> Result<Resolved, ProvisionError> {
         let remote = self.remote(fqrn)?;
         let trust = self.trust(fqrn)?;
-        let (repo, _mode) = remote::open(remote.source.clone(), &trust)
+        let (repo, mode) = remote::open(remote.source.clone(), &trust)
             .map_err(|e| ProvisionError::Unavailable(format!("repository {fqrn}: {e}")))?;
         let manifest = repo.manifest().clone();
         let (root, size) = repo.resolve(at).map_err(|e| match e {
@@ -125,6 +145,7 @@ impl Mounter {
             root,
             size,
             revision,
+            opened: Some(Opened { repo, mode, trust }),
         })
     }
 
@@ -134,14 +155,20 @@ impl Mounter {
         &self,
         fqrn: &str,
         path: &str,
-        at: &Resolved,
+        at: Resolved,
         mountpoint: &Path,
         skeleton: Skeleton,
     ) -> Result<Mount, ProvisionError> {
         let remote = self.remote(fqrn)?;
-        let trust = self.trust(fqrn)?;
-        let (repo, mode) = remote::open(remote.source.clone(), &trust)
-            .map_err(|e| ProvisionError::Unavailable(format!("repository {fqrn}: {e}")))?;
+        let Opened { repo, mode, trust } = match at.opened {
+            Some(opened) => opened,
+            None => {
+                let trust = self.trust(fqrn)?;
+                let (repo, mode) = remote::open(remote.source.clone(), &trust)
+                    .map_err(|e| ProvisionError::Unavailable(format!("repository {fqrn}: {e}")))?;
+                Opened { repo, mode, trust }
+            }
+        };
         let shown = format!("{fqrn}:{path}@{}", at.root);
         let tree = MountedTree::new(
             remote.source.clone(),

@@ -49,6 +49,21 @@ pub struct PinRow {
     pub image_id: String,
 }
 
+const SELECT_IMAGE: &str = "SELECT id, fqrn, path, root_hash, revision, touched FROM images";
+
+fn image_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ImageRow> {
+    Ok(ImageRow {
+        id: r.get(0)?,
+        key: ImageKey {
+            fqrn: r.get(1)?,
+            path: r.get(2)?,
+            root_hash: r.get(3)?,
+        },
+        revision: r.get::<_, i64>(4)? as u64,
+        touched: r.get(5)?,
+    })
+}
+
 pub struct State {
     db: Connection,
 }
@@ -71,26 +86,15 @@ impl State {
     }
 
     pub fn images(&self) -> rusqlite::Result<Vec<ImageRow>> {
-        let mut st = self.db.prepare(
-            "SELECT id, fqrn, path, root_hash, revision, touched FROM images ORDER BY id",
-        )?;
-        let rows = st.query_map([], |r| {
-            Ok(ImageRow {
-                id: r.get(0)?,
-                key: ImageKey {
-                    fqrn: r.get(1)?,
-                    path: r.get(2)?,
-                    root_hash: r.get(3)?,
-                },
-                revision: r.get::<_, i64>(4)? as u64,
-                touched: r.get(5)?,
-            })
-        })?;
+        let mut st = self.db.prepare(&format!("{SELECT_IMAGE} ORDER BY id"))?;
+        let rows = st.query_map([], image_row)?;
         rows.collect()
     }
 
     pub fn image(&self, id: &str) -> rusqlite::Result<Option<ImageRow>> {
-        Ok(self.images()?.into_iter().find(|i| i.id == id))
+        self.db
+            .query_row(&format!("{SELECT_IMAGE} WHERE id = ?1"), [id], image_row)
+            .optional()
     }
 
     pub fn put_image(&self, row: &ImageRow) -> rusqlite::Result<()> {

@@ -209,34 +209,14 @@ impl Mount {
     /// Mounts; on failure returns what the command printed on stderr.
     pub fn try_start(fqrn: &str, dir: &Path, args: &[&str]) -> Result<Self, String> {
         std::fs::create_dir_all(dir).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_lazyroot"))
-            .arg("mount")
-            .arg(fqrn)
-            .arg(dir)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(line) if line.starts_with("mounted") => Ok(Mount {
-                dir: dir.to_path_buf(),
-                child,
-                line,
-            }),
-            _ => {
-                let _ = child.kill();
-                let out = child.wait_with_output().unwrap();
-                Err(String::from_utf8_lossy(&out.stderr).into_owned())
-            }
-        }
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lazyroot"));
+        cmd.arg("mount").arg(fqrn).arg(dir).args(args);
+        let (child, line) = spawn_until_ready(&mut cmd, "mounted")?;
+        Ok(Mount {
+            dir: dir.to_path_buf(),
+            child,
+            line,
+        })
     }
 
     /// SIGTERM, then the exit status (bounded wait).
@@ -248,6 +228,34 @@ impl Mount {
         terminate(&mut self.child, Duration::from_secs(20), || {
             let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
         })
+    }
+}
+
+/// Starts `cmd` and waits (bounded) for its first line of output to start with `ready`;
+/// then the child (its stdout drained from now on, so it never blocks on a full pipe) and
+/// that line. Otherwise the child is killed and what it said on stderr is the error.
+pub fn spawn_until_ready(cmd: &mut Command, ready: &str) -> Result<(Child, String), String> {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(stdout);
+        let mut line = String::new();
+        let _ = r.read_line(&mut line);
+        let _ = tx.send(line);
+        let _ = std::io::copy(&mut r, &mut std::io::sink());
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(line) if line.starts_with(ready) => Ok((child, line)),
+        _ => {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
     }
 }
 

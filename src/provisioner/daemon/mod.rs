@@ -9,13 +9,12 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::client::Skeleton;
 use crate::hash::ContentHash;
-use crate::repository::At;
 
 use super::api;
 use super::appc::AppcStore;
 use super::config::Config;
 use super::error::ProvisionError;
-use super::image::{check_fqrn, normalize_path, ImageKey};
+use super::image::{check_fqrn, normalize_path, revision_at, ImageKey};
 use super::mounts::{Mount, Mounter, Resolved};
 use super::state::{now, ImageRow, State};
 
@@ -37,7 +36,8 @@ struct Inner {
     mounts: HashMap<String, Mount>,
     /// CSI volumes by target path.
     volumes: HashMap<PathBuf, (ImageKey, Mount)>,
-    /// Images being mounted right now, without the lock.
+    /// Images (by id) and volumes (`volume <target>`) being mounted right now, without the
+    /// lock.
     mounting: HashSet<String>,
     /// Set by `shutdown`: a mount finishing after it is undone at once.
     stopping: bool,
@@ -63,11 +63,7 @@ fn check_container_id(id: &str) -> Result<(), ProvisionError> {
 fn known_revision(key: &ImageKey) -> Result<Resolved, ProvisionError> {
     let root = ContentHash::parse(&key.root_hash)
         .map_err(|e| ProvisionError::Internal(format!("root hash {:?}: {e}", key.root_hash)))?;
-    Ok(Resolved {
-        root,
-        size: 0,
-        revision: 0,
-    })
+    Ok(Resolved::known(root))
 }
 
 impl Provisioner {
@@ -107,10 +103,6 @@ impl Provisioner {
         });
         p.recover()?;
         Ok(p)
-    }
-
-    pub fn config(&self) -> &Config {
-        &self.config
     }
 
     fn mountpoint(&self, key: &ImageKey) -> PathBuf {
@@ -170,7 +162,7 @@ impl Provisioner {
         skeleton: Skeleton,
     ) -> Result<Mount, ProvisionError> {
         self.mounter
-            .mount(&key.fqrn, &key.path, &known_revision(key)?, at, skeleton)
+            .mount(&key.fqrn, &key.path, known_revision(key)?, at, skeleton)
     }
 
     fn image_of(&self, inner: &Inner, row: &ImageRow) -> Result<api::Image, ProvisionError> {
@@ -197,18 +189,9 @@ impl Provisioner {
     pub fn prepare(&self, req: &api::PrepareImageRequest) -> Result<api::Image, ProvisionError> {
         check_fqrn(&req.fqrn).map_err(ProvisionError::Invalid)?;
         let path = normalize_path(&req.path).map_err(ProvisionError::Invalid)?;
-        let at = match (req.root_hash.is_empty(), req.tag.is_empty()) {
-            (false, false) => {
-                return Err(ProvisionError::Invalid(
-                    "give a root hash or a tag, not both".into(),
-                ))
-            }
-            (false, true) => At::RootHash(ContentHash::parse(&req.root_hash).map_err(|e| {
-                ProvisionError::Invalid(format!("root hash {:?}: {e}", req.root_hash))
-            })?),
-            (true, false) => At::Tag(req.tag.clone()),
-            (true, true) => At::Latest,
-        };
+        let given = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        let at = revision_at(given(&req.root_hash).as_deref(), given(&req.tag).as_deref())
+            .map_err(ProvisionError::Invalid)?;
         // Outside the lock: this may ask the servers.
         let resolved = self.mounter.resolve(&req.fqrn, &at)?;
         let key = ImageKey {
@@ -217,11 +200,10 @@ impl Provisioner {
             root_hash: resolved.root.to_string(),
         };
         let id = key.id();
-        let mut inner = self.ensure_mounted(&key, &resolved)?;
+        let seen = resolved.revision;
+        let mut inner = self.ensure_mounted(&key, resolved)?;
         let existing = inner.state.image(&id)?;
-        let revision = existing
-            .as_ref()
-            .map_or(resolved.revision, |r| r.revision.max(resolved.revision));
+        let revision = existing.as_ref().map_or(seen, |r| r.revision.max(seen));
         let row = ImageRow {
             id: id.clone(),
             key: key.clone(),
@@ -252,7 +234,7 @@ impl Provisioner {
     fn ensure_mounted(
         &self,
         key: &ImageKey,
-        at: &Resolved,
+        at: Resolved,
     ) -> Result<MutexGuard<'_, Inner>, ProvisionError> {
         let id = key.id();
         let mut inner = self.inner.lock().expect("provisioner");
@@ -322,7 +304,7 @@ impl Provisioner {
         if !inner.mounts.contains_key(&row.id) {
             // Its mount failed at recovery: try again now that a task needs it.
             drop(inner);
-            if let Err(e) = self.ensure_mounted(&row.key, &known_revision(&row.key)?) {
+            if let Err(e) = self.ensure_mounted(&row.key, known_revision(&row.key)?) {
                 // The pin is refused with its reason; none is left behind.
                 if added {
                     let mut inner = self.inner.lock().expect("provisioner");

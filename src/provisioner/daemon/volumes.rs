@@ -1,7 +1,7 @@
 //! CSI volumes: a repository directory at one revision mounted at a target path, kept in
 //! the state so that a restarted daemon mounts it again.
 
-use super::Provisioner;
+use super::{Inner, Provisioner};
 use crate::client::Skeleton;
 use crate::provisioner::error::ProvisionError;
 use crate::provisioner::image::{check_fqrn, normalize_path, ImageKey};
@@ -25,30 +25,58 @@ impl Provisioner {
             path,
             root_hash: resolved.root.to_string(),
         };
-        let mut inner = self.inner.lock().expect("provisioner");
-        if let Some((existing, _)) = inner.volumes.get(target) {
-            if *existing == key {
+        let busy = format!("volume {}", target.display());
+        {
+            let mut inner = self.inner.lock().expect("provisioner");
+            if self.already_published(&inner, &key, target)? {
                 return Ok(());
             }
-            return Err(ProvisionError::AlreadyExists(format!(
-                "{} already has volume {}:{}@{}",
-                target.display(),
-                existing.fqrn,
-                existing.path,
-                existing.root_hash
-            )));
+            if inner.stopping || !inner.mounting.insert(busy.clone()) {
+                return Err(ProvisionError::Unavailable(format!(
+                    "{} is being published, or the provisioner is stopping",
+                    target.display()
+                )));
+            }
         }
-        let m = self
+        // Without the lock, as for images: a slow server holds up no other call.
+        let mounted = self
             .mounter
-            .mount(&key.fqrn, &key.path, &resolved, target, Skeleton::none())?;
-        let shown = target.display().to_string();
-        if let Err(e) = inner.state.put_volume(&shown, &key) {
-            let mut m = m;
+            .mount(&key.fqrn, &key.path, resolved, target, Skeleton::none());
+        let mut inner = self.inner.lock().expect("provisioner");
+        inner.mounting.remove(&busy);
+        let mut m = mounted?;
+        if inner.stopping {
+            m.detach();
+            return Err(ProvisionError::Unavailable(
+                "the provisioner is stopping".into(),
+            ));
+        }
+        if let Err(e) = inner.state.put_volume(&target.display().to_string(), &key) {
             m.detach();
             return Err(e.into());
         }
         inner.volumes.insert(target.to_path_buf(), (key, m));
         Ok(())
+    }
+
+    /// Whether `target` has this volume already; an error if it has another one.
+    fn already_published(
+        &self,
+        inner: &Inner,
+        key: &ImageKey,
+        target: &std::path::Path,
+    ) -> Result<bool, ProvisionError> {
+        match inner.volumes.get(target) {
+            None => Ok(false),
+            Some((existing, _)) if existing == key => Ok(true),
+            Some((existing, _)) => Err(ProvisionError::AlreadyExists(format!(
+                "{} already has volume {}:{}@{}",
+                target.display(),
+                existing.fqrn,
+                existing.path,
+                existing.root_hash
+            ))),
+        }
     }
 
     /// Unmounts the volume at `target` (CSI NodeUnpublishVolume); nothing there is fine.

@@ -1,8 +1,8 @@
 //! A provisioner daemon (the built binary) over a served test repository.
 
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use lazyroot::provisioner::api;
@@ -195,38 +195,14 @@ impl Daemon {
     /// Starts `lazyroot provisioner --config` and waits (bounded) for it to be ready; on
     /// failure, what it printed on stderr.
     pub fn start(config: &Path) -> Result<Daemon, String> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_lazyroot"))
-            .arg("provisioner")
-            .arg("--config")
-            .arg(config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lazyroot"));
+        cmd.arg("provisioner").arg("--config").arg(config);
+        let (mut child, _) = spawn_until_ready(&mut cmd, "provisioner ready")?;
+        let stderr = child.stderr.take().unwrap();
         std::thread::spawn(move || {
-            let mut r = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = r.read_line(&mut line);
-            let _ = tx.send(line);
-            // Keep draining (release messages) so the daemon never blocks on a full pipe.
-            let _ = std::io::copy(&mut r, &mut std::io::sink());
+            let _ = std::io::copy(&mut BufReader::new(stderr), &mut std::io::stderr());
         });
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(line) if line.starts_with("provisioner ready") => {
-                let stderr = child.stderr.take().unwrap();
-                std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut BufReader::new(stderr), &mut std::io::stderr());
-                });
-                Ok(Daemon { child })
-            }
-            _ => {
-                let _ = child.kill();
-                let out = child.wait_with_output().unwrap();
-                Err(String::from_utf8_lossy(&out.stderr).into_owned())
-            }
-        }
+        Ok(Daemon { child })
     }
 
     pub fn pid(&self) -> i32 {

@@ -128,18 +128,22 @@ fn ensure_daemon_starts_it_detached_once() {
     assert_eq!(ok(start()).trim(), "running");
     let health = w.client().health().unwrap();
     let pid = health.pid as i32;
-    // Detached: not a child of this process (nor of the client that started it).
+    // Detached: not a child of this process (nor of the client that started it), and in a
+    // session of its own (setsid), so the agent's session ending does not reach it. (The parent check
+    // alone would pass for any grandchild; the session is what detaching changes.)
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let ppid: i32 = stat
+    let fields: Vec<i32> = stat
         .rsplit(')')
         .next()
         .unwrap()
         .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
+        .skip(1)
+        .take(4)
+        .map(|f| f.parse().unwrap())
+        .collect();
+    let (ppid, session) = (fields[0], fields[2]);
     assert_ne!(ppid, std::process::id() as i32);
+    assert_ne!(session, nix::unistd::getsid(None).unwrap().as_raw());
     // It serves: an image prepared through it, then a clean stop.
     w.prepare("").unwrap();
     nix::sys::signal::kill(
