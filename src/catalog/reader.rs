@@ -143,6 +143,19 @@ impl CatalogDb {
         row.map(|r| r.map(|r| r.entry)).transpose()
     }
 
+    /// The SQLite row id of the entry at `key`. Stock clients derive inode numbers from
+    /// row ids, so [`crate::check`] holds a catalog's root entry to row 1.
+    pub fn rowid_of(&self, key: PathKey) -> Result<Option<i64>, CatalogError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT rowid FROM catalog WHERE md5path_1 = ?1 AND md5path_2 = ?2",
+                params![key.0, key.1],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
     /// The rows whose parent is `parent`, ordered by name.
     pub fn children(&self, parent: PathKey) -> Result<Vec<Row>, CatalogError> {
         let sql = format!(

@@ -6,6 +6,7 @@ use rusqlite::{params, Connection};
 use super::counters::{Counters, FIELDS};
 use super::schema::{CREATE, SCHEMA_REVISION, SCHEMA_VERSION};
 use super::{CatalogContent, CatalogError};
+use crate::hash::PathKey;
 
 /// Properties written next to the rows.
 #[derive(Debug, Clone)]
@@ -44,7 +45,14 @@ pub fn write(
             "INSERT INTO catalog (md5path_1, md5path_2, parent_1, parent_2, hardlinks, hash, size, mode, mtime, mtimens,
               flags, name, symlink, uid, gid, xattr) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)",
         )?;
-        for row in content.rows.values() {
+        // Stock clients number a catalog's entries by SQLite row id and give the mount's
+        // root a fixed inode that equals the root catalog's first row: the root entry must
+        // be row 1, as stock's writer (`InsertInitialValues`) always makes it. Every catalog
+        // gets its own root entry first, so nested catalogs look as stock writes them too.
+        let root_key = PathKey::of(&content.root_prefix);
+        let root = content.rows.get(&root_key);
+        let rest = content.rows.values().filter(|r| r.key != root_key);
+        for row in root.into_iter().chain(rest) {
             let e = &row.entry;
             // NULL, not an empty blob, where there is no content hash (as upstream binds it).
             let hash = e.hash.map(|h| h.digest.to_vec());
@@ -124,7 +132,7 @@ mod tests {
     use crate::catalog::reader::CatalogDb;
     use crate::catalog::schema::flags;
     use crate::catalog::NestedRef;
-    use crate::hash::{HashAlgo, PathKey};
+    use crate::hash::HashAlgo;
 
     fn entry(name: &[u8], mode: u32, fl: u32) -> Entry {
         Entry {
@@ -140,6 +148,65 @@ mod tests {
             hash: None,
             symlink: Vec::new(),
             xattrs: None,
+        }
+    }
+
+    /// Stock clients give the root catalog's row 1 the mount root's inode: whatever the
+    /// path keys, every catalog's own root entry is written first.
+    #[test]
+    fn the_root_entry_is_row_one_in_every_catalog() {
+        for prefix in [&b""[..], b"/img", b"/a/b/c"] {
+            let mut c = CatalogContent::new(prefix.to_vec());
+            let root_key = PathKey::of(prefix);
+            let parent = if prefix.is_empty() {
+                PathKey::NONE
+            } else {
+                PathKey::of(crate::repository::path::parent(prefix))
+            };
+            let fl = if prefix.is_empty() {
+                flags::DIR
+            } else {
+                flags::DIR | flags::NESTED_ROOT
+            };
+            c.rows.insert(
+                root_key,
+                Row {
+                    key: root_key,
+                    parent,
+                    entry: entry(
+                        prefix.rsplit(|&b| b == b'/').next().unwrap_or_default(),
+                        libc::S_IFDIR | 0o755,
+                        fl,
+                    ),
+                },
+            );
+            // Enough names that some path keys sort before the root's.
+            for i in 0..64 {
+                let name = format!("f{i}").into_bytes();
+                let key = PathKey::of(&[prefix, b"/", &name].concat());
+                c.rows.insert(
+                    key,
+                    Row {
+                        key,
+                        parent: root_key,
+                        entry: entry(&name, libc::S_IFIFO | 0o644, flags::FILE | flags::SPECIAL),
+                    },
+                );
+            }
+            assert!(
+                c.rows.keys().next() != Some(&root_key),
+                "the test needs a key below the root's"
+            );
+            let props = CatalogProperties {
+                revision: 1,
+                last_modified: 0,
+                previous_revision: None,
+                ttl: None,
+            };
+            let bytes = write(&c, &props, &Counters::of(&c), &Counters::default()).unwrap();
+            let db = CatalogDb::from_bytes(&bytes).unwrap();
+            assert_eq!(db.rowid_of(root_key).unwrap(), Some(1), "{prefix:?}");
+            assert_eq!(CatalogContent::load(&db).unwrap(), c);
         }
     }
 
