@@ -7,11 +7,12 @@ use std::collections::{HashMap, HashSet};
 use crate::catalog::schema::flags;
 use crate::catalog::writer::{self, CatalogProperties};
 use crate::catalog::{CatalogContent, Counters, Entry, NestedRef, Row};
-use crate::hash::{HashAlgo, PathKey};
+use crate::hash::{ContentHash, HashAlgo, PathKey};
 use crate::object::ObjectKind;
 use crate::repository::path::{join, parent};
 use crate::store::LocalStore;
 
+use super::conform;
 use super::content::FileContent;
 use super::walk::{Meta, Node, NodeKind};
 use super::PublishError;
@@ -25,6 +26,8 @@ pub const NO_PREVIOUS: &str = "0000000000000000000000000000000000000000";
 pub trait OldCatalogs {
     fn at(&self, mountpoint: &[u8]) -> Result<Option<NestedRef>, PublishError>;
     fn load(&self, r: &NestedRef) -> Result<CatalogContent, PublishError>;
+    /// Whether the catalog's own root entry is its row 1, as stock writes it.
+    fn root_is_first_row(&self, r: &NestedRef) -> Result<bool, PublishError>;
     /// Counters of all the catalog accounts for (its own rows and those nested below).
     fn totals(&self, r: &NestedRef) -> Result<Counters, PublishError>;
 }
@@ -41,6 +44,11 @@ pub struct BuildCtx<'a> {
     pub old: &'a dyn OldCatalogs,
     pub written: u64,
     pub kept: u64,
+    /// Files with more names than their directory holds: stored apart from those other
+    /// names (hard links are kept within one directory only).
+    pub split_links: u64,
+    /// The empty object, once stored (nested catalogs' markers).
+    pub empty_object: Option<ContentHash>,
 }
 
 /// A finished catalog: the reference its parent stores, the counters of all it holds
@@ -83,8 +91,7 @@ impl BuildCtx<'_> {
         };
         let mut content = CatalogContent::new(path.to_vec());
         let mut below = Counters::default();
-        let links = self.hardlink_counts(node, path);
-        let mut groups: HashMap<(u64, u64), u32> = HashMap::new();
+        let mut groups = 0u32;
         let root_flags = if path.is_empty() {
             flags::DIR
         } else {
@@ -110,14 +117,20 @@ impl BuildCtx<'_> {
                 entry: root_entry.clone(),
             },
         );
-        self.add_children(node, path, &mut content, &mut below, &links, &mut groups)?;
+        self.add_children(node, path, &mut content, &mut below, &mut groups)?;
+        if conform::needs_marker(&content) {
+            let empty = self.empty_object()?;
+            conform::add_marker(&mut content, empty, self.algo);
+        }
         let self_counters = Counters::of(&content);
         let mut totals = self_counters.clone();
         totals.plus(&below);
         let old = self.old.at(path)?;
         // The root catalog is always rewritten: its revision property names the revision.
         if let Some(old) = old.as_ref().filter(|_| !path.is_empty()) {
-            if self.old.load(old)? == content {
+            // A catalog of an earlier lazyroot may hold the same rows in another order:
+            // it is rewritten once, as stock writes it.
+            if self.old.load(old)? == content && self.old.root_is_first_row(old)? {
                 self.kept += 1;
                 return Ok(Built {
                     nested: old.clone(),
@@ -141,6 +154,16 @@ impl BuildCtx<'_> {
             totals,
             root_entry,
         })
+    }
+
+    /// The hash of the empty file object, stored on first use.
+    pub fn empty_object(&mut self) -> Result<ContentHash, PublishError> {
+        if let Some(h) = self.empty_object {
+            return Ok(h);
+        }
+        let h = self.store.put(ObjectKind::File, self.algo, b"")?.hash;
+        self.empty_object = Some(h);
+        Ok(h)
     }
 
     pub fn write(
@@ -167,13 +190,21 @@ impl BuildCtx<'_> {
         dir_path: &[u8],
         content: &mut CatalogContent,
         below: &mut Counters,
-        links: &HashMap<(u64, u64), u32>,
-        groups: &mut HashMap<(u64, u64), u32>,
+        groups: &mut u32,
     ) -> Result<(), PublishError> {
         let NodeKind::Dir(children) = &dir.kind else {
             return Ok(());
         };
         let parent_key = PathKey::of(dir_path);
+        // Hard-link groups are per directory, as stock keeps them; the group number is
+        // unique in the catalog.
+        let mut names: HashMap<(u64, u64), u32> = HashMap::new();
+        for c in children {
+            if !matches!(c.kind, NodeKind::Dir(_)) && c.meta.nlink > 1 {
+                *names.entry((c.meta.dev, c.meta.ino)).or_insert(0) += 1;
+            }
+        }
+        let mut dir_groups: HashMap<(u64, u64), u32> = HashMap::new();
         for child in children {
             let path = join(dir_path, &child.name);
             let key = PathKey::of(&path);
@@ -188,7 +219,7 @@ impl BuildCtx<'_> {
                     e
                 }
                 NodeKind::Dir(grandchildren) => {
-                    self.add_children(child, &path, content, below, links, groups)?;
+                    self.add_children(child, &path, content, below, groups)?;
                     dir_entry(
                         &child.name,
                         &child.meta,
@@ -203,10 +234,16 @@ impl BuildCtx<'_> {
                         content.chunks.insert(key, chunks.to_vec());
                     }
                     let id = (child.meta.dev, child.meta.ino);
-                    if let Some(&count) = links.get(&id) {
-                        let next = groups.len() as u32 + 1;
-                        let group = *groups.entry(id).or_insert(next);
-                        e.hardlinks = (u64::from(group) << 32) | u64::from(count);
+                    let here = names.get(&id).copied().unwrap_or(1);
+                    if u64::from(here) < child.meta.nlink {
+                        self.split_links += 1;
+                    }
+                    if here > 1 {
+                        let group = *dir_groups.entry(id).or_insert_with(|| {
+                            *groups += 1;
+                            *groups
+                        });
+                        e.hardlinks = (u64::from(group) << 32) | u64::from(here);
                     }
                     e
                 }
@@ -221,32 +258,6 @@ impl BuildCtx<'_> {
             );
         }
         Ok(())
-    }
-
-    /// Inodes that appear more than once among this catalog's non-directory entries, with
-    /// their count here. Hard links are catalog-local in the format, so links that cross
-    /// a catalog boundary become separate files.
-    fn hardlink_counts(&self, node: &Node, path: &[u8]) -> HashMap<(u64, u64), u32> {
-        let mut counts: HashMap<(u64, u64), u32> = HashMap::new();
-        let mut stack = vec![(node, path.to_vec())];
-        while let Some((n, p)) = stack.pop() {
-            let NodeKind::Dir(children) = &n.kind else {
-                continue;
-            };
-            for c in children {
-                let cp = join(&p, &c.name);
-                match c.kind {
-                    NodeKind::Dir(_) if !self.roots.contains(&cp) => stack.push((c, cp)),
-                    NodeKind::Dir(_) => {}
-                    _ if c.meta.nlink > 1 => {
-                        *counts.entry((c.meta.dev, c.meta.ino)).or_insert(0) += 1
-                    }
-                    _ => {}
-                }
-            }
-        }
-        counts.retain(|_, n| *n > 1);
-        counts
     }
 }
 

@@ -9,6 +9,7 @@ use crate::hash::PathKey;
 use crate::repository::path::{is_within, parent};
 
 use super::build::{dir_entry, shown, BuildCtx, Built};
+use super::conform;
 use super::walk::Meta;
 use super::PublishError;
 
@@ -29,6 +30,13 @@ pub fn graft_into(
     ttl: Option<u64>,
 ) -> Result<(NestedRef, Counters), PublishError> {
     let mut content = ctx.old.load(r)?;
+    // This catalog is rewritten anyway: it leaves as stock writes catalogs, whatever wrote
+    // it before.
+    conform::split_hardlink_groups(&mut content);
+    if conform::needs_marker(&content) {
+        let empty = ctx.empty_object()?;
+        conform::add_marker(&mut content, empty, ctx.algo);
+    }
     let via = content
         .nested
         .values()

@@ -8,12 +8,14 @@
 pub mod build;
 pub mod chunker;
 pub mod commit;
+pub mod conform;
 pub mod content;
 pub mod graft;
 pub mod index;
 pub mod mkfs;
 pub mod old;
 pub mod partition;
+pub mod repair;
 pub mod walk;
 
 use std::path::{Path, PathBuf};
@@ -307,6 +309,8 @@ fn publish_inner(
         old: &old,
         written: 0,
         kept: 0,
+        split_links: 0,
+        empty_object: None,
     };
     let built = ctx.build(&root_node, &target)?;
     let root = if target.is_empty() {
@@ -336,6 +340,14 @@ fn publish_inner(
         graft::graft_into(&mut ctx, &old_root, &g, Some(opts.ttl))?.0
     };
     let (written, kept) = (ctx.written, ctx.kept);
+    if ctx.split_links > 0 {
+        progress.warn(&format!(
+            "{} files have hard links in other directories (or outside the source); \
+             CernVM-FS keeps hard links within one directory, so those names are stored as \
+             separate entries with the same content",
+            ctx.split_links
+        ));
+    }
     progress.finish();
     let t_commit = Instant::now();
 

@@ -58,6 +58,16 @@ impl OldCatalogs for OldRevision<'_> {
         Ok(c)
     }
 
+    fn root_is_first_row(&self, r: &NestedRef) -> Result<bool, PublishError> {
+        let db = self.repo.catalog(&r.hash, r.size)?;
+        let rowid = db
+            .lock()
+            .expect("catalog")
+            .rowid_of(crate::hash::PathKey::of(&r.path))
+            .map_err(Self::catalog_err(r))?;
+        Ok(rowid == Some(1))
+    }
+
     fn totals(&self, r: &NestedRef) -> Result<Counters, PublishError> {
         let db = self.repo.catalog(&r.hash, r.size)?;
         let stats = db
