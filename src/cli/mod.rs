@@ -60,6 +60,10 @@ pub enum Command {
     Publish(write::PublishArgs),
     /// Sign a new whitelist (they expire; 30 days by default).
     Resign(write::ResignArgs),
+    /// Rewrite the current revision's catalogs that differ from what stock CernVM-FS writes
+    /// (root entry not in row 1, hard links across directories, nested catalogs without a
+    /// `.cvmfscatalog`), signed as the next revision.
+    Repair(write::RepairArgs),
     /// List a directory (or with -R, a whole tree).
     Ls(read::LsArgs),
     /// Write a file's content to standard output.
@@ -90,6 +94,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Publish(a) => write::publish(a),
         Command::Resign(a) => write::resign(a),
         Command::Tag(a) => write::tag(a),
+        Command::Repair(a) => write::repair(a),
         Command::Ls(a) => read::ls(a),
         Command::Cat(a) => read::cat(a),
         Command::Info(a) => read::info(a),

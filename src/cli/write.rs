@@ -74,6 +74,12 @@ pub struct ResignArgs {
 }
 
 #[derive(clap::Args)]
+pub struct RepairArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+}
+
+#[derive(clap::Args)]
 pub struct TagArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
@@ -187,6 +193,36 @@ pub fn resign(a: ResignArgs) -> anyhow::Result<ExitCode> {
         wl.fqrn,
         lazyroot::timefmt::iso8601(wl.expires)
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn repair(a: RepairArgs) -> anyhow::Result<ExitCode> {
+    let r = lazyroot::publish::repair::repair(&a.repo.repo, &a.repo.keys)
+        .with_context(|| format!("repairing {}", a.repo.repo.display()))?;
+    match r.revision {
+        None => println!(
+            "{} catalogs, all already as stock CernVM-FS writes them; nothing published",
+            r.catalogs
+        ),
+        Some(rev) => {
+            println!(
+                "revision {rev}: {} of {} catalogs rewritten ({} hard links split per directory, {} markers added) in {:.2} s",
+                r.catalogs_rewritten, r.catalogs, r.links_split, r.markers_added, r.seconds
+            );
+            if !r.tags_moved.is_empty() {
+                println!(
+                    "tags moved to the repaired revision: {}",
+                    r.tags_moved.join(", ")
+                );
+            }
+            if !r.tags_left.is_empty() {
+                println!(
+                    "tags naming older revisions, not repaired (republish or retag them): {}",
+                    r.tags_left.join(", ")
+                );
+            }
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
