@@ -129,6 +129,67 @@ impl History {
         Ok(out)
     }
 
+    /// What `cvmfs_swissknife check` finds wrong with the branches (schema revision 3 on):
+    /// invalid branch names, tags on unknown branches or below their branch's initial
+    /// revision, branches no tag uses. Older databases have no branches and pass.
+    pub fn consistency(&self) -> Result<Vec<String>, HistoryError> {
+        let has = |sql: &str| -> Result<bool, HistoryError> {
+            Ok(self.conn.query_row(sql, [], |r| r.get::<_, i64>(0))? > 0)
+        };
+        if !has("SELECT count(*) FROM sqlite_master WHERE type='table' AND name='branches'")?
+            || !has("SELECT count(*) FROM pragma_table_info('tags') WHERE name='branch'")?
+        {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        let mut st = self
+            .conn
+            .prepare("SELECT branch, initial_revision FROM branches")?;
+        let branches: std::collections::HashMap<String, i64> = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, Option<String>>(0)?.unwrap_or_default(),
+                    r.get::<_, Option<i64>>(1)?.unwrap_or(0),
+                ))
+            })?
+            .collect::<Result<_, _>>()?;
+        for b in branches.keys() {
+            // Stock's BranchSanitizer: letters, digits, '-', '_', '.' (and "" for the trunk).
+            if !b
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+            {
+                out.push(format!("invalid branch name {b:?}"));
+            }
+        }
+        let mut used = std::collections::HashSet::new();
+        let mut st = self
+            .conn
+            .prepare("SELECT name, branch, revision FROM tags")?;
+        let tags = st.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        for t in tags {
+            let (name, branch, revision) = t?;
+            match branches.get(&branch) {
+                None => out.push(format!("tag {name:?} is on an unknown branch {branch:?}")),
+                Some(&initial) if revision < initial => out.push(format!(
+                    "tag {name:?} has revision {revision}, below its branch's initial revision {initial}"
+                )),
+                Some(_) => {}
+            }
+            used.insert(branch);
+        }
+        if used.len() != branches.len() {
+            out.push("branches that no tag uses are stored".into());
+        }
+        Ok(out)
+    }
+
     pub fn get(&self, name: &str) -> Result<Option<Tag>, HistoryError> {
         Ok(self.tags()?.into_iter().find(|t| t.name == name))
     }

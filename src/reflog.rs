@@ -70,6 +70,15 @@ impl Reflog {
         )? as u64)
     }
 
+    /// Whether the reflog lists `hash` as a reference of `kind`.
+    pub fn contains(&self, hash: &ContentHash, kind: RefType) -> Result<bool, ReflogError> {
+        Ok(self.conn.query_row(
+            "SELECT count(*) FROM refs WHERE hash = ?1 AND type = ?2",
+            params![hash.to_hex(), kind as i64],
+            |r| r.get::<_, i64>(0),
+        )? > 0)
+    }
+
     pub fn to_bytes(&self) -> Result<Vec<u8>, ReflogError> {
         Ok(crate::sqlite::to_bytes(&self.conn)?)
     }

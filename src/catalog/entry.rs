@@ -31,7 +31,7 @@ impl EntryKind {
         }
     }
 
-    fn from_mode(mode: u32) -> Option<Self> {
+    pub fn from_mode(mode: u32) -> Option<Self> {
         Some(match mode & libc::S_IFMT {
             libc::S_IFDIR => EntryKind::Directory,
             libc::S_IFREG => EntryKind::File,

@@ -1,13 +1,19 @@
 //! `check`: every object reachable from the manifest exists, has the right hash and
 //! decompresses to the size its catalog states; catalogs are consistent with each other
-//! (mountpoints, root prefixes, parent links, counters). Collects every problem found.
+//! (mountpoints, root prefixes, parent links, counters) and follow the rules stock
+//! CernVM-FS's client and `cvmfs_swissknife check` rely on ([`rules`]); the reflog lists
+//! what the manifest names and the history's branches hold together. Collects every
+//! problem found.
+
+pub mod rules;
 
 use std::collections::{HashMap, HashSet};
 
-use crate::catalog::{CatalogContent, Counters, NestedRef};
+use crate::catalog::{CatalogContent, Counters, Entry, NestedRef};
 use crate::hash::PathKey;
+use crate::history::History;
 use crate::object::{ObjectKind, ObjectName};
-use crate::reflog;
+use crate::reflog::{self, RefType};
 use crate::repository::path::parent;
 use crate::repository::{fetch_object, Repository};
 
@@ -34,17 +40,49 @@ pub fn check(repo: &Repository) -> CheckReport {
     let m = repo.manifest().clone();
     let source = repo.source().clone();
     if let Some(h) = m.history {
-        if let Err(e) = fetch_object(
+        match fetch_object(
             source.as_ref(),
             &ObjectName::new(h, ObjectKind::History),
             256 << 20,
-        ) {
-            r.problems.push(format!("history database: {e}"));
+        )
+        .map_err(|e| e.to_string())
+        .and_then(|b| History::from_bytes(&b).map_err(|e| e.to_string()))
+        .and_then(|h| h.consistency().map_err(|e| e.to_string()))
+        {
+            Ok(problems) => r.problems.extend(
+                problems
+                    .into_iter()
+                    .map(|p| format!("history database: {p}")),
+            ),
+            Err(e) => r.problems.push(format!("history database: {e}")),
         }
     }
     if let Some(y) = m.reflog {
         match source.fetch(reflog::PATH, 1 << 30) {
-            Ok(bytes) if y.algo.digest(&bytes) == y => {}
+            Ok(bytes) if y.algo.digest(&bytes) == y => {
+                let named = [
+                    (Some(m.root_catalog), RefType::Catalog, "root catalog"),
+                    (m.certificate, RefType::Certificate, "certificate"),
+                    (m.history, RefType::History, "history"),
+                    (m.meta_info, RefType::MetaInfo, "meta-info"),
+                ];
+                match reflog::Reflog::from_bytes(&bytes) {
+                    Ok(log) => {
+                        for (hash, kind, what) in named {
+                            let Some(hash) = hash else { continue };
+                            match log.contains(&hash, kind) {
+                                Ok(true) => {}
+                                Ok(false) => r.problems.push(format!(
+                                    "{}: does not list the manifest's {what} {hash}",
+                                    reflog::PATH
+                                )),
+                                Err(e) => r.problems.push(format!("{}: {e}", reflog::PATH)),
+                            }
+                        }
+                    }
+                    Err(e) => r.problems.push(format!("{}: {e}", reflog::PATH)),
+                }
+            }
             Ok(_) => r.problems.push(format!(
                 "{}: does not match the manifest's hash {y}",
                 reflog::PATH
@@ -58,7 +96,7 @@ pub fn check(repo: &Repository) -> CheckReport {
         hash: m.root_catalog,
         size: m.root_catalog_size,
     };
-    check_catalog(repo, &root, &mut seen, &mut r);
+    check_catalog(repo, &root, None, &mut seen, &mut r);
     r
 }
 
@@ -66,6 +104,7 @@ pub fn check(repo: &Repository) -> CheckReport {
 fn check_catalog(
     repo: &Repository,
     n: &NestedRef,
+    transition_point: Option<&Entry>,
     seen: &mut HashSet<ObjectName>,
     r: &mut CheckReport,
 ) -> Option<Counters> {
@@ -78,11 +117,15 @@ fn check_catalog(
         }
     };
     r.catalogs += 1;
-    let (content, stats) = {
+    let (content, stats, root_rowid) = {
         let db = db.lock().expect("catalog");
-        match (CatalogContent::load(&db), db.statistics()) {
-            (Ok(c), Ok(s)) => (c, s),
-            (Err(e), _) | (_, Err(e)) => {
+        match (
+            CatalogContent::load(&db),
+            db.statistics(),
+            db.rowid_of(PathKey::of(&n.path)),
+        ) {
+            (Ok(c), Ok(s), Ok(id)) => (c, s, id),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                 r.problems.push(at(&e.to_string()));
                 return None;
             }
@@ -114,32 +157,20 @@ fn check_catalog(
         }
         _ => r.problems.push(at("has no root directory entry")),
     }
-    let dirs: HashSet<PathKey> = content
-        .rows
-        .values()
-        .filter(|row| row.entry.is_dir())
-        .map(|row| row.key)
-        .collect();
+    r.problems.extend(
+        rules::catalog_problems(&rules::CatalogFacts {
+            content: &content,
+            root_rowid,
+            transition_point,
+        })
+        .into_iter()
+        .map(|p| at(&p)),
+    );
     let mut chunk_owner: HashMap<PathKey, u64> = HashMap::new();
     for row in content.rows.values() {
         r.entries += 1;
         let e = &row.entry;
         let name = String::from_utf8_lossy(&e.name);
-        if row.key != root_key && !dirs.contains(&row.parent) {
-            r.problems.push(at(&format!(
-                "entry {name:?} has no parent directory in this catalog"
-            )));
-        }
-        if e.is_nested_mountpoint()
-            && !content
-                .nested
-                .values()
-                .any(|c| PathKey::of(&c.path) == row.key)
-        {
-            r.problems.push(at(&format!(
-                "mountpoint {name:?} is not in nested_catalogs"
-            )));
-        }
         if e.kind() != crate::catalog::EntryKind::File {
             continue;
         }
@@ -155,11 +186,6 @@ fn check_catalog(
                 r,
                 &at,
             );
-        } else if e.size > 0 {
-            r.problems.push(at(&format!(
-                "file {name:?} has {} bytes but no content hash",
-                e.size
-            )));
         }
     }
     for (key, size) in chunk_owner {
@@ -203,7 +229,11 @@ fn check_catalog(
                 shown(&child.path)
             )));
         }
-        if let Some(c) = check_catalog(repo, child, seen, r) {
+        let mountpoint = content
+            .rows
+            .get(&PathKey::of(&child.path))
+            .map(|row| &row.entry);
+        if let Some(c) = check_catalog(repo, child, mountpoint, seen, r) {
             below.plus(&c);
         }
     }
