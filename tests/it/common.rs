@@ -196,3 +196,135 @@ pub fn set_mtime(path: &Path, secs: i64) {
     )
     .unwrap();
 }
+
+/// One catalog row as SQLite stores it, read without lazyroot's reader.
+#[derive(Debug, Clone)]
+pub struct RawRow {
+    pub rowid: i64,
+    pub key: (i64, i64),
+    pub parent: (i64, i64),
+    pub name: Vec<u8>,
+    pub flags: i64,
+    pub hardlinks: i64,
+}
+
+/// A catalog of the current revision: its mountpoint and its rows in row-id order.
+#[derive(Debug, Clone)]
+pub struct RawCatalog {
+    pub mountpoint: Vec<u8>,
+    pub rows: Vec<RawRow>,
+}
+
+/// The md5 path key as stock computes it: two little-endian signed 64-bit halves.
+pub fn raw_path_key(path: &[u8]) -> (i64, i64) {
+    use md5::Digest;
+    let d = md5::Md5::digest(path);
+    (
+        i64::from_le_bytes(d[..8].try_into().unwrap()),
+        i64::from_le_bytes(d[8..].try_into().unwrap()),
+    )
+}
+
+/// Every catalog of the current revision, read straight from the repository's object files
+/// (zlib, then SQLite): what a stock client or `cvmfs_swissknife` sees, independent of
+/// lazyroot's reader.
+pub fn raw_catalogs(repo: &Path) -> Vec<RawCatalog> {
+    use std::io::Read;
+    let manifest = std::fs::read(repo.join(".cvmfspublished")).unwrap();
+    let root = manifest
+        .split(|&b| b == b'\n')
+        .find_map(|l| l.strip_prefix(b"C"))
+        .map(|h| String::from_utf8(h.to_vec()).unwrap())
+        .unwrap();
+    let mut out = Vec::new();
+    let mut todo = vec![(Vec::new(), root)];
+    while let Some((mountpoint, hash)) = todo.pop() {
+        let object = repo.join(format!("data/{}/{}C", &hash[..2], &hash[2..]));
+        let mut bytes = Vec::new();
+        flate2::read::ZlibDecoder::new(std::fs::File::open(&object).unwrap())
+            .read_to_end(&mut bytes)
+            .unwrap();
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(tmp.path(), &bytes).unwrap();
+        let db = rusqlite::Connection::open(tmp.path()).unwrap();
+        let rows = db
+            .prepare("SELECT rowid, md5path_1, md5path_2, parent_1, parent_2, CAST(name AS BLOB), flags, hardlinks FROM catalog ORDER BY rowid")
+            .unwrap()
+            .query_map([], |r| {
+                Ok(RawRow {
+                    rowid: r.get(0)?,
+                    key: (r.get(1)?, r.get(2)?),
+                    parent: (r.get(3)?, r.get(4)?),
+                    name: r.get(5)?,
+                    flags: r.get(6)?,
+                    hardlinks: r.get(7)?,
+                })
+            })
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let nested: Vec<(Vec<u8>, String)> = db
+            .prepare("SELECT CAST(path AS BLOB), sha1 FROM nested_catalogs")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        todo.extend(nested);
+        out.push(RawCatalog { mountpoint, rows });
+    }
+    out
+}
+
+/// What stock CernVM-FS's client and checker rely on, on the raw rows of every catalog:
+/// row 1 is the catalog's own root entry (stock gives the root catalog's row 1 the mount
+/// root's inode); hard-link groups lie within one directory, with as many links as members
+/// there; every nested catalog has a `.cvmfscatalog` in its root directory.
+pub fn assert_stock_rows(repo: &TestRepo) {
+    for c in raw_catalogs(&repo.repo) {
+        let at = String::from_utf8_lossy(&c.mountpoint).into_owned();
+        let first = c
+            .rows
+            .first()
+            .unwrap_or_else(|| panic!("catalog {at:?} is empty"));
+        assert_eq!(
+            (first.rowid, first.key),
+            (1, raw_path_key(&c.mountpoint)),
+            "row 1 of catalog {at:?} is {:?}, not the catalog's root entry",
+            String::from_utf8_lossy(&first.name)
+        );
+        let mut groups: std::collections::HashMap<i64, Vec<&RawRow>> = Default::default();
+        for r in c
+            .rows
+            .iter()
+            .filter(|r| r.flags & 1 == 0 && r.hardlinks >> 32 != 0)
+        {
+            groups.entry(r.hardlinks >> 32).or_default().push(r);
+        }
+        for (g, members) in groups {
+            let parents: std::collections::HashSet<_> = members.iter().map(|r| r.parent).collect();
+            assert_eq!(
+                parents.len(),
+                1,
+                "hard-link group {g} of {at:?} spans directories"
+            );
+            for m in &members {
+                assert_eq!(
+                    (m.hardlinks & 0xffff_ffff) as usize,
+                    members.len(),
+                    "link count of {:?} in {at:?}",
+                    String::from_utf8_lossy(&m.name)
+                );
+            }
+        }
+        if !c.mountpoint.is_empty() {
+            let root = raw_path_key(&c.mountpoint);
+            assert!(
+                c.rows
+                    .iter()
+                    .any(|r| r.parent == root && r.name == b".cvmfscatalog"),
+                "nested catalog {at:?} has no .cvmfscatalog marker"
+            );
+        }
+    }
+}

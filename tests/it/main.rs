@@ -18,3 +18,4 @@ mod revisions;
 mod rootfs;
 mod roundtrip;
 mod server;
+mod stock_rules;

@@ -222,12 +222,23 @@ fn xattrs_of(p: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
     m
 }
 
-/// `links_intact`: hard links are catalog-local in the format, so they are
-/// only compared when the layout cannot have split a group.
-fn check_identical(repo: &TestRepo, root: &Path, paths: &[PathBuf], links_intact: bool) {
+/// Hard links are kept per directory, as stock CernVM-FS keeps them: names of one inode in
+/// one directory form a group with that many links; a name alone in its directory is a
+/// plain file. A nested catalog's root holds a `.cvmfscatalog` marker, as stock writes it.
+fn check_identical(repo: &TestRepo, root: &Path, paths: &[PathBuf]) {
     let r = repo.assert_healthy();
+    assert_stock_rows(repo);
     let snap = r.snapshot(&At::Latest).unwrap();
-    let mut groups: HashMap<u64, u32> = HashMap::new();
+    let mut groups: HashMap<(PathBuf, u64), u32> = HashMap::new();
+    let mut names_here: HashMap<(PathBuf, u64), u32> = HashMap::new();
+    for p in paths {
+        let m = p.symlink_metadata().unwrap();
+        if m.is_file() && m.nlink() > 1 {
+            *names_here
+                .entry((p.parent().unwrap().to_path_buf(), m.ino()))
+                .or_insert(0) += 1;
+        }
+    }
     let mut count = 0;
     for p in paths {
         let rel = p.strip_prefix(root).unwrap().as_os_str().as_bytes();
@@ -257,10 +268,18 @@ fn check_identical(repo: &TestRepo, root: &Path, paths: &[PathBuf], links_intact
                 let mut buf = Vec::new();
                 snap.read_found(&f, &mut buf).unwrap();
                 assert_eq!(buf, std::fs::read(p).unwrap(), "content {what}");
-                if links_intact && m.nlink() > 1 {
-                    let g = *groups.entry(m.ino()).or_insert(e.hardlink_group());
-                    assert!(g != 0 && g == e.hardlink_group(), "hard-link group {what}");
-                    assert_eq!(e.link_count() as u64, m.nlink(), "link count {what}");
+                let id = (p.parent().unwrap().to_path_buf(), m.ino());
+                match names_here.get(&id).copied().unwrap_or(1) {
+                    1 => assert_eq!(
+                        (e.hardlink_group(), e.link_count()),
+                        (0, 1),
+                        "a name alone in its directory is a plain file: {what}"
+                    ),
+                    n => {
+                        let g = *groups.entry(id).or_insert(e.hardlink_group());
+                        assert!(g != 0 && g == e.hardlink_group(), "hard-link group {what}");
+                        assert_eq!(e.link_count(), n, "link count {what}");
+                    }
                 }
             }
             EntryKind::Symlink => assert_eq!(
@@ -277,13 +296,19 @@ fn check_identical(repo: &TestRepo, root: &Path, paths: &[PathBuf], links_intact
                     .map(|d| d.unwrap().file_name().as_bytes().to_vec())
                     .collect();
                 want.sort();
-                let got: Vec<Vec<u8>> = snap
-                    .list(&repo_path)
-                    .unwrap()
-                    .into_iter()
-                    .map(|c| c.entry.name)
+                let listed = snap.list(&repo_path).unwrap();
+                let marker = listed.iter().find(|c| c.entry.name == b".cvmfscatalog");
+                let got: Vec<Vec<u8>> = listed
+                    .iter()
+                    .map(|c| c.entry.name.clone())
+                    .filter(|n| want.contains(n) || n != b".cvmfscatalog")
                     .collect();
                 assert_eq!(got, want, "children {what}");
+                if let Some(mk) = marker.filter(|_| !want.iter().any(|n| n == b".cvmfscatalog")) {
+                    assert_eq!(mk.entry.mode, libc::S_IFREG | 0o644, "marker in {what}");
+                    assert_eq!(mk.entry.size, 0, "marker in {what}");
+                    assert!(!repo_path.is_empty(), "the root catalog needs no marker");
+                }
             }
             EntryKind::Fifo | EntryKind::Socket => {}
         }
@@ -316,7 +341,7 @@ fn random_trees_round_trip() {
                 // Vary the catalog layout: sometimes every directory gets a catalog of its own.
                 o.auto_catalogs = (cut == 0).then_some(publish::AutoCatalogs { min: 1, max: 2 });
                 publish::publish(&o, &NoProgress).unwrap();
-                check_identical(&repo, &root, &paths, cut != 0);
+                check_identical(&repo, &root, &paths);
                 Ok(())
             },
         )
