@@ -281,7 +281,12 @@ pub fn raw_catalogs(repo: &Path) -> Vec<RawCatalog> {
 /// root's inode); hard-link groups lie within one directory, with as many links as members
 /// there; every nested catalog has a `.cvmfscatalog` in its root directory.
 pub fn assert_stock_rows(repo: &TestRepo) {
-    for c in raw_catalogs(&repo.repo) {
+    assert_stock_rows_at(&repo.repo)
+}
+
+/// [`assert_stock_rows`] on any repository directory.
+pub fn assert_stock_rows_at(repo: &Path) {
+    for c in raw_catalogs(repo) {
         let at = String::from_utf8_lossy(&c.mountpoint).into_owned();
         let first = c
             .rows

@@ -336,3 +336,13 @@ fn strip_links(listing: &[String]) -> Vec<String> {
         })
         .collect()
 }
+
+/// The stock fixture, written by `cvmfs_server` 2.1, follows every rule `check` holds
+/// lazyroot to, on its raw rows too.
+#[test]
+fn the_stock_fixture_follows_the_rules() {
+    let (_d, repo, _keys) = unpack_fixture();
+    let cats = raw_catalogs(&repo);
+    assert!(cats.len() > 1, "the fixture has nested catalogs");
+    assert_stock_rows_at(&repo);
+}
