@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 
-use lazyroot::keys::{load_master_public, KeyPaths};
-use lazyroot::publish::{self, mkfs, NoProgress, PublishOptions};
+use lazyroot::cvmfs::keys::{load_master_public, KeyPaths};
+use lazyroot::publish::{self, lifecycle, NoProgress, PublishOptions};
+use lazyroot::repository::local::LocalStore;
 use lazyroot::repository::{At, Repository, Trust};
-use lazyroot::store::LocalStore;
 
 fn main() -> anyhow::Result<()> {
     let work = tempfile::tempdir()?;
@@ -20,11 +20,11 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(image.join("etc"))?;
     std::fs::write(image.join("etc/os-release"), "NAME=example\n")?;
 
-    mkfs::mkfs(&mkfs::MkfsOptions {
+    lifecycle::mkfs(&lifecycle::MkfsOptions {
         repo: repo.clone(),
         keys: keys.clone(),
         fqrn: "example.lazyroot.org".into(),
-        algo: lazyroot::hash::HashAlgo::Sha1,
+        algo: lazyroot::cvmfs::hash::HashAlgo::Sha1,
         whitelist_days: 30,
         ttl: 240,
     })?;
@@ -42,7 +42,7 @@ fn main() -> anyhow::Result<()> {
     let trust = Trust {
         master_keys: vec![master],
         fqrn: None,
-        now: lazyroot::timefmt::now(),
+        now: lazyroot::cvmfs::timefmt::now(),
     };
     let r = Repository::open(Arc::new(LocalStore::new(&repo)), &trust)?;
     let snap = r.snapshot(&At::Tag("example-1".into()))?;

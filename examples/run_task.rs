@@ -10,7 +10,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context};
 use lazyroot::provisioner::api;
-use lazyroot::provisioner::client::ControlClient;
+use lazyroot::provisioner::control_client::ControlClient;
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);

@@ -29,8 +29,8 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Sleep;
 
-use crate::manifest::{Manifest, ManifestError};
-use crate::timefmt;
+use crate::cvmfs::manifest::{Manifest, ManifestError};
+use crate::cvmfs::timefmt;
 
 /// Connections served at once; further clients wait in the kernel's accept queue.
 pub const MAX_CONNECTIONS: usize = 1024;

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use lazyroot::cache::Cache;
-use lazyroot::client::MountedTree;
-use lazyroot::download::{parse_hosts, parse_proxies, Downloader, Settings};
-use lazyroot::hash::ContentHash;
+use lazyroot::cvmfs::hash::ContentHash;
+use lazyroot::mount::MountedTree;
+use lazyroot::remote::cache::Cache;
+use lazyroot::remote::download::{parse_hosts, parse_proxies, Downloader, Settings};
 use lazyroot::remote::{self, RemoteSource};
 use lazyroot::repository::{At, Trust};
 
@@ -95,12 +95,12 @@ pub fn mount(a: MountArgs) -> anyhow::Result<ExitCode> {
     let master_keys = a
         .keys
         .iter()
-        .map(|k| lazyroot::keys::load_master_public(k))
+        .map(|k| lazyroot::cvmfs::keys::load_master_public(k))
         .collect::<Result<Vec<_>, _>>()?;
     let trust = Trust {
         master_keys,
         fqrn: Some(a.fqrn.clone()),
-        now: lazyroot::timefmt::now(),
+        now: lazyroot::cvmfs::timefmt::now(),
     };
     let source = Arc::new(RemoteSource::new(&a.fqrn, downloader, cache));
 
@@ -117,12 +117,12 @@ pub fn mount(a: MountArgs) -> anyhow::Result<ExitCode> {
     let mut tree = MountedTree::new(source, trust, repo, mode, root, size, pinned)?;
     if a.path != "/" {
         tree = tree
-            .subtree(a.path.as_bytes(), lazyroot::client::Skeleton::none())
+            .subtree(a.path.as_bytes(), lazyroot::mount::Skeleton::none())
             .with_context(|| format!("{}: {}", a.fqrn, a.path))?;
     }
     let tree = Arc::new(tree);
 
-    let options = lazyroot::fuse::MountOptions {
+    let options = lazyroot::mount::fuse::MountOptions {
         name: a.fqrn.clone(),
         allow_other: a.allow_other,
         suid: a.suid,
@@ -130,7 +130,7 @@ pub fn mount(a: MountArgs) -> anyhow::Result<ExitCode> {
         passthrough: a.passthrough,
         threads: 4,
     };
-    let session = lazyroot::fuse::spawn(tree, &a.mountpoint, &options)
+    let session = lazyroot::mount::fuse::spawn(tree, &a.mountpoint, &options)
         .with_context(|| format!("mounting at {}", a.mountpoint.display()))?;
     println!(
         "mounted {} revision {revision} root {root}{} at {}{}",

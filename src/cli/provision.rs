@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use lazyroot::provisioner::api;
-use lazyroot::provisioner::client::ControlClient;
+use lazyroot::provisioner::control_client::ControlClient;
 use lazyroot::provisioner::Config;
 
 const DEFAULT_SOCKET: &str = "/run/lazyroot/control.sock";

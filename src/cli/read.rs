@@ -6,11 +6,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use lazyroot::catalog::EntryKind;
-use lazyroot::hash::ContentHash;
+use lazyroot::cvmfs::catalog::EntryKind;
+use lazyroot::cvmfs::hash::ContentHash;
+use lazyroot::cvmfs::timefmt;
+use lazyroot::repository::local::LocalStore;
+use lazyroot::repository::{check as audit, listing};
 use lazyroot::repository::{At, Repository, Trust};
-use lazyroot::store::LocalStore;
-use lazyroot::{check as audit, listing, timefmt};
 use rsa::RsaPublicKey;
 
 use super::{ReadArgs, RepoArgs};
@@ -81,7 +82,7 @@ fn trusted_keys(repo: &RepoArgs, given: &[PathBuf]) -> anyhow::Result<Vec<RsaPub
     }
     files
         .iter()
-        .map(|f| lazyroot::keys::load_master_public(f).map_err(anyhow::Error::from))
+        .map(|f| lazyroot::cvmfs::keys::load_master_public(f).map_err(anyhow::Error::from))
         .collect()
 }
 
@@ -164,7 +165,7 @@ pub fn info(a: InfoArgs) -> anyhow::Result<ExitCode> {
     let root = repo.catalog(&snap.root_hash(), 0)?;
     let stats = root.lock().expect("catalog").statistics()?;
     // Stock catalogs store their own rows and the nested ones apart; show the whole tree.
-    let totals = lazyroot::catalog::Counters::totals_from(&stats);
+    let totals = lazyroot::cvmfs::catalog::Counters::totals_from(&stats);
     let tags = repo
         .history()?
         .map(|h| h.tags())

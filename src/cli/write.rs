@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use lazyroot::hash::{ContentHash, HashAlgo};
-use lazyroot::publish::{self, mkfs, AutoCatalogs, ChunkSizes, PublishOptions};
+use lazyroot::cvmfs::hash::{ContentHash, HashAlgo};
+use lazyroot::publish::{self, lifecycle, AutoCatalogs, ChunkSizes, PublishOptions};
 
 use super::progress::Bar;
 use super::RepoArgs;
@@ -60,7 +60,7 @@ pub struct PublishArgs {
     pub full: bool,
     /// zlib level of new objects, 0-9: 1 publishes about twice as fast, with objects
     /// about 18 % larger (more bytes for every client to download).
-    #[arg(long, default_value_t = lazyroot::object::DEFAULT_LEVEL, value_parser = clap::value_parser!(u32).range(0..=9))]
+    #[arg(long, default_value_t = lazyroot::cvmfs::object::DEFAULT_LEVEL, value_parser = clap::value_parser!(u32).range(0..=9))]
     pub compression_level: u32,
 }
 
@@ -123,7 +123,7 @@ fn parse_pair(s: &str) -> Result<(u64, u64), String> {
 }
 
 pub fn mkfs(a: MkfsArgs) -> anyhow::Result<ExitCode> {
-    let m = mkfs::mkfs(&mkfs::MkfsOptions {
+    let m = lifecycle::mkfs(&lifecycle::MkfsOptions {
         repo: a.repo.repo.clone(),
         keys: a.repo.keys.clone(),
         fqrn: a.fqrn.clone(),
@@ -186,12 +186,12 @@ pub fn publish(a: PublishArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn resign(a: ResignArgs) -> anyhow::Result<ExitCode> {
-    let wl = mkfs::resign(&a.repo.repo, &a.repo.keys, a.days)
+    let wl = lifecycle::resign(&a.repo.repo, &a.repo.keys, a.days)
         .with_context(|| format!("re-signing the whitelist of {}", a.repo.repo.display()))?;
     println!(
         "whitelist for {} valid until {}",
         wl.fqrn,
-        lazyroot::timefmt::iso8601(wl.expires)
+        lazyroot::cvmfs::timefmt::iso8601(wl.expires)
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -232,7 +232,7 @@ pub fn tag(a: TagArgs) -> anyhow::Result<ExitCode> {
     }
     let root = a.root_hash.as_deref().map(ContentHash::parse).transpose()?;
     let add = a.add.as_deref().map(|n| (n, root, a.description.as_str()));
-    let m = mkfs::edit_tag(&a.repo.repo, &a.repo.keys, add, a.remove.as_deref())
+    let m = lifecycle::edit_tag(&a.repo.repo, &a.repo.keys, add, a.remove.as_deref())
         .with_context(|| format!("editing tags of {}", a.repo.repo.display()))?;
     println!(
         "tags updated; history {}",

@@ -53,7 +53,7 @@ pub fn parse_volume(
         validate_root_hash(h)?;
     }
     if let Some(t) = &tag {
-        crate::history::validate_tag_name(t)
+        crate::cvmfs::history::validate_tag_name(t)
             .map_err(|_| invalid(format!("bad tag name {:?}", clip(t))))?;
     }
     Ok(VolumeSpec {
@@ -130,7 +130,7 @@ pub fn validate_path(path: &str) -> Result<(), VolumeError> {
 
 /// 40 lower-case hex digits, optionally `-rmd160` or `-shake128` (as object names are).
 pub fn validate_root_hash(hash: &str) -> Result<(), VolumeError> {
-    match crate::hash::ContentHash::parse(hash) {
+    match crate::cvmfs::hash::ContentHash::parse(hash) {
         Ok(h) if h.to_hex() == hash => Ok(()),
         _ => Err(invalid(format!(
             "bad root hash {:?}: expected 40 lower-case hex digits and an optional -rmd160/-shake128 suffix",

@@ -155,9 +155,9 @@ impl Config {
             if r.keys.is_empty() {
                 return Err(format!("repository {fqrn}: no trusted master keys"));
             }
-            crate::download::parse_hosts(&r.servers.join(";"), fqrn)
+            crate::remote::download::parse_hosts(&r.servers.join(";"), fqrn)
                 .map_err(|e| format!("repository {fqrn}: servers: {e}"))?;
-            crate::download::parse_proxies(&r.proxies)
+            crate::remote::download::parse_proxies(&r.proxies)
                 .map_err(|e| format!("repository {fqrn}: proxies: {e}"))?;
         }
         for (name, p) in [

@@ -4,7 +4,7 @@
 
 use sha2::{Digest, Sha512};
 
-use crate::hash::ContentHash;
+use crate::cvmfs::hash::ContentHash;
 use crate::repository::At;
 
 /// The identity of an image. `path` is normalized ("/" or "/a/b", no trailing slash).

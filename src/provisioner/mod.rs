@@ -3,9 +3,9 @@
 
 pub mod api;
 pub mod appc;
-pub mod client;
 pub mod config;
 pub mod control;
+pub mod control_client;
 pub mod csi;
 pub mod daemon;
 pub mod error;

@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cache::Cache;
-use crate::client::{ClientError, MountedTree, Skeleton};
-use crate::download::{parse_hosts, parse_proxies, Downloader, Settings};
-use crate::hash::ContentHash;
+use crate::cvmfs::hash::ContentHash;
+use crate::mount::{ClientError, MountedTree, Skeleton};
+use crate::remote::cache::Cache;
+use crate::remote::download::{parse_hosts, parse_proxies, Downloader, Settings};
 use crate::remote::{self, RemoteSource};
 use crate::repository::{At, Trust};
 
@@ -107,13 +107,13 @@ impl Mounter {
         let master_keys = remote
             .keys
             .iter()
-            .map(|k| crate::keys::load_master_public(k))
+            .map(|k| crate::cvmfs::keys::load_master_public(k))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| ProvisionError::Internal(format!("repository {fqrn}: keys: {e}")))?;
         Ok(Trust {
             master_keys,
             fqrn: Some(fqrn.to_string()),
-            now: crate::timefmt::now(),
+            now: crate::cvmfs::timefmt::now(),
         })
     }
 
@@ -198,21 +198,22 @@ impl Mounter {
         std::fs::create_dir_all(mountpoint).map_err(|e| {
             ProvisionError::Internal(format!("creating {}: {e}", mountpoint.display()))
         })?;
-        let session = crate::fuse::spawn(Arc::new(tree), mountpoint, &self.mount_options(fqrn))
-            .map_err(|e| {
-                ProvisionError::Internal(format!(
-                    "mounting {shown} at {}: {e}",
-                    mountpoint.display()
-                ))
-            })?;
+        let session =
+            crate::mount::fuse::spawn(Arc::new(tree), mountpoint, &self.mount_options(fqrn))
+                .map_err(|e| {
+                    ProvisionError::Internal(format!(
+                        "mounting {shown} at {}: {e}",
+                        mountpoint.display()
+                    ))
+                })?;
         Ok(Mount {
             mountpoint: mountpoint.to_path_buf(),
             session: Some(session),
         })
     }
 
-    fn mount_options(&self, fqrn: &str) -> crate::fuse::MountOptions {
-        crate::fuse::MountOptions {
+    fn mount_options(&self, fqrn: &str) -> crate::mount::fuse::MountOptions {
+        crate::mount::fuse::MountOptions {
             name: fqrn.to_string(),
             // Containers run as other users.
             allow_other: true,
@@ -228,13 +229,13 @@ impl Mount {
     /// Unmounts unless the mount is busy or still mounted elsewhere (a bind of it, as
     /// Mesos's bind backend makes): then `Busy`, and the mount stays.
     pub fn unmount(&mut self) -> Result<(), ProvisionError> {
-        if crate::fuse::other_mounts(&self.mountpoint) > 0 {
+        if crate::mount::fuse::other_mounts(&self.mountpoint) > 0 {
             return Err(ProvisionError::Busy(format!(
                 "{} is still mounted elsewhere",
                 self.mountpoint.display()
             )));
         }
-        crate::fuse::unmount(&self.mountpoint, false)
+        crate::mount::fuse::unmount(&self.mountpoint, false)
             .map_err(|e| ProvisionError::Busy(format!("{}: {e}", self.mountpoint.display())))?;
         self.finish();
         Ok(())
@@ -242,7 +243,7 @@ impl Mount {
 
     /// Unmounts even when busy (the daemon is stopping).
     pub fn detach(&mut self) {
-        if let Err(e) = crate::fuse::unmount(&self.mountpoint, true) {
+        if let Err(e) = crate::mount::fuse::unmount(&self.mountpoint, true) {
             eprintln!("lazyroot: detaching {}: {e}", self.mountpoint.display());
         }
         self.finish();

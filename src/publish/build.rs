@@ -4,13 +4,13 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::catalog::schema::flags;
-use crate::catalog::writer::{self, CatalogProperties};
-use crate::catalog::{CatalogContent, Counters, Entry, NestedRef, Row};
-use crate::hash::{ContentHash, HashAlgo, PathKey};
-use crate::object::ObjectKind;
+use crate::cvmfs::catalog::schema::flags;
+use crate::cvmfs::catalog::writer::{self, CatalogProperties};
+use crate::cvmfs::catalog::{CatalogContent, Counters, Entry, NestedRef, Row};
+use crate::cvmfs::hash::{ContentHash, HashAlgo, PathKey};
+use crate::cvmfs::object::ObjectKind;
+use crate::repository::local::LocalStore;
 use crate::repository::path::{join, parent};
-use crate::store::LocalStore;
 
 use super::conform;
 use super::content::FileContent;
@@ -63,7 +63,7 @@ pub struct Built {
 pub fn dir_entry(
     name: &[u8],
     m: &Meta,
-    xattrs: Option<crate::catalog::xattr::Xattrs>,
+    xattrs: Option<crate::cvmfs::catalog::xattr::Xattrs>,
     subdirs: u64,
     fl: u32,
 ) -> Entry {
@@ -270,7 +270,7 @@ fn count_subdirs(children: &[Node]) -> u64 {
 
 enum FileContentRef<'a> {
     None,
-    Chunked(&'a [crate::catalog::Chunk]),
+    Chunked(&'a [crate::cvmfs::catalog::Chunk]),
 }
 
 fn file_chunks<'a>(kind: &NodeKind, contents: &'a [FileContent]) -> FileContentRef<'a> {

@@ -2,15 +2,16 @@
 //! then the signed manifest, renamed into place last. Until that rename, readers see the
 //! previous revision, whole.
 
-use crate::catalog::NestedRef;
-use crate::hash::HashAlgo;
-use crate::history::{History, Tag, TRUNK, TRUNK_PREVIOUS};
-use crate::keys::SigningKeys;
-use crate::manifest::{Manifest, ROOT_PATH_MD5};
-use crate::object::ObjectKind;
-use crate::reflog::{self, RefType, Reflog};
+use crate::cvmfs::catalog::NestedRef;
+use crate::cvmfs::hash::HashAlgo;
+use crate::cvmfs::history::{History, Tag, TRUNK, TRUNK_PREVIOUS};
+use crate::cvmfs::keys::SigningKeys;
+use crate::cvmfs::manifest::{Manifest, ROOT_PATH_MD5};
+use crate::cvmfs::object::ObjectKind;
+use crate::cvmfs::reflog::{self, RefType, Reflog};
+use crate::repository::local::LocalStore;
+use crate::repository::source::ObjectSource;
 use crate::repository::MANIFEST_PATH;
-use crate::store::{LocalStore, ObjectSource};
 
 use super::PublishError;
 

@@ -9,16 +9,16 @@
 //!   publisher writes one (an empty regular file) and its checker demands one.
 //!
 //! The third rule, each catalog's own root entry in row 1, is the writer's
-//! ([`crate::catalog::writer`]).
+//! ([`crate::cvmfs::catalog::writer`]).
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::catalog::schema::flags;
-use crate::catalog::{CatalogContent, Entry, Row};
-use crate::hash::{ContentHash, HashAlgo, PathKey};
+use crate::cvmfs::catalog::schema::flags;
+use crate::cvmfs::catalog::{CatalogContent, Entry, Row};
+use crate::cvmfs::hash::{ContentHash, HashAlgo, PathKey};
 use crate::repository::path::join;
 
-use super::partition::MARKER;
+use crate::cvmfs::catalog::schema::MARKER;
 
 /// Mode of a marker stock's publisher writes for a `.cvmfsdirtab` or migrated catalog.
 const MARKER_MODE: u32 = libc::S_IFREG | 0o644;

@@ -9,10 +9,10 @@ use std::sync::{Condvar, Mutex};
 
 use rayon::prelude::*;
 
-use crate::catalog::Chunk;
-use crate::hash::{ContentHash, HashAlgo};
-use crate::object::{compress_and_hash, ObjectKind, ObjectName};
-use crate::store::LocalStore;
+use crate::cvmfs::catalog::Chunk;
+use crate::cvmfs::hash::{ContentHash, HashAlgo};
+use crate::cvmfs::object::{compress_and_hash, ObjectKind, ObjectName};
+use crate::repository::local::LocalStore;
 
 use super::chunker::{ChunkDetector, ChunkSizes};
 use super::index::PublishIndex;
@@ -162,7 +162,7 @@ fn whole_file(job: &FileJob, s: &ContentSettings<'_>) -> Result<FileContent, Pub
             if data.len() as u64 != job.meta.size {
                 return Err(PublishError::Changed(job.source.clone()));
             }
-            crate::object::compress_into(data, compressed);
+            crate::cvmfs::object::compress_into(data, compressed);
             let hash = s.algo.digest(compressed);
             s.store
                 .put_compressed(&ObjectName::new(hash, ObjectKind::File), compressed)?;

@@ -2,10 +2,10 @@
 //! the catalogs on the way from the root to P are rewritten; every other catalog, and so
 //! every other image in the repository, is kept byte for byte.
 
-use crate::catalog::schema::flags;
-use crate::catalog::writer::CatalogProperties;
-use crate::catalog::{CatalogContent, Counters, NestedRef, Row};
-use crate::hash::PathKey;
+use crate::cvmfs::catalog::schema::flags;
+use crate::cvmfs::catalog::writer::CatalogProperties;
+use crate::cvmfs::catalog::{CatalogContent, Counters, NestedRef, Row};
+use crate::cvmfs::hash::PathKey;
 use crate::repository::path::{is_within, parent};
 
 use super::build::{dir_entry, shown, BuildCtx, Built};

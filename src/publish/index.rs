@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection};
 
-use crate::catalog::Chunk;
-use crate::hash::{ContentHash, HashAlgo};
+use crate::cvmfs::catalog::Chunk;
+use crate::cvmfs::hash::{ContentHash, HashAlgo};
 
 use super::content::FileContent;
 use super::walk::{FileJob, Meta};

@@ -12,7 +12,7 @@ pub mod conform;
 pub mod content;
 pub mod graft;
 pub mod index;
-pub mod mkfs;
+pub mod lifecycle;
 pub mod old;
 pub mod partition;
 pub mod repair;
@@ -24,16 +24,17 @@ use std::time::Instant;
 pub use chunker::ChunkSizes;
 pub use partition::AutoCatalogs;
 
-use crate::catalog::NestedRef;
-use crate::hash::HashAlgo;
-use crate::history::HistoryError;
-use crate::keys::{KeyPaths, KeysError, SigningKeys};
-use crate::manifest::ManifestError;
-use crate::reflog::ReflogError;
+use crate::cvmfs::catalog::NestedRef;
+use crate::cvmfs::hash::HashAlgo;
+use crate::cvmfs::history::HistoryError;
+use crate::cvmfs::keys::{KeyPaths, KeysError, SigningKeys};
+use crate::cvmfs::manifest::ManifestError;
+use crate::cvmfs::reflog::ReflogError;
+use crate::cvmfs::timefmt;
+use crate::cvmfs::whitelist::WhitelistError;
+use crate::repository::local::LocalStore;
+use crate::repository::source::IoError;
 use crate::repository::{path::BadPath, RepoError, Repository, Trust, MANIFEST_PATH};
-use crate::store::{IoError, LocalStore};
-use crate::timefmt;
-use crate::whitelist::WhitelistError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -139,9 +140,9 @@ impl PublishOptions {
             tag_description: String::new(),
             chunking: Some(ChunkSizes::default()),
             auto_catalogs: None,
-            ttl: crate::catalog::schema::DEFAULT_TTL,
+            ttl: crate::cvmfs::catalog::schema::DEFAULT_TTL,
             full: false,
-            compression_level: crate::object::DEFAULT_LEVEL,
+            compression_level: crate::cvmfs::object::DEFAULT_LEVEL,
         }
     }
 }
@@ -188,17 +189,17 @@ pub fn open_current(
     store: &LocalStore,
     keys_dir: &Path,
 ) -> Result<(Repository, KeyPaths), PublishError> {
-    use crate::store::ObjectSource;
+    use crate::repository::source::ObjectSource;
     if !store.path_of(MANIFEST_PATH).exists() {
         return Err(PublishError::NotARepository(store.root().to_path_buf()));
     }
     let raw = store
-        .fetch(MANIFEST_PATH, crate::letter::MAX_LETTER as u64)
+        .fetch(MANIFEST_PATH, crate::cvmfs::letter::MAX_LETTER as u64)
         .map_err(RepoError::from)?;
-    let (m, _) = crate::manifest::Manifest::parse_unverified(&raw)?;
+    let (m, _) = crate::cvmfs::manifest::Manifest::parse_unverified(&raw)?;
     let paths = KeyPaths::new(keys_dir, &m.fqrn);
     let master =
-        crate::keys::load_master_public(&paths.master_public()).map_err(KeysError::from)?;
+        crate::cvmfs::keys::load_master_public(&paths.master_public()).map_err(KeysError::from)?;
     let trust = Trust {
         master_keys: vec![master],
         fqrn: Some(m.fqrn.clone()),
@@ -247,14 +248,14 @@ fn publish_inner(
     let started = Instant::now();
     let target = crate::repository::path::normalize(&opts.path)?;
     if let Some(t) = &opts.tag {
-        crate::history::validate_tag_name(t)?;
+        crate::cvmfs::history::validate_tag_name(t)?;
     }
     if let Some(c) = &opts.chunking {
         c.validate().map_err(PublishError::Invalid)?;
     }
     let store = LocalStore::new(&opts.repo);
     let _lock = lock(&store)?;
-    crate::object::set_compression_level(opts.compression_level);
+    crate::cvmfs::object::set_compression_level(opts.compression_level);
     let (repo, key_paths) = open_current(&store, &opts.keys)?;
 
     let keys = signing_keys(&repo, &key_paths)?;

@@ -1,7 +1,7 @@
 //! The previous revision as the publisher sees it: catalogs by mountpoint, their content
 //! and their stored counters.
 
-use crate::catalog::{CatalogContent, Counters, NestedRef};
+use crate::cvmfs::catalog::{CatalogContent, Counters, NestedRef};
 use crate::repository::path::is_within;
 use crate::repository::{RepoError, Repository};
 
@@ -17,7 +17,9 @@ impl<'r> OldRevision<'r> {
         OldRevision { repo }
     }
 
-    fn catalog_err(r: &NestedRef) -> impl Fn(crate::catalog::CatalogError) -> PublishError + '_ {
+    fn catalog_err(
+        r: &NestedRef,
+    ) -> impl Fn(crate::cvmfs::catalog::CatalogError) -> PublishError + '_ {
         move |source| {
             PublishError::Repo(RepoError::Catalog {
                 what: format!("catalog {}", r.hash.to_hex()),
@@ -63,7 +65,7 @@ impl OldCatalogs for OldRevision<'_> {
         let rowid = db
             .lock()
             .expect("catalog")
-            .rowid_of(crate::hash::PathKey::of(&r.path))
+            .rowid_of(crate::cvmfs::hash::PathKey::of(&r.path))
             .map_err(Self::catalog_err(r))?;
         Ok(rowid == Some(1))
     }

@@ -8,7 +8,7 @@ use crate::repository::path::join;
 
 use super::walk::{Node, NodeKind};
 
-pub const MARKER: &[u8] = b".cvmfscatalog";
+use crate::cvmfs::catalog::schema::MARKER;
 pub const DIRTAB: &[u8] = b".cvmfsdirtab";
 
 /// `.cvmfsdirtab`: one glob per line (`*` and `?` within a path component), paths relative

@@ -8,11 +8,11 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::Instant;
 
-use crate::catalog::writer::CatalogProperties;
-use crate::catalog::{Counters, NestedRef};
-use crate::history::{TRUNK, TRUNK_PREVIOUS};
-use crate::store::LocalStore;
-use crate::timefmt;
+use crate::cvmfs::catalog::writer::CatalogProperties;
+use crate::cvmfs::catalog::{Counters, NestedRef};
+use crate::cvmfs::history::{TRUNK, TRUNK_PREVIOUS};
+use crate::cvmfs::timefmt;
+use crate::repository::local::LocalStore;
 
 use super::build::{BuildCtx, OldCatalogs};
 use super::{commit, conform, lock, old, open_current, signing_keys, PublishError};

@@ -7,7 +7,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::catalog::xattr::Xattrs;
+use crate::cvmfs::catalog::xattr::Xattrs;
 
 use super::PublishError;
 

@@ -1,8 +1,12 @@
 //! The read side: open a repository through an [`ObjectSource`], verify the whole trust
 //! chain, then read snapshots (a root catalog hash) through their nested catalogs.
 
+pub mod check;
+pub mod listing;
+pub mod local;
 pub mod path;
 mod snapshot;
+pub mod source;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,15 +15,15 @@ use rsa::RsaPublicKey;
 
 pub use snapshot::{Found, Snapshot};
 
-use crate::catalog::{CatalogDb, CatalogError, NestedRef};
-use crate::certificate::{CertificateError, RepoCertificate};
-use crate::hash::ContentHash;
-use crate::history::{History, HistoryError};
-use crate::letter::MAX_LETTER;
-use crate::manifest::{Manifest, ManifestError};
-use crate::object::{ObjectError, ObjectKind, ObjectName};
-use crate::store::{ObjectRequest, ObjectSource, SourceError, Verified};
-use crate::whitelist::{Whitelist, WhitelistError};
+use crate::cvmfs::catalog::{CatalogDb, CatalogError, NestedRef};
+use crate::cvmfs::certificate::{CertificateError, RepoCertificate};
+use crate::cvmfs::hash::ContentHash;
+use crate::cvmfs::history::{History, HistoryError};
+use crate::cvmfs::letter::MAX_LETTER;
+use crate::cvmfs::manifest::{Manifest, ManifestError};
+use crate::cvmfs::object::{ObjectError, ObjectKind, ObjectName};
+use crate::cvmfs::whitelist::{Whitelist, WhitelistError};
+use crate::repository::source::{ObjectRequest, ObjectSource, SourceError, Verified};
 
 pub const MANIFEST_PATH: &str = ".cvmfspublished";
 pub const WHITELIST_PATH: &str = ".cvmfswhitelist";

@@ -4,10 +4,10 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use crate::catalog::{CatalogDb, Chunk, Entry, EntryKind, Row};
-use crate::hash::{ContentHash, PathKey};
-use crate::object::{ObjectKind, ObjectName};
-use crate::store::{ObjectRequest, Verified};
+use crate::cvmfs::catalog::{CatalogDb, Chunk, Entry, EntryKind, Row};
+use crate::cvmfs::hash::{ContentHash, PathKey};
+use crate::cvmfs::object::{ObjectKind, ObjectName};
+use crate::repository::source::{ObjectRequest, Verified};
 
 use super::path::{is_within, join, normalize};
 use super::{RepoError, Repository};
@@ -71,7 +71,9 @@ impl<'r> Snapshot<'r> {
         }
     }
 
-    fn cat_err(hash: &ContentHash) -> impl Fn(crate::catalog::CatalogError) -> RepoError + '_ {
+    fn cat_err(
+        hash: &ContentHash,
+    ) -> impl Fn(crate::cvmfs::catalog::CatalogError) -> RepoError + '_ {
         move |source| RepoError::Catalog {
             what: format!("catalog {}", hash.to_hex()),
             source,
@@ -147,7 +149,7 @@ impl<'r> Snapshot<'r> {
         let io = |err: std::io::Error| {
             RepoError::Invalid(format!("writing {}: {err}", shown(&found.path)))
         };
-        if e.flags & crate::catalog::schema::flags::EXTERNAL != 0 {
+        if e.flags & crate::cvmfs::catalog::schema::flags::EXTERNAL != 0 {
             return Err(RepoError::Invalid(format!(
                 "{}: external files are not supported",
                 shown(&found.path)

@@ -9,10 +9,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use lazyroot::catalog::EntryKind;
-use lazyroot::publish::{self, mkfs, Progress, PublishError};
+use lazyroot::cvmfs::catalog::EntryKind;
+use lazyroot::publish::{self, lifecycle, Progress, PublishError};
+use lazyroot::repository::local::LocalStore;
 use lazyroot::repository::At;
-use lazyroot::store::LocalStore;
 
 use crate::common::{lazyroot, noise, stderr, write, TestRepo, FQRN};
 
@@ -292,8 +292,9 @@ fn names_with_newlines_and_invalid_utf8_round_trip() {
         (b"/dir\nwith\tcontrol/bad\xffname", b"nested\n"),
     ] {
         let found = snap.lookup(path).unwrap();
-        let found =
-            found.unwrap_or_else(|| panic!("{} is missing", lazyroot::listing::escape(path)));
+        let found = found.unwrap_or_else(|| {
+            panic!("{} is missing", lazyroot::repository::listing::escape(path))
+        });
         assert_eq!(found.entry.kind(), EntryKind::File);
         let mut out = Vec::new();
         snap.read_file(path, &mut out).unwrap();
@@ -301,7 +302,7 @@ fn names_with_newlines_and_invalid_utf8_round_trip() {
             out,
             content,
             "content of {}",
-            lazyroot::listing::escape(path)
+            lazyroot::repository::listing::escape(path)
         );
     }
     let listing = repo.listing();
@@ -622,11 +623,11 @@ fn small_disk() -> SmallDisk {
     let mount = Mounted::tmpfs(&dir.path().join("small"), "3m");
     let repo = dir.path().join("small/repo");
     let keys = dir.path().join("keys");
-    mkfs::mkfs(&mkfs::MkfsOptions {
+    lifecycle::mkfs(&lifecycle::MkfsOptions {
         repo: repo.clone(),
         keys: keys.clone(),
         fqrn: FQRN.into(),
-        algo: lazyroot::hash::HashAlgo::Sha1,
+        algo: lazyroot::cvmfs::hash::HashAlgo::Sha1,
         whitelist_days: 30,
         ttl: 240,
     })

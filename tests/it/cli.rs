@@ -175,9 +175,14 @@ fn check_reports_a_corrupt_object_and_exits_non_zero() {
     let c = Cli::new();
     c.ok("publish", &[c.src.to_str().unwrap()]);
     // The object holding "hello\n".
-    let (_, h) = lazyroot::object::compress_and_hash(lazyroot::hash::HashAlgo::Sha1, b"hello\n");
-    let p = std::path::Path::new(&c.repo)
-        .join(lazyroot::object::ObjectName::new(h, lazyroot::object::ObjectKind::File).path());
+    let (_, h) = lazyroot::cvmfs::object::compress_and_hash(
+        lazyroot::cvmfs::hash::HashAlgo::Sha1,
+        b"hello\n",
+    );
+    let p = std::path::Path::new(&c.repo).join(
+        lazyroot::cvmfs::object::ObjectName::new(h, lazyroot::cvmfs::object::ObjectKind::File)
+            .path(),
+    );
     let mut bytes = std::fs::read(&p).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;
@@ -201,8 +206,8 @@ fn check_reports_a_corrupt_object_and_exits_non_zero() {
 fn resign_extends_the_whitelist() {
     let c = Cli::new();
     let out = c.ok("resign", &["--days", "90"]);
-    let until = lazyroot::timefmt::iso8601(lazyroot::timefmt::now() + 89 * 86_400);
+    let until = lazyroot::cvmfs::timefmt::iso8601(lazyroot::cvmfs::timefmt::now() + 89 * 86_400);
     assert!(out.contains("valid until"), "{out}");
     let v: serde_json::Value = serde_json::from_str(&c.ok("info", &["--json"])).unwrap();
-    assert!(lazyroot::timefmt::iso8601(v["whitelist_expires"].as_i64().unwrap()) > until);
+    assert!(lazyroot::cvmfs::timefmt::iso8601(v["whitelist_expires"].as_i64().unwrap()) > until);
 }

@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
 
-use lazyroot::check::check;
-use lazyroot::keys::{load_master_public, KeyPaths};
-use lazyroot::publish::{self, mkfs, NoProgress, PublishOptions, PublishReport};
+use lazyroot::cvmfs::keys::{load_master_public, KeyPaths};
+use lazyroot::publish::{self, lifecycle, NoProgress, PublishOptions, PublishReport};
+use lazyroot::repository::check::check;
+use lazyroot::repository::local::LocalStore;
 use lazyroot::repository::{Repository, Trust};
-use lazyroot::store::LocalStore;
 
 pub const FQRN: &str = "test.example.org";
 
@@ -24,14 +24,14 @@ pub struct TestRepo {
 
 impl TestRepo {
     pub fn new() -> Self {
-        Self::with_algo(lazyroot::hash::HashAlgo::Sha1)
+        Self::with_algo(lazyroot::cvmfs::hash::HashAlgo::Sha1)
     }
 
-    pub fn with_algo(algo: lazyroot::hash::HashAlgo) -> Self {
+    pub fn with_algo(algo: lazyroot::cvmfs::hash::HashAlgo) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let repo = dir.path().join("repo");
         let keys = dir.path().join("keys");
-        mkfs::mkfs(&mkfs::MkfsOptions {
+        lifecycle::mkfs(&lifecycle::MkfsOptions {
             repo: repo.clone(),
             keys: keys.clone(),
             fqrn: FQRN.into(),
@@ -69,7 +69,7 @@ impl TestRepo {
         Trust {
             master_keys: vec![pubkey],
             fqrn: Some(self.fqrn.clone()),
-            now: lazyroot::timefmt::now(),
+            now: lazyroot::cvmfs::timefmt::now(),
         }
     }
 
@@ -92,7 +92,7 @@ impl TestRepo {
     pub fn listing(&self) -> Vec<String> {
         let r = self.open();
         let snap = r.snapshot(&lazyroot::repository::At::Latest).unwrap();
-        lazyroot::listing::listing(&snap, b"").unwrap()
+        lazyroot::repository::listing::listing(&snap, b"").unwrap()
     }
 }
 

@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use lazyroot::keys::{load_master_key, load_master_public, KeyPaths};
+use lazyroot::cvmfs::keys::{load_master_key, load_master_public, KeyPaths};
+use lazyroot::cvmfs::whitelist::{Whitelist, WhitelistError};
+use lazyroot::repository::local::LocalStore;
 use lazyroot::repository::{RepoError, Repository, Trust};
-use lazyroot::store::LocalStore;
-use lazyroot::whitelist::{Whitelist, WhitelistError};
 
 use crate::common::*;
 
@@ -17,7 +17,7 @@ fn trust(keys: &std::path::Path) -> Trust {
     Trust {
         master_keys: vec![pubkey],
         fqrn: Some(FQRN.into()),
-        now: lazyroot::timefmt::now(),
+        now: lazyroot::cvmfs::timefmt::now(),
     }
 }
 
@@ -48,7 +48,7 @@ fn whitelist_resigned_by_our_code_is_accepted_and_listing_matches() {
     let master = load_master_key(&KeyPaths::new(&keys, FQRN)).unwrap();
     let old = Whitelist::verify(&raw, &[master.to_public_key()])
         .expect("the stock whitelist signature verifies");
-    let now = lazyroot::timefmt::now();
+    let now = lazyroot::cvmfs::timefmt::now();
     let fresh = Whitelist {
         created: now,
         expires: now + 86_400,
@@ -59,9 +59,12 @@ fn whitelist_resigned_by_our_code_is_accepted_and_listing_matches() {
     let r = Repository::open(Arc::new(LocalStore::new(&repo)), &trust(&keys)).unwrap();
     assert_eq!(r.manifest().revision, 2);
     let snap = r.snapshot(&lazyroot::repository::At::Latest).unwrap();
-    let got = lazyroot::listing::listing(&snap, b"").unwrap().join("\n") + "\n";
+    let got = lazyroot::repository::listing::listing(&snap, b"")
+        .unwrap()
+        .join("\n")
+        + "\n";
     assert_eq!(got, expected());
-    let report = lazyroot::check::check(&r);
+    let report = lazyroot::repository::check::check(&r);
     assert!(report.problems.is_empty(), "{:#?}", report.problems);
     assert_eq!(report.catalogs, 7);
 }

@@ -21,7 +21,7 @@ fn fs_listing(root: &Path) -> String {
         let path = if rel.is_empty() {
             "/".to_string()
         } else {
-            format!("/{}", lazyroot::listing::escape(rel))
+            format!("/{}", lazyroot::repository::listing::escape(rel))
         };
         let ft = m.file_type();
         let (kind, size, nlink, sha, target) = if ft.is_dir() {
@@ -45,7 +45,7 @@ fn fs_listing(root: &Path) -> String {
                 m.size().to_string(),
                 "-".to_string(),
                 String::new(),
-                lazyroot::listing::escape(t.as_os_str().as_bytes()),
+                lazyroot::repository::listing::escape(t.as_os_str().as_bytes()),
             )
         } else {
             let data = std::fs::read(&p).unwrap();

@@ -8,7 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use lazyroot::catalog::EntryKind;
+use lazyroot::cvmfs::catalog::EntryKind;
 use lazyroot::publish::{self, ChunkSizes, NoProgress};
 use lazyroot::repository::At;
 use proptest::prelude::*;

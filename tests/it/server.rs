@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use lazyroot::manifest::Manifest;
-use lazyroot::object::{ObjectKind, ObjectName};
+use lazyroot::cvmfs::manifest::Manifest;
+use lazyroot::cvmfs::object::{ObjectKind, ObjectName};
 use lazyroot::publish::{self, NoProgress};
 use lazyroot::server::{self, ServedRepo};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};

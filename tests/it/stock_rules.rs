@@ -8,15 +8,15 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use lazyroot::catalog::writer::{self, CatalogProperties};
-use lazyroot::catalog::{CatalogContent, Counters, NestedRef};
-use lazyroot::check::check;
-use lazyroot::hash::PathKey;
-use lazyroot::keys::{KeyPaths, SigningKeys};
-use lazyroot::object::ObjectKind;
+use lazyroot::cvmfs::catalog::writer::{self, CatalogProperties};
+use lazyroot::cvmfs::catalog::{CatalogContent, Counters, NestedRef};
+use lazyroot::cvmfs::hash::PathKey;
+use lazyroot::cvmfs::keys::{KeyPaths, SigningKeys};
+use lazyroot::cvmfs::object::ObjectKind;
 use lazyroot::publish::commit::{commit, CommitInput};
+use lazyroot::repository::check::check;
+use lazyroot::repository::local::LocalStore;
 use lazyroot::repository::At;
-use lazyroot::store::LocalStore;
 
 use crate::common::*;
 
@@ -113,7 +113,7 @@ fn hard_links_are_grouped_per_directory() {
 /// Rewrites a catalog as lazyroot wrote catalogs before: rows inserted in path-key order
 /// (so the root entry lands wherever its key sorts).
 fn in_key_order(bytes: &[u8]) -> Vec<u8> {
-    let conn = lazyroot::sqlite::from_bytes(bytes, false).unwrap();
+    let conn = lazyroot::cvmfs::sqlite::from_bytes(bytes, false).unwrap();
     conn.execute_batch(
         "CREATE TEMP TABLE t AS SELECT * FROM catalog;
          DELETE FROM catalog;
@@ -121,7 +121,7 @@ fn in_key_order(bytes: &[u8]) -> Vec<u8> {
          DROP TABLE t; VACUUM;",
     )
     .unwrap();
-    lazyroot::sqlite::to_bytes(&conn).unwrap()
+    lazyroot::cvmfs::sqlite::to_bytes(&conn).unwrap()
 }
 
 /// Replays the old writer on the current revision: nested catalog `/sub` without its

@@ -7,8 +7,8 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use crate::client::Skeleton;
-use crate::hash::ContentHash;
+use crate::cvmfs::hash::ContentHash;
+use crate::mount::Skeleton;
 
 use super::api;
 use super::appc::AppcStore;
@@ -115,7 +115,7 @@ impl Provisioner {
         for row in &images {
             let mp = self.mountpoint(&row.key);
             // After a crash the old mount is dead ("transport endpoint is not connected").
-            let _ = crate::fuse::unmount(&mp, true);
+            let _ = crate::mount::fuse::unmount(&mp, true);
             match self.mount_image(&row.key) {
                 Ok(m) => {
                     inner.mounts.insert(row.id.clone(), m);
@@ -129,7 +129,7 @@ impl Provisioner {
         }
         for (target, key) in inner.state.volumes()? {
             let target = PathBuf::from(target);
-            let _ = crate::fuse::unmount(&target, true);
+            let _ = crate::mount::fuse::unmount(&target, true);
             match self.remount(&key, &target, Skeleton::none()) {
                 Ok(m) => {
                     inner.volumes.insert(target, (key, m));
@@ -256,7 +256,7 @@ impl Provisioner {
         drop(inner);
         let mp = self.mountpoint(key);
         // A dead mount left by a crash.
-        let _ = crate::fuse::unmount(&mp, true);
+        let _ = crate::mount::fuse::unmount(&mp, true);
         let result = self
             .mounter
             .mount(&key.fqrn, &key.path, at, &mp, Skeleton::mesos_rootfs());

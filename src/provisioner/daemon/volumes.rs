@@ -2,7 +2,7 @@
 //! the state so that a restarted daemon mounts it again.
 
 use super::{Inner, Provisioner};
-use crate::client::Skeleton;
+use crate::mount::Skeleton;
 use crate::provisioner::error::ProvisionError;
 use crate::provisioner::image::{check_fqrn, normalize_path, ImageKey};
 use crate::repository::At;

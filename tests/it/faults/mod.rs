@@ -9,15 +9,15 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lazyroot::cache::Cache;
-use lazyroot::client::{inodes::ROOT, MountedTree};
-use lazyroot::download::{parse_hosts, parse_proxies, Downloader, Settings};
-use lazyroot::manifest::Manifest;
-use lazyroot::object::{ObjectKind, ObjectName};
+use lazyroot::cvmfs::manifest::Manifest;
+use lazyroot::cvmfs::object::{ObjectKind, ObjectName};
+use lazyroot::cvmfs::signature::load_private_key;
+use lazyroot::cvmfs::whitelist::Whitelist;
+use lazyroot::mount::{inodes::ROOT, MountedTree};
+use lazyroot::remote::cache::Cache;
+use lazyroot::remote::download::{parse_hosts, parse_proxies, Downloader, Settings};
 use lazyroot::remote::{self, Mode, RemoteError, RemoteSource};
 use lazyroot::repository::{At, Repository, Trust};
-use lazyroot::signature::load_private_key;
-use lazyroot::whitelist::Whitelist;
 
 use crate::common::*;
 use crate::faulty::{Fault, Faulty};

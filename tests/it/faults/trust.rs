@@ -45,7 +45,7 @@ fn expired_whitelist_is_refused() {
     let path = fx.repo.repo.join(".cvmfswhitelist");
     let trust = fx.repo.trust();
     let current = Whitelist::verify(&std::fs::read(&path).unwrap(), &trust.master_keys).unwrap();
-    let now = lazyroot::timefmt::now();
+    let now = lazyroot::cvmfs::timefmt::now();
     let expired = Whitelist {
         created: now - 40 * 86_400,
         expires: now - 10 * 86_400,

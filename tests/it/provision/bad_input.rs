@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use lazyroot::provisioner::api;
-use lazyroot::provisioner::client::CallError;
+use lazyroot::provisioner::control_client::CallError;
 
 use super::harness::*;
 

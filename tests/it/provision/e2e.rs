@@ -212,7 +212,7 @@ fn a_prepare_stuck_on_a_slow_server_holds_up_no_other_call() {
     let socket = w.work.join("control.sock");
     let fqrn = w.repo.fqrn.clone();
     let stuck = std::thread::spawn(move || {
-        lazyroot::provisioner::client::ControlClient::new(&socket).prepare(
+        lazyroot::provisioner::control_client::ControlClient::new(&socket).prepare(
             &lazyroot::provisioner::api::PrepareImageRequest {
                 fqrn,
                 path: "/images/busybox".into(),
@@ -282,7 +282,7 @@ fn many_simultaneous_prepares_of_one_image_mount_it_once() {
             .map(|_| {
                 let (socket, fqrn) = (socket.clone(), fqrn.clone());
                 s.spawn(move || {
-                    lazyroot::provisioner::client::ControlClient::new(&socket)
+                    lazyroot::provisioner::control_client::ControlClient::new(&socket)
                         .prepare(&lazyroot::provisioner::api::PrepareImageRequest {
                             fqrn,
                             path: "/images/busybox".into(),

@@ -6,7 +6,7 @@ use std::process::{Child, Command};
 use std::time::Duration;
 
 use lazyroot::provisioner::api;
-use lazyroot::provisioner::client::{CallError, ControlClient};
+use lazyroot::provisioner::control_client::{CallError, ControlClient};
 
 use crate::common::*;
 use crate::net::*;

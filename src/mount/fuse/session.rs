@@ -1,0 +1,117 @@
+//! Mounting and unmounting: the options every lazyroot mount shares, the kernel tunables
+//! set after mounting, and the checks before an unmount.
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::mount::MountedTree;
+
+pub struct MountOptions {
+    /// Shown as the source in mount tables: `lazyroot:<name>`.
+    pub name: String,
+    /// Let other users (and containers' uids) use the mount.
+    pub allow_other: bool,
+    pub suid: bool,
+    pub dev: bool,
+    /// Whole files read by the kernel straight from the cache (FUSE passthrough).
+    pub passthrough: bool,
+    /// Threads serving requests: one slow download must not stall every other reader.
+    pub threads: usize,
+}
+
+/// Mounts `tree` read-only at `mountpoint`, served by background threads until unmounted.
+pub fn spawn(
+    tree: Arc<MountedTree>,
+    mountpoint: &Path,
+    o: &MountOptions,
+) -> io::Result<fuser::BackgroundSession> {
+    use fuser::MountOption as O;
+    let mut options = vec![
+        O::FSName(format!("lazyroot:{}", o.name)),
+        O::Subtype("lazyroot".into()),
+        O::RO,
+        O::DefaultPermissions,
+    ];
+    options.push(if o.suid { O::Suid } else { O::NoSuid });
+    options.push(if o.dev { O::Dev } else { O::NoDev });
+    let mut config = fuser::Config::default();
+    config.mount_options = options;
+    config.acl = if o.allow_other {
+        fuser::SessionACL::All
+    } else {
+        fuser::SessionACL::Owner
+    };
+    config.n_threads = Some(o.threads.max(1));
+    // One /dev/fuse descriptor per thread: no thundering herd on a shared one.
+    config.clone_fd = true;
+    let session = fuser::spawn_mount(super::Fs::new(tree, o.passthrough), mountpoint, &config)?;
+    if let Err(e) = set_read_ahead(mountpoint, READ_AHEAD_KIB) {
+        // Only slower sequential reads: worth a word, not a failure.
+        eprintln!("lazyroot: read-ahead left at the kernel's default: {e}");
+    }
+    Ok(session)
+}
+
+/// Unmounts `mountpoint`; `detach` unmounts even while it is busy (lazily).
+pub fn unmount(mountpoint: &Path, detach: bool) -> io::Result<()> {
+    use nix::errno::Errno;
+    use nix::mount::{umount2, MntFlags};
+    let flags = if detach {
+        MntFlags::MNT_DETACH
+    } else {
+        MntFlags::empty()
+    };
+    match umount2(mountpoint, flags) {
+        Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => Ok(()),
+        Err(e) => Err(io::Error::from(e)),
+    }
+}
+
+/// How many other mounts of the filesystem mounted at `mountpoint` this mount namespace
+/// has (binds of it). Each keeps the FUSE connection in use after the mount itself goes.
+pub fn other_mounts(mountpoint: &Path) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(mountpoint) else {
+        return 0;
+    };
+    let dev = format!("{}:{}", libc::major(meta.dev()), libc::minor(meta.dev()));
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return 0;
+    };
+    let ours = mountpoint.to_string_lossy();
+    info.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f.len() > 4 && f[2] == dev).then(|| f[4].to_string())
+        })
+        .filter(|at| unescape_mountinfo(at) != ours)
+        .count()
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape_mountinfo(s: &str) -> String {
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
+
+/// What `lazyroot mount` sets with [`set_read_ahead`].
+pub const READ_AHEAD_KIB: u32 = 1024;
+
+/// The kernel's read-ahead for a FUSE mount starts at 128 KiB, so a sequential reader costs
+/// one round trip per 128 KiB. Raising the mount's read-ahead (its backing device info, by
+/// the mount's device number) lets the kernel ask for up to 1 MiB at a time (256 pages, its
+/// default limit for one FUSE request) and keep that much in flight.
+pub fn set_read_ahead(mountpoint: &std::path::Path, kib: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(mountpoint)?.dev();
+    let bdi = format!(
+        "/sys/class/bdi/{}:{}/read_ahead_kb",
+        libc::major(dev),
+        libc::minor(dev)
+    );
+    std::fs::write(&bdi, format!("{kib}\n"))
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{bdi}: {e}")))
+}

@@ -1,0 +1,693 @@
+//! A mount: the mounted tree without the kernel (lookups, attributes, listings, opens,
+//! reads, symlinks and xattrs of one repository revision, served from catalogs and the
+//! shared cache; blocking and `Send + Sync`), and [`fuse`], the fuser adapter that only
+//! translates between the kernel and the tree.
+
+pub mod attr;
+mod elf;
+pub mod fuse;
+pub mod inodes;
+mod loader;
+mod magic;
+pub mod skeleton;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+pub use attr::Attr;
+pub use skeleton::Skeleton;
+
+use crate::cvmfs::catalog::{Chunk, EntryKind};
+use crate::cvmfs::hash::ContentHash;
+use crate::cvmfs::object::{ObjectKind, ObjectName};
+use crate::remote::{self, Mode, RemoteSource};
+use crate::repository::source::Verified;
+use crate::repository::{Found, RepoError, Repository, Trust};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no such entry")]
+    NotFound,
+    #[error("not a directory")]
+    NotADirectory,
+    #[error("is a directory")]
+    IsADirectory,
+    #[error("not a symlink")]
+    NotASymlink,
+    #[error("no such attribute")]
+    NoAttribute,
+    #[error("bad file handle")]
+    BadHandle,
+    #[error("invalid path: {0}")]
+    InvalidPath(String),
+    /// Anything the network, the cache or the data did wrong: the reader sees EIO.
+    #[error("{0}")]
+    Io(String),
+}
+
+impl From<RepoError> for ClientError {
+    fn from(e: RepoError) -> Self {
+        match e {
+            RepoError::NotFound(_) => ClientError::NotFound,
+            RepoError::NotADirectory(_) => ClientError::NotADirectory,
+            other => ClientError::Io(other.to_string()),
+        }
+    }
+}
+
+/// A directory's entries: names and attributes.
+pub type Listing = Vec<(Vec<u8>, Attr)>;
+
+/// How many entries the in-memory entry cache holds (a few MiB).
+const ENTRY_CACHE: usize = 16_384;
+
+/// Where an open file's bytes are.
+#[derive(Clone)]
+enum Handle {
+    Whole { file: Arc<File>, hash: ContentHash },
+    Chunked(Arc<ChunkedFile>),
+}
+
+/// An open chunked file: its chunk list and the chunk being read (sequential reads hit the
+/// same chunk many times in a row; it stays open rather than being looked up each time).
+struct ChunkedFile {
+    chunks: Vec<Chunk>,
+    compressed: bool,
+    current: Mutex<Option<(usize, Arc<File>)>>,
+    /// The chunk a background prefetch was last started for.
+    prefetched: AtomicU64,
+}
+
+/// The current revision: repository and root catalog.
+struct Revision {
+    repo: Arc<Repository>,
+    root: ContentHash,
+    root_size: u64,
+}
+
+pub struct MountedTree {
+    source: Arc<RemoteSource>,
+    trust: Trust,
+    current: RwLock<Revision>,
+    /// `Some` for a mount pinned to a root hash: it never changes.
+    pinned: bool,
+    /// The repository path shown as the mount's root ("" for the whole repository).
+    base: Vec<u8>,
+    /// Directories shown where the tree lacks them (mount points a runtime needs).
+    skeleton: Skeleton,
+    mode: Mutex<Mode>,
+    last_check: Mutex<Instant>,
+    inodes: Mutex<inodes::Inodes>,
+    handles: Mutex<HashMap<u64, Handle>>,
+    /// Entries recently returned by lookup and readdir, by inode: getattr, getxattr,
+    /// readlink and open then need no catalog query.
+    entries: Mutex<HashMap<u64, Found>>,
+    /// Directory listings of open directory handles (readdir is called once per buffer).
+    listings: Mutex<HashMap<u64, Arc<Listing>>>,
+    /// Listings by directory inode, for pinned mounts (see `listing_of`).
+    listings_by_ino: Mutex<HashMap<u64, Arc<Listing>>>,
+    /// Fetches what the loader will open after a program (see `loader`).
+    loader: loader::LoaderPrefetch,
+    next_fh: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl MountedTree {
+    /// Serves revision `root` (of `root_size` bytes) of `repo`; `pinned` mounts never look
+    /// for newer revisions.
+    pub fn new(
+        source: Arc<RemoteSource>,
+        trust: Trust,
+        repo: Repository,
+        mode: Mode,
+        root: ContentHash,
+        root_size: u64,
+        pinned: bool,
+    ) -> Result<Self, ClientError> {
+        let repo = Arc::new(repo);
+        repo.snapshot_of(root, root_size)?; // the root catalog must load now, not on first use
+        Ok(MountedTree {
+            source,
+            trust,
+            current: RwLock::new(Revision {
+                repo,
+                root,
+                root_size,
+            }),
+            pinned,
+            base: Vec::new(),
+            skeleton: Skeleton::none(),
+            mode: Mutex::new(mode),
+            last_check: Mutex::new(Instant::now()),
+            inodes: Mutex::new(inodes::Inodes::new()),
+            handles: Mutex::new(HashMap::new()),
+            entries: Mutex::new(HashMap::new()),
+            listings: Mutex::new(HashMap::new()),
+            listings_by_ino: Mutex::new(HashMap::new()),
+            loader: loader::LoaderPrefetch::default(),
+            next_fh: AtomicU64::new(1),
+            errors: AtomicU64::new(0),
+        })
+    }
+
+    /// Shows only the directory `base` of the repository (its root becomes the mount's
+    /// root), with `skeleton` directories added where it lacks them. Fails unless `base` is a
+    /// directory in the mounted revision.
+    pub fn subtree(mut self, base: &[u8], skeleton: Skeleton) -> Result<Self, ClientError> {
+        let base = crate::repository::path::normalize(base)
+            .map_err(|e| ClientError::InvalidPath(e.to_string()))?;
+        let found = self.with_snapshot(|s| s.lookup(&base)?.ok_or(ClientError::NotFound))?;
+        if !found.entry.is_dir() {
+            return Err(ClientError::NotADirectory);
+        }
+        self.inodes = Mutex::new(inodes::Inodes::with_root(&base));
+        self.base = base;
+        self.skeleton = skeleton;
+        Ok(self)
+    }
+
+    pub fn is_pinned(&self) -> bool {
+        self.pinned
+    }
+
+    /// How long the kernel may cache what this tree says: "forever" for a pinned revision
+    /// (it can never change), the repository's TTL-bounded minute otherwise.
+    pub fn kernel_ttl(&self) -> Duration {
+        if self.pinned {
+            Duration::from_secs(365 * 24 * 3600)
+        } else {
+            Duration::from_secs(60)
+        }
+    }
+
+    fn note<T>(&self, r: Result<T, ClientError>) -> Result<T, ClientError> {
+        if let Err(ClientError::Io(_)) = &r {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+
+    /// An unpinned mount picks up a newer revision once the TTL has passed (for new
+    /// lookups; open files keep reading what they opened).
+    fn maybe_refresh(&self) {
+        if self.pinned {
+            return;
+        }
+        let ttl = Duration::from_secs(
+            self.current
+                .read()
+                .expect("revision")
+                .repo
+                .manifest()
+                .ttl
+                .max(1),
+        );
+        {
+            let mut last = self.last_check.lock().expect("last check");
+            if last.elapsed() < ttl {
+                return;
+            }
+            *last = Instant::now();
+        }
+        if let Ok((repo, mode)) = remote::open(self.source.clone(), &self.trust) {
+            let m = repo.manifest().clone();
+            let mut cur = self.current.write().expect("revision");
+            if m.revision > cur.repo.manifest().revision {
+                self.entries.lock().expect("entries").clear();
+                *cur = Revision {
+                    repo: Arc::new(repo),
+                    root: m.root_catalog,
+                    root_size: m.root_catalog_size,
+                };
+            }
+            *self.mode.lock().expect("mode") = mode;
+        }
+    }
+
+    fn with_snapshot<T>(
+        &self,
+        f: impl FnOnce(&crate::repository::Snapshot<'_>) -> Result<T, ClientError>,
+    ) -> Result<T, ClientError> {
+        // The lock is held only to copy the revision out: the closure may download, and a
+        // revision switch must not wait for that (nor make every other reader wait).
+        let (repo, root, size) = {
+            let cur = self.current.read().expect("revision");
+            (cur.repo.clone(), cur.root, cur.root_size)
+        };
+        let snap = repo.snapshot_of(root, size)?;
+        f(&snap)
+    }
+
+    fn path_of(&self, ino: u64) -> Result<Vec<u8>, ClientError> {
+        self.inodes
+            .lock()
+            .expect("inodes")
+            .path(ino)
+            .map(|p| p.to_vec())
+            .ok_or(ClientError::NotFound)
+    }
+
+    fn attr_of(&self, f: &Found) -> Attr {
+        let e = &f.entry;
+        let key = match e.kind() {
+            EntryKind::File if e.hardlink_group() != 0 => {
+                inodes::Key::Link(f.catalog, e.hardlink_group())
+            }
+            EntryKind::File => inodes::Key::File(f.path.clone(), e.hash.unwrap_or(f.catalog)),
+            _ => inodes::Key::Path(f.path.clone()),
+        };
+        // The kernel knows the root as inode 1, whatever revision is behind it.
+        let ino = if f.path == self.base {
+            inodes::ROOT
+        } else {
+            self.inodes.lock().expect("inodes").ino(&f.path, key)
+        };
+        let mut entries = self.entries.lock().expect("entries");
+        // Bounded: a full cache starts over rather than growing with the tree.
+        if entries.len() >= ENTRY_CACHE {
+            entries.clear();
+        }
+        entries.insert(ino, f.clone());
+        Attr::of(ino, e)
+    }
+
+    /// The entry behind an inode: from the entry cache (what lookup and readdir just saw),
+    /// else looked up again by path.
+    fn stat(&self, ino: u64) -> Result<Found, ClientError> {
+        if let Some(f) = self.entries.lock().expect("entries").get(&ino) {
+            return Ok(f.clone());
+        }
+        let path = self.path_of(ino)?;
+        self.find(&path)
+    }
+
+    /// The entry at a repository path: from the catalogs, else a skeleton directory.
+    fn find(&self, path: &[u8]) -> Result<Found, ClientError> {
+        self.with_snapshot(|s| {
+            if let Some(f) = s.lookup(path).ok().flatten() {
+                return Ok(f);
+            }
+            self.skeleton_entry(s, path)?.ok_or(ClientError::NotFound)
+        })
+    }
+
+    /// The path relative to the mount's root, if it lies inside it.
+    fn relative<'p>(&self, path: &'p [u8]) -> Option<&'p [u8]> {
+        if self.base.is_empty() {
+            return Some(path);
+        }
+        let rest = path.strip_prefix(self.base.as_slice())?;
+        if rest.is_empty() {
+            return Some(rest);
+        }
+        rest.strip_prefix(b"/")
+    }
+
+    /// A skeleton directory at `path`, when the skeleton has one there.
+    fn skeleton_entry(
+        &self,
+        s: &crate::repository::Snapshot<'_>,
+        path: &[u8],
+    ) -> Result<Option<Found>, ClientError> {
+        match self.relative(path) {
+            Some(rel) if self.skeleton.contains(rel) => {
+                let root = s.lookup(&self.base)?.ok_or(ClientError::NotFound)?;
+                let name = rel.rsplit(|&b| b == b'/').next().unwrap_or(rel);
+                Ok(Some(Found {
+                    path: path.to_vec(),
+                    entry: Skeleton::entry(name, &root.entry),
+                    catalog: root.catalog,
+                }))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr, ClientError> {
+        self.maybe_refresh();
+        if name.contains(&b'/') || name == b"." || name == b".." {
+            return Err(ClientError::NotFound);
+        }
+        let dir = self.path_of(parent)?;
+        let path = crate::repository::path::join(&dir, name);
+        let r = self.with_snapshot(|s| {
+            match s.lookup(&path) {
+                Ok(Some(f)) if !f.entry.is_hidden() => return Ok(f),
+                Ok(Some(_)) => return Err(ClientError::NotFound),
+                // A missing entry, or a path under a skeleton directory the catalogs lack.
+                Ok(None) | Err(RepoError::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+            self.skeleton_entry(s, &path)?.ok_or(ClientError::NotFound)
+        });
+        let f = self.note(r)?;
+        Ok(self.attr_of(&f))
+    }
+
+    pub fn getattr(&self, ino: u64) -> Result<Attr, ClientError> {
+        let f = self.note(self.stat(ino))?;
+        Ok(self.attr_of(&f))
+    }
+
+    /// Opens a directory: lists it once for all the readdir calls that follow.
+    pub fn opendir(&self, ino: u64) -> Result<u64, ClientError> {
+        let listing = Arc::new(self.readdir(ino)?);
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.listings.lock().expect("listings").insert(fh, listing);
+        Ok(fh)
+    }
+
+    pub fn listing(&self, fh: u64) -> Result<Arc<Listing>, ClientError> {
+        self.listings
+            .lock()
+            .expect("listings")
+            .get(&fh)
+            .cloned()
+            .ok_or(ClientError::BadHandle)
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        self.listings.lock().expect("listings").remove(&fh);
+    }
+
+    /// The listing of directory `ino` when the kernel opens directories without asking
+    /// (pinned mounts): it reads a directory in several readdir calls, so the listing is kept
+    /// by inode for the calls that follow. A pinned directory never changes, and the kernel
+    /// caches what it read, so a few recent listings are all that is worth keeping.
+    pub fn listing_of(&self, ino: u64) -> Result<Arc<Listing>, ClientError> {
+        const RECENT: usize = 64;
+        if let Some(l) = self.listings_by_ino.lock().expect("listings").get(&ino) {
+            return Ok(l.clone());
+        }
+        let listing = Arc::new(self.readdir(ino)?);
+        let mut recent = self.listings_by_ino.lock().expect("listings");
+        if recent.len() >= RECENT {
+            recent.clear();
+        }
+        recent.insert(ino, listing.clone());
+        Ok(listing)
+    }
+
+    /// The entries of a directory with their attributes (for readdir and readdirplus).
+    pub fn readdir(&self, ino: u64) -> Result<Vec<(Vec<u8>, Attr)>, ClientError> {
+        let path = self.path_of(ino)?;
+        let r = self.with_snapshot(|s| {
+            let mut items = match s.list(&path) {
+                Ok(items) => items,
+                // A skeleton directory: nothing of the catalogs' in it.
+                Err(RepoError::NotFound(_)) if self.skeleton_entry(s, &path)?.is_some() => {
+                    Vec::new()
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(rel) = self.relative(&path) {
+                for name in self.skeleton.children(rel) {
+                    if !items.iter().any(|f| f.entry.name == name) {
+                        let child = crate::repository::path::join(&path, name);
+                        items.extend(self.skeleton_entry(s, &child)?);
+                    }
+                }
+            }
+            Ok(items)
+        });
+        let items = self.note(r)?;
+        Ok(items
+            .iter()
+            .map(|f| (f.entry.name.clone(), self.attr_of(f)))
+            .collect())
+    }
+
+    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>, ClientError> {
+        let f = self.note(self.stat(ino))?;
+        if f.entry.kind() != EntryKind::Symlink {
+            return Err(ClientError::NotASymlink);
+        }
+        // Stored as is: `$(VAR)` expansion would make a container's view depend on the host.
+        Ok(f.entry.symlink)
+    }
+
+    /// Opens a regular file: a whole-file object is fetched (and verified) now; a chunked
+    /// file's chunks are fetched as reads reach them. Returns a handle.
+    pub fn open(&self, ino: u64) -> Result<u64, ClientError> {
+        let f = self.note(self.stat(ino))?;
+        let e = &f.entry;
+        match e.kind() {
+            EntryKind::Directory => return Err(ClientError::IsADirectory),
+            EntryKind::File => {}
+            _ => return Err(ClientError::Io("not a regular file".into())),
+        }
+        let handle = if e.is_chunked() {
+            let chunks = self.note(self.with_snapshot(|s| Ok(s.chunks(&f)?)))?;
+            Handle::Chunked(Arc::new(ChunkedFile {
+                chunks,
+                compressed: e.is_compressed(),
+                current: Mutex::new(None),
+                prefetched: AtomicU64::new(u64::MAX),
+            }))
+        } else {
+            let hash = match e.hash {
+                Some(h) => h,
+                None if e.size == 0 => {
+                    crate::cvmfs::object::compress_and_hash(e.hash_algo(), b"").1
+                }
+                None => return self.note(Err(ClientError::Io("file without content hash".into()))),
+            };
+            let file = self.note(self.object_file(
+                &ObjectName::new(hash, ObjectKind::File),
+                e.size,
+                e.is_compressed(),
+            ))?;
+            self.source.cache.pin(&hash);
+            let file = Arc::new(file);
+            self.maybe_prefetch_loader(&file, e.size, hash, &f.path);
+            Handle::Whole { file, hash }
+        };
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles.lock().expect("handles").insert(fh, handle);
+        Ok(fh)
+    }
+
+    /// A program (an ELF file) was opened: start fetching its interpreter and libraries.
+    fn maybe_prefetch_loader(&self, file: &Arc<File>, size: u64, hash: ContentHash, at: &[u8]) {
+        let mut head = [0u8; 4];
+        if size < 64 || file.read_exact_at(&mut head, 0).is_err() || !elf::is_elf(&head) {
+            return;
+        }
+        let (repo, root, root_size) = {
+            let cur = self.current.read().expect("revision");
+            (cur.repo.clone(), cur.root, cur.root_size)
+        };
+        self.loader.start(loader::Job {
+            program: file.clone(),
+            size,
+            hash,
+            repo,
+            root,
+            root_size,
+            base: self.base.clone(),
+            program_path: at.to_vec(),
+            source: self.source.clone(),
+        });
+    }
+
+    fn object_file(
+        &self,
+        name: &ObjectName,
+        size: u64,
+        compressed: bool,
+    ) -> Result<File, ClientError> {
+        let v = self.with_snapshot(|s| Ok(s.verified(name, size, compressed)?))?;
+        match v {
+            Verified::File(p) => File::open(&p)
+                .map_err(|e| ClientError::Io(format!("opening cached {}: {e}", p.display()))),
+            Verified::Bytes(_) => Err(ClientError::Io("object not cached".into())),
+        }
+    }
+
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, ClientError> {
+        let mut out = vec![0u8; size as usize];
+        let n = self.read_into(fh, offset, &mut out)?;
+        out.truncate(n);
+        Ok(out)
+    }
+
+    /// Reads into `out` (a buffer the caller reuses: a fresh megabyte per request would be
+    /// mapped, zeroed and unmapped every time); the number of bytes read.
+    pub fn read_into(&self, fh: u64, offset: u64, out: &mut [u8]) -> Result<usize, ClientError> {
+        let handle = self
+            .handles
+            .lock()
+            .expect("handles")
+            .get(&fh)
+            .cloned()
+            .ok_or(ClientError::BadHandle)?;
+        match handle {
+            Handle::Whole { file, .. } => {
+                read_full(&file, out, offset).map_err(|e| ClientError::Io(e.to_string()))
+            }
+            Handle::Chunked(c) => self.note(self.read_chunks(&c, offset, out)),
+        }
+    }
+
+    /// Fills `out` from the chunks covering `[offset, offset + out.len())`.
+    fn read_chunks(
+        &self,
+        cf: &ChunkedFile,
+        offset: u64,
+        out: &mut [u8],
+    ) -> Result<usize, ClientError> {
+        let mut done = 0usize;
+        let start = cf.chunks.partition_point(|c| c.offset + c.size <= offset);
+        for (i, c) in cf.chunks.iter().enumerate().skip(start) {
+            if done == out.len() {
+                break;
+            }
+            let pos = offset + done as u64;
+            if c.offset > pos {
+                break;
+            }
+            let file = self.chunk_file(cf, i)?;
+            let want = ((c.offset + c.size - pos) as usize).min(out.len() - done);
+            let n = read_full(&file, &mut out[done..done + want], pos - c.offset)
+                .map_err(|e| ClientError::Io(e.to_string()))?;
+            done += n;
+            if n < want {
+                break;
+            }
+        }
+        Ok(done)
+    }
+
+    /// The open file of chunk `i`, fetching it if needed; starts fetching chunk `i + 1` in
+    /// the background, so a sequential reader finds it ready instead of waiting a round trip.
+    fn chunk_file(&self, cf: &ChunkedFile, i: usize) -> Result<Arc<File>, ClientError> {
+        if let Some((ci, f)) = cf.current.lock().expect("current chunk").as_ref() {
+            if *ci == i {
+                return Ok(f.clone());
+            }
+        }
+        let c = &cf.chunks[i];
+        let file = Arc::new(self.object_file(
+            &ObjectName::new(c.hash, ObjectKind::Chunk),
+            c.size,
+            cf.compressed,
+        )?);
+        *cf.current.lock().expect("current chunk") = Some((i, file.clone()));
+        if let Some(next) = cf.chunks.get(i + 1) {
+            if cf.prefetched.swap(i as u64 + 1, Ordering::Relaxed) != i as u64 + 1 {
+                self.prefetch(
+                    ObjectName::new(next.hash, ObjectKind::Chunk),
+                    next.size,
+                    cf.compressed,
+                );
+            }
+        }
+        Ok(file)
+    }
+
+    /// Fetches an object into the cache in the background (see [`fetch_in_background`]).
+    fn prefetch(&self, name: ObjectName, size: u64, compressed: bool) {
+        fetch_in_background(&self.source, name, size, compressed);
+    }
+
+    /// The cached object behind an open whole file (for kernel passthrough).
+    pub fn whole_file(&self, fh: u64) -> Option<Arc<File>> {
+        match self.handles.lock().expect("handles").get(&fh)? {
+            Handle::Whole { file, .. } => Some(file.clone()),
+            Handle::Chunked(_) => None,
+        }
+    }
+
+    pub fn release(&self, fh: u64) {
+        if let Some(Handle::Whole { hash, .. }) = self.handles.lock().expect("handles").remove(&fh)
+        {
+            self.source.cache.unpin(&hash);
+        }
+    }
+
+    /// Stored extended attributes, then the magic `user.*` ones CernVM-FS clients offer.
+    pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>, ClientError> {
+        let f = self.note(self.stat(ino))?;
+        if let Some(v) = f.entry.xattrs.as_ref().and_then(|x| x.get(name)) {
+            return Ok(v.clone());
+        }
+        magic::value(self, &f, name).ok_or(ClientError::NoAttribute)
+    }
+
+    /// Stored attribute names only: magic ones stay hidden so that copying a tree out of
+    /// the mount (`cp -a`, `tar --xattrs`) does not copy them into images.
+    pub fn listxattr(&self, ino: u64) -> Result<Vec<u8>, ClientError> {
+        let f = self.note(self.stat(ino))?;
+        let mut out = Vec::new();
+        for k in f.entry.xattrs.iter().flat_map(|x| x.keys()) {
+            out.extend_from_slice(k);
+            out.push(0);
+        }
+        Ok(out)
+    }
+
+    /// (files, total bytes) of the revision, from the root catalog's counters.
+    pub fn statfs(&self) -> (u64, u64) {
+        // Through the snapshot's own repository: taking the revision lock a second time
+        // while holding it could deadlock against a queued revision switch.
+        let r = self.with_snapshot(|s| {
+            let db = s.repository().catalog(&s.root_hash(), 0)?;
+            let stats = db
+                .lock()
+                .expect("catalog")
+                .statistics()
+                .map_err(|e| ClientError::Io(e.to_string()))?;
+            let t = crate::cvmfs::catalog::Counters::totals_from(&stats);
+            Ok((
+                (t.get("regular") + t.get("dir") + t.get("symlink") + t.get("special")) as u64,
+                t.get("file_size") as u64,
+            ))
+        });
+        r.unwrap_or((0, 0))
+    }
+}
+
+fn read_full(file: &File, out: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < out.len() {
+        match file.read_at(&mut out[n..], offset + n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Fetches an object into the cache on a short-lived thread, unless it is cached already;
+/// errors are left for the reader that needs the object to meet (and report) again. The
+/// thread, to wait for, if one was started.
+pub(crate) fn fetch_in_background(
+    source: &Arc<RemoteSource>,
+    name: ObjectName,
+    size: u64,
+    compressed: bool,
+) -> Option<std::thread::JoinHandle<()>> {
+    if source.cache.path(&name.hash).exists() {
+        return None;
+    }
+    let source = source.clone();
+    std::thread::Builder::new()
+        .name("lazyroot-prefetch".into())
+        .spawn(move || {
+            let req = crate::repository::source::ObjectRequest {
+                name: &name,
+                size: Some(size),
+                limit: size,
+                compressed,
+                mountpoint: None,
+            };
+            let _ = crate::repository::source::ObjectSource::object(source.as_ref(), &req);
+        })
+        .ok()
+}

@@ -1,0 +1,384 @@
+//! The local cache: one content-addressed directory shared by every repository, revision
+//! and image, so an object two images share is downloaded once. Objects are stored
+//! decompressed and verified: downloaded into `txn/`, checked against their hash (the
+//! download manager hashes the compressed stream), then renamed into `objects/`. A soft
+//! quota evicts least-recently-used objects — superseded catalogs first, never pinned
+//! ones (loaded catalogs, open files) — down to half the quota.
+
+pub mod breadcrumb;
+pub mod quota;
+pub mod sink;
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+
+pub use quota::Kind;
+
+use crate::cvmfs::hash::ContentHash;
+use crate::remote::download::DownloadError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("cache directory {path}: {why}")]
+    Unusable { path: String, why: String },
+    #[error("cache: {op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Download(#[from] DownloadError),
+    #[error("cache bookkeeping: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("object {name}: {why}")]
+    Object { name: String, why: String },
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> CacheError + 'a {
+    move |source| CacheError::Io {
+        op,
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+pub struct Cache {
+    dir: PathBuf,
+    /// Soft limit in bytes; `None` = unlimited.
+    quota: Option<u64>,
+    db: Mutex<quota::Quota>,
+    /// Objects being downloaded: later requests wait for the first one.
+    inflight: Mutex<HashMap<ContentHash, DoneFlag>>,
+    /// Uses not yet written to the bookkeeping database.
+    touched: Mutex<Vec<ContentHash>>,
+    /// Reference counts of objects that must not be evicted.
+    pins: Mutex<HashMap<ContentHash, u32>>,
+}
+
+/// What a caller needs from the cache.
+#[derive(Debug, Clone, Copy)]
+pub struct Want<'a> {
+    /// The object's name: the hash of its bytes as served.
+    pub hash: &'a ContentHash,
+    /// The decompressed size its catalog states, if known.
+    pub size: Option<u64>,
+    pub kind: &'a Kind,
+    /// At most this many decompressed bytes are accepted.
+    pub limit: u64,
+    pub compressed: bool,
+}
+
+/// How many uses are collected before they are written to the bookkeeping database.
+const TOUCH_BATCH: usize = 256;
+
+/// Set (and notified) when an in-flight download has finished, successfully or not.
+type DoneFlag = Arc<(Mutex<bool>, Condvar)>;
+
+/// Decides what a download writes and how (see [`sink::ObjectSink`]).
+pub type Fetch<'a> = dyn Fn(&mut sink::ObjectSink) -> Result<u64, DownloadError> + 'a;
+
+impl Cache {
+    /// Opens (creating) a cache directory and checks that it is usable.
+    pub fn open(dir: &Path, quota_bytes: Option<u64>) -> Result<Self, CacheError> {
+        let unusable = |why: String| CacheError::Unusable {
+            path: dir.display().to_string(),
+            why,
+        };
+        for sub in ["objects", "txn", "repos"] {
+            fs::create_dir_all(dir.join(sub))
+                .map_err(|e| unusable(format!("cannot create {sub}/: {e}")))?;
+        }
+        // Leftovers of a crash are incomplete downloads: never trusted, always removed.
+        if let Ok(rd) = fs::read_dir(dir.join("txn")) {
+            for e in rd.flatten() {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+        let probe = dir.join("txn/.probe");
+        fs::write(&probe, b"x").map_err(|e| unusable(format!("not writable: {e}")))?;
+        let _ = fs::remove_file(&probe);
+        let db = quota::Quota::open(&dir.join("cachedb.sqlite"))
+            .map_err(|e| unusable(format!("bookkeeping database: {e}")))?;
+        Ok(Cache {
+            dir: dir.to_path_buf(),
+            quota: quota_bytes,
+            db: Mutex::new(db),
+            inflight: Mutex::new(HashMap::new()),
+            pins: Mutex::new(HashMap::new()),
+            touched: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn path(&self, hash: &ContentHash) -> PathBuf {
+        let hex = hash.to_hex();
+        self.dir.join("objects").join(&hex[..2]).join(&hex[2..])
+    }
+
+    /// The path of the verified, decompressed object `want.hash`, downloading it with
+    /// `fetch` if needed. Concurrent calls for one object share one download.
+    pub fn get(&self, want: &Want<'_>, fetch: &Fetch<'_>) -> Result<PathBuf, CacheError> {
+        let hash = want.hash;
+        let path = self.path(hash);
+        loop {
+            if path.exists() {
+                self.touch(hash);
+                return Ok(path);
+            }
+            let (flag, mine) = {
+                let mut inflight = self.inflight.lock().expect("inflight");
+                match inflight.get(hash) {
+                    Some(f) => (f.clone(), false),
+                    None => {
+                        let f = Arc::new((Mutex::new(false), Condvar::new()));
+                        inflight.insert(*hash, f.clone());
+                        (f, true)
+                    }
+                }
+            };
+            if !mine {
+                // Another thread downloads it; its download is bounded in time.
+                let mut done = flag.0.lock().expect("inflight flag");
+                while !*done {
+                    done = flag.1.wait(done).expect("inflight flag");
+                }
+                if path.exists() {
+                    continue;
+                }
+                // The other download failed: try ourselves.
+            }
+            let result = self.download(want, fetch, &path);
+            if mine {
+                self.inflight.lock().expect("inflight").remove(hash);
+                *flag.0.lock().expect("inflight flag") = true;
+                flag.1.notify_all();
+            }
+            return result.map(|_| path);
+        }
+    }
+
+    fn download(&self, want: &Want<'_>, fetch: &Fetch<'_>, dest: &Path) -> Result<(), CacheError> {
+        let Want {
+            hash,
+            size,
+            kind,
+            limit,
+            compressed,
+        } = *want;
+        let txn = self.dir.join("txn");
+        let tmp = tempfile::Builder::new()
+            .prefix("obj.")
+            .tempfile_in(&txn)
+            .map_err(io_err("creating a file in", &txn))?;
+        let file = tmp
+            .as_file()
+            .try_clone()
+            .map_err(io_err("opening", tmp.path()))?;
+        let mut sink = sink::ObjectSink::new(file, limit, compressed)
+            .map_err(io_err("opening", tmp.path()))?;
+        fetch(&mut sink)?;
+        let (_, written) = sink.finish().map_err(|e| CacheError::Object {
+            name: hash.to_hex(),
+            why: format!("does not decompress: {e}"),
+        })?;
+        if let Some(want) = size {
+            if written != want {
+                return Err(CacheError::Object {
+                    name: hash.to_hex(),
+                    why: format!("decompresses to {written} bytes, the catalog says {want}"),
+                });
+            }
+        }
+        let parent = dest.parent().expect("objects/XX");
+        fs::create_dir_all(parent).map_err(io_err("creating", parent))?;
+        tmp.persist(dest).map_err(|e| CacheError::Io {
+            op: "renaming into",
+            path: dest.display().to_string(),
+            source: e.error,
+        })?;
+        self.db
+            .lock()
+            .expect("cache db")
+            .insert(hash, written, kind)?;
+        self.enforce_quota();
+        Ok(())
+    }
+
+    /// Records a use for the LRU. Uses are written in batches: a database write on every
+    /// open would cost more than the open itself.
+    fn touch(&self, hash: &ContentHash) {
+        let mut pending = self.touched.lock().expect("touched");
+        pending.push(*hash);
+        if pending.len() >= TOUCH_BATCH {
+            let batch = std::mem::take(&mut *pending);
+            drop(pending);
+            let mut db = self.db.lock().expect("cache db");
+            let _ = db.touch_all(&batch);
+        }
+    }
+
+    fn flush_touches(&self, db: &mut quota::Quota) {
+        let batch = std::mem::take(&mut *self.touched.lock().expect("touched"));
+        let _ = db.touch_all(&batch);
+    }
+
+    pub fn pin(&self, hash: &ContentHash) {
+        *self.pins.lock().expect("pins").entry(*hash).or_insert(0) += 1;
+    }
+
+    pub fn unpin(&self, hash: &ContentHash) {
+        let mut pins = self.pins.lock().expect("pins");
+        if let Some(n) = pins.get_mut(hash) {
+            *n -= 1;
+            if *n == 0 {
+                pins.remove(hash);
+            }
+        }
+    }
+
+    /// Bytes the cache holds, by its bookkeeping.
+    pub fn used(&self) -> u64 {
+        self.db.lock().expect("cache db").total().unwrap_or(0)
+    }
+
+    /// Over the soft limit: evict down to half of it, skipping pinned objects.
+    fn enforce_quota(&self) {
+        let Some(q) = self.quota else { return };
+        let mut db = self.db.lock().expect("cache db");
+        let Ok(mut total) = db.total() else { return };
+        if total > q {
+            // Eviction order must reflect every recent use.
+            self.flush_touches(&mut db);
+        }
+        if total <= q {
+            return;
+        }
+        let pins = self.pins.lock().expect("pins").clone();
+        for (h, size) in db.eviction_order().unwrap_or_default() {
+            if total <= q / 2 {
+                break;
+            }
+            if pins.contains_key(&h) {
+                continue;
+            }
+            // An open file descriptor keeps the data readable for whoever holds it.
+            let _ = fs::remove_file(self.path(&h));
+            let _ = db.remove(&h);
+            total = total.saturating_sub(size);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cvmfs::hash::HashAlgo;
+    use crate::remote::download::Sink;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn want<'a>(hash: &'a ContentHash, size: Option<u64>, kind: &'a Kind, limit: u64) -> Want<'a> {
+        Want {
+            hash,
+            size,
+            kind,
+            limit,
+            compressed: true,
+        }
+    }
+
+    /// A "download" that writes `data` compressed, counting calls.
+    fn fetcher<'a>(
+        data: &'a [u8],
+        calls: &'a AtomicUsize,
+    ) -> impl Fn(&mut sink::ObjectSink) -> Result<u64, DownloadError> + 'a {
+        move |s| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let c = crate::cvmfs::object::compress(data);
+            s.reset().unwrap();
+            s.write(&c).unwrap();
+            Ok(c.len() as u64)
+        }
+    }
+
+    #[test]
+    fn verified_objects_are_kept_and_shared() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = Cache::open(d.path(), None).unwrap();
+        let calls = AtomicUsize::new(0);
+        let h = HashAlgo::Sha1.digest(b"name");
+        let f = fetcher(b"content", &calls);
+        let p = cache.get(&want(&h, Some(7), &Kind::Data, 7), &f).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"content");
+        cache.get(&want(&h, Some(7), &Kind::Data, 7), &f).unwrap();
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "the second request is served from the cache"
+        );
+        // A size that disagrees with the catalog is refused and nothing is kept.
+        let h2 = HashAlgo::Sha1.digest(b"other");
+        let e = cache
+            .get(&want(&h2, Some(8), &Kind::Data, 8), &f)
+            .unwrap_err();
+        assert!(e.to_string().contains("the catalog says 8"), "{e}");
+        assert!(!cache.path(&h2).exists());
+        // More than the limit: refused while streaming.
+        let h3 = HashAlgo::Sha1.digest(b"third");
+        assert!(cache.get(&want(&h3, None, &Kind::Data, 3), &f).is_err());
+        assert_eq!(
+            std::fs::read_dir(d.path().join("txn")).unwrap().count(),
+            0,
+            "no leftovers"
+        );
+    }
+
+    #[test]
+    fn quota_evicts_superseded_catalogs_first_and_never_pinned_objects() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = Cache::open(d.path(), Some(3000)).unwrap();
+        let calls = AtomicUsize::new(0);
+        let blob = vec![7u8; 1000];
+        let f = fetcher(&blob, &calls);
+        let cat = |m: &[u8]| Kind::Catalog {
+            fqrn: "r".into(),
+            mountpoint: m.to_vec(),
+        };
+        let h = |s: &str| HashAlgo::Sha1.digest(s.as_bytes());
+        cache
+            .get(&want(&h("old-root"), None, &cat(b""), 1000), &f)
+            .unwrap();
+        cache
+            .get(&want(&h("pinned"), None, &Kind::Data, 1000), &f)
+            .unwrap();
+        cache.pin(&h("pinned"));
+        cache
+            .get(&want(&h("new-root"), None, &cat(b""), 1000), &f)
+            .unwrap(); // supersedes old-root
+        assert_eq!(cache.used(), 3000);
+        cache
+            .get(&want(&h("fourth"), None, &Kind::Data, 1000), &f)
+            .unwrap(); // over quota: clean to 1500
+        assert!(
+            !cache.path(&h("old-root")).exists(),
+            "the superseded catalog goes first"
+        );
+        assert!(cache.path(&h("pinned")).exists(), "pinned objects stay");
+        assert!(cache.used() <= 2000);
+        cache.unpin(&h("pinned"));
+    }
+
+    #[test]
+    fn unusable_directories_are_named() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("a-file");
+        std::fs::write(&file, b"").unwrap();
+        let e = Cache::open(&file, None).err().unwrap();
+        assert!(e.to_string().contains("a-file"), "{e}");
+    }
+}

@@ -1,0 +1,115 @@
+//! Cache bookkeeping in SQLite: size and last use of every object, which catalogs belong to
+//! which repository mountpoint (so superseded versions go first), and LRU eviction.
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::cvmfs::hash::ContentHash;
+
+pub struct Quota {
+    conn: Connection,
+    seq: i64,
+}
+
+/// What an object is to the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    Data,
+    /// A catalog of repository `fqrn` mounted at `mountpoint`.
+    Catalog {
+        fqrn: String,
+        mountpoint: Vec<u8>,
+    },
+}
+
+impl Quota {
+    pub fn open(path: &Path) -> rusqlite::Result<Self> {
+        let conn = Connection::open(path)?;
+        // Bookkeeping, not data: losing the last writes costs a few LRU positions only.
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=OFF;
+             CREATE TABLE IF NOT EXISTS objects (hash TEXT PRIMARY KEY, size INTEGER, acseq INTEGER,
+               catalog_of TEXT, mountpoint BLOB, superseded INTEGER DEFAULT 0);
+             CREATE INDEX IF NOT EXISTS idx_lru ON objects (superseded DESC, acseq);",
+        )?;
+        let seq = conn.query_row("SELECT COALESCE(MAX(acseq), 0) FROM objects", [], |r| {
+            r.get(0)
+        })?;
+        Ok(Quota { conn, seq })
+    }
+
+    pub fn insert(&mut self, hash: &ContentHash, size: u64, kind: &Kind) -> rusqlite::Result<()> {
+        self.seq += 1;
+        let (fqrn, mp): (Option<&str>, Option<&[u8]>) = match kind {
+            Kind::Data => (None, None),
+            Kind::Catalog { fqrn, mountpoint } => (Some(fqrn), Some(mountpoint)),
+        };
+        if let (Some(f), Some(m)) = (fqrn, mp) {
+            // A newer catalog of the same mountpoint makes the older ones first to go.
+            self.conn.execute(
+                "UPDATE objects SET superseded = 1 WHERE catalog_of = ?1 AND mountpoint = ?2 AND hash != ?3",
+                params![f, m, hash.to_hex()],
+            )?;
+        }
+        self.conn.execute(
+            "INSERT OR REPLACE INTO objects (hash, size, acseq, catalog_of, mountpoint, superseded) VALUES (?1,?2,?3,?4,?5,0)",
+            params![hash.to_hex(), size as i64, self.seq, fqrn, mp],
+        )?;
+        Ok(())
+    }
+
+    /// Marks several objects used, in order, in one transaction.
+    pub fn touch_all(&mut self, hashes: &[ContentHash]) -> rusqlite::Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut st = tx.prepare_cached("UPDATE objects SET acseq = ?1 WHERE hash = ?2")?;
+            for h in hashes {
+                self.seq += 1;
+                st.execute(params![self.seq, h.to_hex()])?;
+            }
+        }
+        tx.commit()
+    }
+
+    pub fn total(&self) -> rusqlite::Result<u64> {
+        Ok(self
+            .conn
+            .query_row("SELECT COALESCE(SUM(size), 0) FROM objects", [], |r| {
+                r.get::<_, i64>(0)
+            })? as u64)
+    }
+
+    /// Objects in eviction order: superseded catalogs first, then least recently used.
+    pub fn eviction_order(&self) -> rusqlite::Result<Vec<(ContentHash, u64)>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT hash, size FROM objects ORDER BY superseded DESC, acseq")?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (h, s) = row?;
+            if let Ok(h) = ContentHash::parse(&h) {
+                out.push((h, s as u64));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn remove(&mut self, hash: &ContentHash) -> rusqlite::Result<()> {
+        self.conn
+            .execute("DELETE FROM objects WHERE hash = ?1", [hash.to_hex()])?;
+        Ok(())
+    }
+
+    pub fn size_of(&self, hash: &ContentHash) -> rusqlite::Result<Option<u64>> {
+        self.conn
+            .query_row(
+                "SELECT size FROM objects WHERE hash = ?1",
+                [hash.to_hex()],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|o| o.map(|s| s as u64))
+    }
+}

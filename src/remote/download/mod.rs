@@ -1,0 +1,330 @@
+//! The download manager: fetches repository files over HTTP from an ordered list of hosts,
+//! through a chain of proxies, verifying content hashes while the bytes stream in.
+//!
+//! Failure policy (after CernVM-FS's): an HTTP error status (404, 5xx) blames the host and
+//! moves to the next one; a connection-level failure (refused, reset, timeout, too slow,
+//! truncated) is retried a bounded number of times with backoff, then blames the proxy
+//! (next proxy group) or, when going direct, the host. A hash mismatch is retried once with
+//! `Cache-Control: no-cache` (a poisoned proxy cache), then blames the host. The working
+//! host and proxy stick for later requests. Every wait is bounded, so a read either
+//! succeeds or fails with an error naming every attempt; it never hangs.
+
+pub mod chain;
+pub mod http;
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+pub use chain::{parse_hosts, parse_proxies, ChainError, Endpoint, Host, Proxy};
+pub use http::Limits;
+use http::{Msg, Pool, TransferError};
+
+use crate::cvmfs::hash::ContentHash;
+
+/// Where downloaded bytes go. `reset` starts over (a retry after a partial transfer).
+pub trait Sink {
+    fn reset(&mut self) -> io::Result<()>;
+    fn write(&mut self, data: &[u8]) -> io::Result<()>;
+}
+
+impl Sink for Vec<u8> {
+    fn reset(&mut self) -> io::Result<()> {
+        self.clear();
+        Ok(())
+    }
+    fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        self.extend_from_slice(data);
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    #[error("{what}: every server failed: {}", attempts.join("; "))]
+    AllFailed { what: String, attempts: Vec<String> },
+    #[error("{what}: writing the download: {source}")]
+    Sink { what: String, source: io::Error },
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub hosts: Vec<Host>,
+    pub proxies: Vec<Vec<Proxy>>,
+    pub limits: Limits,
+    /// Extra tries of the same host and proxy after a connection-level failure.
+    pub retries: u32,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Settings {
+    pub fn new(hosts: Vec<Host>, proxies: Vec<Vec<Proxy>>) -> Self {
+        Settings {
+            hosts,
+            proxies,
+            limits: Limits::default(),
+            retries: 1,
+            backoff_min: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Counters, readable at any time (magic xattrs, `info`).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub requests: AtomicU64,
+    pub bytes: AtomicU64,
+    pub errors: AtomicU64,
+    pub host_failovers: AtomicU64,
+    pub proxy_failovers: AtomicU64,
+}
+
+/// A snapshot of the counters and the current route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stats {
+    pub requests: u64,
+    pub bytes: u64,
+    pub errors: u64,
+    pub host: String,
+    pub proxy: String,
+}
+
+struct Route {
+    host: usize,
+    group: usize,
+}
+
+pub struct Downloader {
+    rt: tokio::runtime::Runtime,
+    pool: Arc<Pool>,
+    settings: Settings,
+    route: Mutex<Route>,
+    pub counters: Counters,
+}
+
+enum Failure {
+    Transfer(TransferError),
+    Hash(ContentHash),
+    /// The bytes are not what they claim (they do not decompress).
+    Corrupt(String),
+    Sink(io::Error),
+}
+
+impl Downloader {
+    pub fn new(settings: Settings) -> io::Result<Self> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("lazyroot-download")
+            .enable_all()
+            .build()?;
+        Ok(Downloader {
+            rt,
+            pool: Arc::new(Pool::default()),
+            settings,
+            route: Mutex::new(Route { host: 0, group: 0 }),
+            counters: Counters::default(),
+        })
+    }
+
+    pub fn stats(&self) -> Stats {
+        let r = self.route.lock().expect("route");
+        Stats {
+            requests: self.counters.requests.load(Ordering::Relaxed),
+            bytes: self.counters.bytes.load(Ordering::Relaxed),
+            errors: self.counters.errors.load(Ordering::Relaxed),
+            host: self.settings.hosts[r.host].to_string(),
+            proxy: self.settings.proxies[r.group]
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join("|"),
+        }
+    }
+
+    /// Downloads `rel` (relative to the repository base URL) into `sink`; if `expected` is
+    /// given, the bytes must hash to it. At most `limit` bytes are accepted. Returns the
+    /// number of bytes. Blocking: call from a plain thread, not from async code.
+    pub fn fetch(
+        &self,
+        rel: &str,
+        expected: Option<ContentHash>,
+        limit: u64,
+        sink: &mut dyn Sink,
+    ) -> Result<u64, DownloadError> {
+        let (start_host, start_group) = {
+            let r = self.route.lock().expect("route");
+            (r.host, r.group)
+        };
+        let (nh, ng) = (self.settings.hosts.len(), self.settings.proxies.len());
+        let mut attempts = Vec::new();
+        for h in 0..nh {
+            let host_i = (start_host + h) % nh;
+            let host = &self.settings.hosts[host_i];
+            'groups: for g in 0..ng {
+                let group_i = (start_group + g) % ng;
+                let proxy = pick(&self.settings.proxies[group_i]);
+                let mut no_cache = false;
+                let mut tries = 0;
+                loop {
+                    match self.once(host, &proxy, rel, no_cache, expected, limit, sink) {
+                        Ok(n) => {
+                            self.stick(host_i, group_i);
+                            return Ok(n);
+                        }
+                        Err(Failure::Sink(source)) => {
+                            return Err(DownloadError::Sink {
+                                what: rel.to_string(),
+                                source,
+                            })
+                        }
+                        Err(f @ (Failure::Hash(_) | Failure::Corrupt(_))) => {
+                            self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                            let why = match f {
+                                Failure::Hash(actual) => {
+                                    format!("content hashes to {actual}, not the expected hash")
+                                }
+                                Failure::Corrupt(why) => format!("corrupt content: {why}"),
+                                _ => unreachable!("matched above"),
+                            };
+                            attempts.push(format!("{host} via {proxy}: {why}"));
+                            if !no_cache {
+                                no_cache = true;
+                                continue;
+                            }
+                            break 'groups; // the host serves wrong bytes
+                        }
+                        Err(Failure::Transfer(e)) => {
+                            self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                            attempts.push(format!("{host} via {proxy}: {e}"));
+                            if !e.is_connection_level() {
+                                break 'groups; // the host answered: 404, 5xx
+                            }
+                            if tries < self.settings.retries {
+                                let backoff = (self.settings.backoff_min * 2u32.pow(tries))
+                                    .min(self.settings.backoff_max);
+                                tries += 1;
+                                std::thread::sleep(backoff);
+                                continue;
+                            }
+                            if proxy == Proxy::Direct {
+                                break 'groups;
+                            }
+                            self.counters
+                                .proxy_failovers
+                                .fetch_add(1, Ordering::Relaxed);
+                            continue 'groups;
+                        }
+                    }
+                }
+            }
+            self.counters.host_failovers.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(DownloadError::AllFailed {
+            what: rel.to_string(),
+            attempts,
+        })
+    }
+
+    /// Moves to the next host for the following requests: for callers that find a host's
+    /// answer wrong after the transfer (a manifest that does not verify).
+    pub fn blame_host(&self) {
+        let mut r = self.route.lock().expect("route");
+        r.host = (r.host + 1) % self.settings.hosts.len();
+        self.counters.host_failovers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn host_count(&self) -> usize {
+        self.settings.hosts.len()
+    }
+
+    fn stick(&self, host: usize, group: usize) {
+        let mut r = self.route.lock().expect("route");
+        r.host = host;
+        r.group = group;
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn once(
+        &self,
+        host: &Host,
+        proxy: &Proxy,
+        rel: &str,
+        no_cache: bool,
+        expected: Option<ContentHash>,
+        limit: u64,
+        sink: &mut dyn Sink,
+    ) -> Result<u64, Failure> {
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let (via, uri) = match proxy {
+            Proxy::Direct => (host.endpoint.clone(), format!("{}/{}", host.base, rel)),
+            Proxy::Via(p) => (p.clone(), host.url(rel)),
+        };
+        let host_header = host.endpoint.to_string();
+        // A few chunks in flight: the network side runs ahead of the writer, not unbounded.
+        let (tx, mut rx) = mpsc::channel(8);
+        let pool = self.pool.clone();
+        let limits = self.settings.limits;
+        let g = http::Get {
+            via,
+            uri,
+            host_header,
+            no_cache,
+            limit,
+            limits,
+        };
+        self.rt.spawn(async move { http::get(&pool, g, tx).await });
+
+        sink.reset().map_err(Failure::Sink)?;
+        let mut hasher = expected.map(|h| h.algo.hasher());
+        let mut n = 0u64;
+        loop {
+            match rx.blocking_recv() {
+                Some(Msg::Data(d)) => {
+                    if let Some(h) = hasher.as_mut() {
+                        h.update(&d);
+                    }
+                    sink.write(&d).map_err(classify_sink_error)?;
+                    n += d.len() as u64;
+                    self.counters
+                        .bytes
+                        .fetch_add(d.len() as u64, Ordering::Relaxed);
+                }
+                Some(Msg::End) => break,
+                Some(Msg::Failed(e)) => return Err(Failure::Transfer(e)),
+                None => {
+                    return Err(Failure::Transfer(TransferError::Io(
+                        "transfer task ended early".into(),
+                    )))
+                }
+            }
+        }
+        if let (Some(h), Some(want)) = (hasher, expected) {
+            let actual = h.finish();
+            if actual != want {
+                return Err(Failure::Hash(actual));
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// A sink that cannot take the bytes because they do not decompress (or decompress to more
+/// than the catalog allows) has met corrupt data: the server's fault, handled like a hash
+/// mismatch. Anything else (a full or broken cache disk) is local and fatal.
+fn classify_sink_error(e: io::Error) -> Failure {
+    match e.kind() {
+        io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput => Failure::Corrupt(e.to_string()),
+        _ => Failure::Sink(e),
+    }
+}
+
+/// One member of a load-balance group, at random.
+fn pick(group: &[Proxy]) -> Proxy {
+    use rand::Rng;
+    group[rand::thread_rng().gen_range(0..group.len())].clone()
+}

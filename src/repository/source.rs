@@ -1,0 +1,131 @@
+//! Where a reader gets a repository's files: the [`ObjectSource`] trait (a local
+//! directory, or HTTP through the cache), what an object read asks for, what it returns
+//! once verified, and why it fails.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::cvmfs::object::ObjectName;
+
+/// An I/O failure with the operation and path it happened to.
+#[derive(Debug, thiserror::Error)]
+#[error("{op} {}: {source}", path.display())]
+pub struct IoError {
+    pub op: &'static str,
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+impl IoError {
+    pub fn new(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        IoError {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Adds the operation and path to an `io::Result`.
+pub trait IoContext<T> {
+    fn ctx(self, op: &'static str, path: &Path) -> Result<T, IoError>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn ctx(self, op: &'static str, path: &Path) -> Result<T, IoError> {
+        self.map_err(|e| IoError::new(op, path, e))
+    }
+}
+
+/// Why a file of the repository could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{0} is missing from the repository")]
+    NotFound(String),
+    #[error("{what} is {size} bytes, more than the {limit} allowed")]
+    TooLarge { what: String, size: u64, limit: u64 },
+    #[error(transparent)]
+    Io(#[from] IoError),
+    #[error(transparent)]
+    Object(#[from] crate::cvmfs::object::ObjectError),
+    /// A remote source's failure (download, cache), already described.
+    #[error("{0}")]
+    Fetch(String),
+}
+
+/// What an object read asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct ObjectRequest<'a> {
+    pub name: &'a ObjectName,
+    /// The decompressed size the catalog states, if known.
+    pub size: Option<u64>,
+    /// At most this many decompressed bytes are accepted.
+    pub limit: u64,
+    /// Whether the object is a zlib stream (the catalog can say it is stored raw).
+    pub compressed: bool,
+    /// For catalogs: where they are mounted (a cache drops superseded versions first).
+    pub mountpoint: Option<&'a [u8]>,
+}
+
+/// A verified, decompressed object: in memory, or a file a cache keeps.
+#[derive(Debug)]
+pub enum Verified {
+    Bytes(Vec<u8>),
+    File(std::path::PathBuf),
+}
+
+impl Verified {
+    pub fn into_bytes(self) -> Result<Vec<u8>, SourceError> {
+        match self {
+            Verified::Bytes(b) => Ok(b),
+            Verified::File(p) => fs::read(&p).ctx("reading", &p).map_err(SourceError::from),
+        }
+    }
+}
+
+/// Where a reader gets the raw bytes of repository files (`.cvmfspublished`, `data/…`).
+/// A local directory now; HTTP implements the same trait.
+pub trait ObjectSource: Send + Sync {
+    /// The bytes of `rel` (a path relative to the repository root), at most `limit` of them.
+    fn fetch(&self, rel: &str, limit: u64) -> Result<Vec<u8>, SourceError>;
+    /// A short description for messages (a directory or a URL).
+    fn describe(&self) -> String;
+
+    /// An object, verified against its name and decompressed. By default fetched whole
+    /// into memory; a caching source hands out the path of its verified copy instead.
+    fn object(&self, req: &ObjectRequest<'_>) -> Result<Verified, SourceError> {
+        let name = req.name;
+        let raw_limit = if req.compressed {
+            req.limit + req.limit / 512 + 1024
+        } else {
+            req.limit
+        };
+        let raw = self.fetch(&name.path(), raw_limit)?;
+        let data = if req.compressed {
+            crate::cvmfs::object::open_verified(name, &raw, req.limit)?
+        } else {
+            let actual = name.hash.algo.digest(&raw);
+            if actual != name.hash {
+                return Err(crate::cvmfs::object::ObjectError::HashMismatch {
+                    name: name.path(),
+                    actual: actual.to_hex(),
+                }
+                .into());
+            }
+            raw
+        };
+        if let Some(want) = req.size {
+            if data.len() as u64 != want {
+                let e = crate::cvmfs::object::ObjectError::SizeMismatch {
+                    name: name.path(),
+                    expected: want,
+                    actual: data.len() as u64,
+                };
+                return Err(e.into());
+            }
+        }
+        Ok(Verified::Bytes(data))
+    }
+}
