@@ -10,9 +10,9 @@ use anyhow::Context;
 use lazyroot::cvmfs::hash::ContentHash;
 use lazyroot::mount::MountedTree;
 use lazyroot::remote::cache::Cache;
-use lazyroot::remote::download::{parse_hosts, parse_proxies, Downloader, Settings};
-use lazyroot::remote::{self, RemoteSource};
-use lazyroot::repository::{At, Trust};
+use lazyroot::remote::stack::{Remote, RemoteSpec};
+use lazyroot::remote::{self};
+use lazyroot::repository::At;
 
 #[derive(clap::Args)]
 pub struct MountArgs {
@@ -84,28 +84,20 @@ fn wait_for_signal(set: &nix::sys::signal::SigSet, timeout: Duration) -> bool {
 
 pub fn mount(a: MountArgs) -> anyhow::Result<ExitCode> {
     let signals = block_signals();
-    let hosts = parse_hosts(&a.server, &a.fqrn)?;
-    let proxies = parse_proxies(&a.proxy)?;
-    let mut settings = Settings::new(hosts, proxies);
-    settings.limits.connect_timeout = Duration::from_secs(a.timeout);
-    settings.limits.low_speed_time = Duration::from_secs(a.timeout);
-    let downloader = Arc::new(Downloader::new(settings).context("starting the download manager")?);
     let quota = (a.quota > 0).then_some(a.quota << 20);
     let cache = Arc::new(Cache::open(&a.cache, quota)?);
-    let master_keys = a
-        .keys
-        .iter()
-        .map(|k| lazyroot::cvmfs::keys::load_master_public(k))
-        .collect::<Result<Vec<_>, _>>()?;
-    let trust = Trust {
-        master_keys,
-        fqrn: Some(a.fqrn.clone()),
-        now: lazyroot::cvmfs::timefmt::now(),
+    let spec = RemoteSpec {
+        fqrn: a.fqrn.clone(),
+        servers: a.server.clone(),
+        proxies: a.proxy.clone(),
+        keys: a.keys.clone(),
+        timeout: Duration::from_secs(a.timeout),
     };
-    let source = Arc::new(RemoteSource::new(&a.fqrn, downloader, cache));
-
-    let (repo, mode) =
-        remote::open(source.clone(), &trust).with_context(|| format!("opening {}", a.fqrn))?;
+    let remote = Remote::new(&spec, cache)?;
+    let opened = remote
+        .open()
+        .with_context(|| format!("opening {}", a.fqrn))?;
+    let (repo, mode) = (&opened.repo, opened.mode);
     let at = match (&a.root_hash, &a.tag) {
         (Some(h), _) => At::RootHash(ContentHash::parse(h)?),
         (_, Some(t)) => At::Tag(t.clone()),
@@ -114,7 +106,7 @@ pub fn mount(a: MountArgs) -> anyhow::Result<ExitCode> {
     let pinned = at != At::Latest;
     let (root, size) = repo.resolve(&at)?;
     let revision = repo.manifest().revision;
-    let mut tree = MountedTree::new(source, trust, repo, mode, root, size, pinned)?;
+    let mut tree = MountedTree::new(remote.source.clone(), opened, root, size, pinned)?;
     if a.path != "/" {
         tree = tree
             .subtree(a.path.as_bytes(), lazyroot::mount::Skeleton::none())

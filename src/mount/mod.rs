@@ -24,6 +24,7 @@ pub use skeleton::Skeleton;
 use crate::cvmfs::catalog::{Chunk, EntryKind};
 use crate::cvmfs::hash::ContentHash;
 use crate::cvmfs::object::{ObjectKind, ObjectName};
+use crate::remote::stack::Opened;
 use crate::remote::{self, Mode, RemoteSource};
 use crate::repository::source::Verified;
 use crate::repository::{Found, RepoError, Repository, Trust};
@@ -119,15 +120,15 @@ pub struct MountedTree {
 impl MountedTree {
     /// Serves revision `root` (of `root_size` bytes) of `repo`; `pinned` mounts never look
     /// for newer revisions.
+    /// The tree of revision `root` of a repository opened through `source`.
     pub fn new(
         source: Arc<RemoteSource>,
-        trust: Trust,
-        repo: Repository,
-        mode: Mode,
+        opened: Opened,
         root: ContentHash,
         root_size: u64,
         pinned: bool,
     ) -> Result<Self, ClientError> {
+        let Opened { repo, mode, trust } = opened;
         let repo = Arc::new(repo);
         repo.snapshot_of(root, root_size)?; // the root catalog must load now, not on first use
         Ok(MountedTree {

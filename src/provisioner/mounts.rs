@@ -12,18 +12,11 @@ use std::time::Duration;
 use crate::cvmfs::hash::ContentHash;
 use crate::mount::{ClientError, MountedTree, Skeleton};
 use crate::remote::cache::Cache;
-use crate::remote::download::{parse_hosts, parse_proxies, Downloader, Settings};
-use crate::remote::{self, RemoteSource};
-use crate::repository::{At, Trust};
+use crate::remote::stack::{Opened, Remote, RemoteSpec, StackError};
+use crate::repository::At;
 
 use super::config::Config;
 use super::error::ProvisionError;
-
-/// A repository the daemon may mount from.
-struct Remote {
-    source: Arc<RemoteSource>,
-    keys: Vec<PathBuf>,
-}
 
 /// A revision resolved from a root hash, a tag or "latest".
 pub struct Resolved {
@@ -33,12 +26,6 @@ pub struct Resolved {
     /// The repository as resolving opened it: mounting takes it rather than fetching and
     /// verifying the manifest a second time.
     opened: Option<Opened>,
-}
-
-struct Opened {
-    repo: crate::repository::Repository,
-    mode: remote::Mode,
-    trust: Trust,
 }
 
 impl Resolved {
@@ -73,21 +60,18 @@ impl Mounter {
         );
         let mut remotes = HashMap::new();
         for (fqrn, r) in &config.repositories {
-            let bad = |e: String| ProvisionError::Invalid(format!("repository {fqrn}: {e}"));
-            let hosts = parse_hosts(&r.servers.join(";"), fqrn).map_err(|e| bad(e.to_string()))?;
-            let proxies = parse_proxies(&r.proxies).map_err(|e| bad(e.to_string()))?;
-            let mut settings = Settings::new(hosts, proxies);
-            settings.limits.connect_timeout = Duration::from_secs(config.timeout_secs);
-            settings.limits.low_speed_time = Duration::from_secs(config.timeout_secs);
-            let downloader =
-                Arc::new(Downloader::new(settings).map_err(|e| bad(format!("downloader: {e}")))?);
-            remotes.insert(
-                fqrn.clone(),
-                Remote {
-                    source: Arc::new(RemoteSource::new(fqrn, downloader, cache.clone())),
-                    keys: r.keys.clone(),
-                },
-            );
+            let spec = RemoteSpec {
+                fqrn: fqrn.clone(),
+                servers: r.servers.join(";"),
+                proxies: r.proxies.clone(),
+                keys: r.keys.clone(),
+                timeout: Duration::from_secs(config.timeout_secs),
+            };
+            let remote = Remote::new(&spec, cache.clone()).map_err(|e| match e {
+                StackError::Downloader { .. } => ProvisionError::Internal(e.to_string()),
+                other => ProvisionError::Invalid(format!("repository {other}")),
+            })?;
+            remotes.insert(fqrn.clone(), remote);
         }
         Ok(Mounter {
             remotes,
@@ -101,29 +85,19 @@ impl Mounter {
             .ok_or_else(|| ProvisionError::NotFound(format!("unknown repository {fqrn:?}")))
     }
 
-    /// Trust as of now (keys are re-read: an operator may rotate them while the daemon runs).
-    fn trust(&self, fqrn: &str) -> Result<Trust, ProvisionError> {
-        let remote = self.remote(fqrn)?;
-        let master_keys = remote
-            .keys
-            .iter()
-            .map(|k| crate::cvmfs::keys::load_master_public(k))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ProvisionError::Internal(format!("repository {fqrn}: keys: {e}")))?;
-        Ok(Trust {
-            master_keys,
-            fqrn: Some(fqrn.to_string()),
-            now: crate::cvmfs::timefmt::now(),
+    /// Opens `fqrn` now (keys are re-read: an operator may rotate them while the daemon runs).
+    fn open(&self, fqrn: &str) -> Result<Opened, ProvisionError> {
+        self.remote(fqrn)?.open().map_err(|e| match e {
+            StackError::Keys { .. } => ProvisionError::Internal(e.to_string()),
+            other => ProvisionError::Unavailable(format!("repository {other}")),
         })
     }
 
     /// Resolves `at` against the repository's current manifest (fetched and verified now,
     /// or the cached one when no server answers).
     pub fn resolve(&self, fqrn: &str, at: &At) -> Result<Resolved, ProvisionError> {
-        let remote = self.remote(fqrn)?;
-        let trust = self.trust(fqrn)?;
-        let (repo, mode) = remote::open(remote.source.clone(), &trust)
-            .map_err(|e| ProvisionError::Unavailable(format!("repository {fqrn}: {e}")))?;
+        let opened = self.open(fqrn)?;
+        let repo = &opened.repo;
         let manifest = repo.manifest().clone();
         let (root, size) = repo.resolve(at).map_err(|e| match e {
             crate::repository::RepoError::UnknownTag(t) => {
@@ -145,7 +119,7 @@ impl Mounter {
             root,
             size,
             revision,
-            opened: Some(Opened { repo, mode, trust }),
+            opened: Some(opened),
         })
     }
 
@@ -160,41 +134,28 @@ impl Mounter {
         skeleton: Skeleton,
     ) -> Result<Mount, ProvisionError> {
         let remote = self.remote(fqrn)?;
-        let Opened { repo, mode, trust } = match at.opened {
+        let opened = match at.opened {
             Some(opened) => opened,
-            None => {
-                let trust = self.trust(fqrn)?;
-                let (repo, mode) = remote::open(remote.source.clone(), &trust)
-                    .map_err(|e| ProvisionError::Unavailable(format!("repository {fqrn}: {e}")))?;
-                Opened { repo, mode, trust }
-            }
+            None => self.open(fqrn)?,
         };
         let shown = format!("{fqrn}:{path}@{}", at.root);
-        let tree = MountedTree::new(
-            remote.source.clone(),
-            trust,
-            repo,
-            mode,
-            at.root,
-            at.size,
-            true,
-        )
-        .map_err(|e| match e {
-            ClientError::Io(why) => ProvisionError::NotFound(format!(
-                "{shown}: the root catalog could not be loaded (unknown root hash?): {why}"
-            )),
-            other => ProvisionError::Internal(format!("{shown}: {other}")),
-        })?
-        .subtree(path.as_bytes(), skeleton)
-        .map_err(|e| match e {
-            ClientError::NotFound => {
-                ProvisionError::NotFound(format!("{shown}: no such directory"))
-            }
-            ClientError::NotADirectory => {
-                ProvisionError::Invalid(format!("{shown}: not a directory"))
-            }
-            other => ProvisionError::Unavailable(format!("{shown}: {other}")),
-        })?;
+        let tree = MountedTree::new(remote.source.clone(), opened, at.root, at.size, true)
+            .map_err(|e| match e {
+                ClientError::Io(why) => ProvisionError::NotFound(format!(
+                    "{shown}: the root catalog could not be loaded (unknown root hash?): {why}"
+                )),
+                other => ProvisionError::Internal(format!("{shown}: {other}")),
+            })?
+            .subtree(path.as_bytes(), skeleton)
+            .map_err(|e| match e {
+                ClientError::NotFound => {
+                    ProvisionError::NotFound(format!("{shown}: no such directory"))
+                }
+                ClientError::NotADirectory => {
+                    ProvisionError::Invalid(format!("{shown}: not a directory"))
+                }
+                other => ProvisionError::Unavailable(format!("{shown}: {other}")),
+            })?;
         std::fs::create_dir_all(mountpoint).map_err(|e| {
             ProvisionError::Internal(format!("creating {}: {e}", mountpoint.display()))
         })?;

@@ -5,6 +5,7 @@
 
 pub mod cache;
 pub mod download;
+pub mod stack;
 
 use std::sync::Arc;
 

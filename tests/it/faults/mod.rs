@@ -227,8 +227,8 @@ fn read_through_library(
             repo.manifest().root_catalog,
             repo.manifest().root_catalog_size,
         );
-        let tree = MountedTree::new(src, trust, repo, mode, root, size, false)
-            .map_err(|e| e.to_string())?;
+        let opened = lazyroot::remote::stack::Opened { repo, mode, trust };
+        let tree = MountedTree::new(src, opened, root, size, false).map_err(|e| e.to_string())?;
         let mut ino = ROOT;
         for name in path.split('/') {
             ino = tree

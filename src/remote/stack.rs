@@ -1,0 +1,117 @@
+//! The one wiring of what a client fetches through: settings → download manager → the
+//! shared cache → trust → an opened repository. `lazyroot mount`, the provisioner's image
+//! mounts and its CSI volumes all build their repositories here.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cvmfs::signature::KeyError;
+use crate::repository::{Repository, Trust};
+
+use super::cache::Cache;
+use super::download::{parse_hosts, parse_proxies, ChainError, Downloader, Settings};
+use super::{Mode, RemoteError, RemoteSource};
+
+/// How to reach one repository.
+#[derive(Debug, Clone)]
+pub struct RemoteSpec {
+    pub fqrn: String,
+    /// Server URLs in failover order, `;`-separated, `@fqrn@` substituted.
+    pub servers: String,
+    /// Proxy chain in CernVM-FS syntax (`p1|p2;p3`, `DIRECT`).
+    pub proxies: String,
+    /// Trusted master public key files, re-read at every open (keys may be rotated).
+    pub keys: Vec<PathBuf>,
+    /// Connect timeout, and the window of the low-speed limit.
+    pub timeout: Duration,
+}
+
+/// Why a repository's fetch stack could not be set up or opened.
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    #[error("{fqrn}: servers: {source}")]
+    Servers { fqrn: String, source: ChainError },
+    #[error("{fqrn}: proxies: {source}")]
+    Proxies { fqrn: String, source: ChainError },
+    #[error("{fqrn}: starting the download manager: {source}")]
+    Downloader {
+        fqrn: String,
+        source: std::io::Error,
+    },
+    #[error("{fqrn}: trusted keys: {source}")]
+    Keys { fqrn: String, source: KeyError },
+    #[error(transparent)]
+    Open(#[from] RemoteError),
+}
+
+/// One repository as a client reaches it: its download manager over the shared cache and
+/// the master keys it trusts.
+pub struct Remote {
+    pub source: Arc<RemoteSource>,
+    keys: Vec<PathBuf>,
+}
+
+/// A repository opened through its [`Remote`]: verified bootstrap files, whether they
+/// came from a server or the cache, and the trust they were verified with.
+pub struct Opened {
+    pub repo: Repository,
+    pub mode: Mode,
+    pub trust: Trust,
+}
+
+impl Remote {
+    pub fn new(spec: &RemoteSpec, cache: Arc<Cache>) -> Result<Remote, StackError> {
+        let fqrn = || spec.fqrn.clone();
+        let hosts =
+            parse_hosts(&spec.servers, &spec.fqrn).map_err(|source| StackError::Servers {
+                fqrn: fqrn(),
+                source,
+            })?;
+        let proxies = parse_proxies(&spec.proxies).map_err(|source| StackError::Proxies {
+            fqrn: fqrn(),
+            source,
+        })?;
+        let mut settings = Settings::new(hosts, proxies);
+        settings.limits.connect_timeout = spec.timeout;
+        settings.limits.low_speed_time = spec.timeout;
+        let downloader = Downloader::new(settings).map_err(|source| StackError::Downloader {
+            fqrn: fqrn(),
+            source,
+        })?;
+        Ok(Remote {
+            source: Arc::new(RemoteSource::new(&spec.fqrn, Arc::new(downloader), cache)),
+            keys: spec.keys.clone(),
+        })
+    }
+
+    pub fn fqrn(&self) -> &str {
+        &self.source.fqrn
+    }
+
+    /// Trust as of now: the keys are read again, so a rotation needs no restart.
+    pub fn trust(&self) -> Result<Trust, StackError> {
+        let master_keys = self
+            .keys
+            .iter()
+            .map(|k| crate::cvmfs::keys::load_master_public(k))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| StackError::Keys {
+                fqrn: self.fqrn().to_string(),
+                source,
+            })?;
+        Ok(Trust {
+            master_keys,
+            fqrn: Some(self.fqrn().to_string()),
+            now: crate::cvmfs::timefmt::now(),
+        })
+    }
+
+    /// Fetches and verifies the bootstrap files now (or takes the cached ones when no
+    /// server answers), refusing rollbacks.
+    pub fn open(&self) -> Result<Opened, StackError> {
+        let trust = self.trust()?;
+        let (repo, mode) = super::open(self.source.clone(), &trust)?;
+        Ok(Opened { repo, mode, trust })
+    }
+}
