@@ -83,24 +83,8 @@ fn split_volume_id(id: &str) -> Result<(String, String, Option<String>), VolumeE
     Ok((fqrn.to_string(), path.to_string(), hash))
 }
 
-/// Lower-case letters, digits, `.` and `-`; dot-separated labels neither empty nor starting
-/// or ending with `-`; at most 253 bytes.
-pub fn validate_fqrn(fqrn: &str) -> Result<(), VolumeError> {
-    let ok = !fqrn.is_empty()
-        && fqrn.len() <= 253
-        && fqrn.split('.').all(|label| {
-            !label.is_empty()
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err(invalid(format!("bad repository name {:?}", clip(fqrn))))
-    }
+fn validate_fqrn(fqrn: &str) -> Result<(), VolumeError> {
+    crate::cvmfs::fqrn::validate(fqrn).map_err(|e| invalid(e.to_string()))
 }
 
 /// Absolute, at most [`MAX_PATH`] bytes, no NUL, no empty, `.` or `..` components.

@@ -1,6 +1,7 @@
 //! The CernVM-FS 2.x format: bytes in, types out. No network and no repository directory:
 //! what is read here was fetched and bounded by the layers above.
 //!
+//! - [`fqrn`]: repository names, by stock's rule.
 //! - [`hash`]: content hashes (SHA-1, RIPEMD-160, SHAKE-128) with hex suffixes; MD5 path keys.
 //! - [`object`]: object names `data/XX/…[suffix]`, zlib streams, verify-while-reading.
 //! - [`letter`], [`signature`], [`certificate`], [`whitelist`], [`manifest`]: the trust chain.
@@ -12,6 +13,7 @@
 
 pub mod catalog;
 pub mod certificate;
+pub mod fqrn;
 pub mod hash;
 pub mod history;
 pub mod keys;

@@ -30,24 +30,9 @@ pub struct MkfsOptions {
     pub ttl: u64,
 }
 
-pub fn validate_fqrn(fqrn: &str) -> Result<(), PublishError> {
-    let ok = !fqrn.is_empty()
-        && fqrn.len() <= 253
-        && fqrn.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
-        })
-        && !fqrn.starts_with('.')
-        && !fqrn.ends_with('.');
-    if ok {
-        Ok(())
-    } else {
-        Err(PublishError::BadRepositoryName(fqrn.to_string()))
-    }
-}
-
 /// Creates a repository: keys (those missing), whitelist, and revision 1 with an empty root.
 pub fn mkfs(o: &MkfsOptions) -> Result<Manifest, PublishError> {
-    validate_fqrn(&o.fqrn)?;
+    crate::cvmfs::fqrn::validate(&o.fqrn)?;
     let store = LocalStore::new(&o.repo);
     if store.path_of(crate::repository::MANIFEST_PATH).exists() {
         return Err(PublishError::AlreadyExists(o.repo.clone()));

@@ -60,8 +60,8 @@ pub enum PublishError {
     NotARepository(PathBuf),
     #[error("{0} already holds a repository")]
     AlreadyExists(PathBuf),
-    #[error("repository name {0:?} is invalid: use lower-case letters, digits, '-', '_' and '.' (like a host name)")]
-    BadRepositoryName(String),
+    #[error(transparent)]
+    BadRepositoryName(#[from] crate::cvmfs::fqrn::FqrnError),
     #[error("catalog {0}")]
     Catalog(String),
     #[error("previous revision: {0}")]

@@ -30,6 +30,8 @@ pub struct RemoteSpec {
 /// Why a repository's fetch stack could not be set up or opened.
 #[derive(Debug, thiserror::Error)]
 pub enum StackError {
+    #[error(transparent)]
+    Name(#[from] crate::cvmfs::fqrn::FqrnError),
     #[error("{fqrn}: servers: {source}")]
     Servers { fqrn: String, source: ChainError },
     #[error("{fqrn}: proxies: {source}")]
@@ -62,6 +64,8 @@ pub struct Opened {
 
 impl Remote {
     pub fn new(spec: &RemoteSpec, cache: Arc<Cache>) -> Result<Remote, StackError> {
+        // The name becomes a path in the cache.
+        crate::cvmfs::fqrn::validate(&spec.fqrn)?;
         let fqrn = || spec.fqrn.clone();
         let hosts =
             parse_hosts(&spec.servers, &spec.fqrn).map_err(|source| StackError::Servers {

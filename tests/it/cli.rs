@@ -211,3 +211,63 @@ fn resign_extends_the_whitelist() {
     let v: serde_json::Value = serde_json::from_str(&c.ok("info", &["--json"])).unwrap();
     assert!(lazyroot::cvmfs::timefmt::iso8601(v["whitelist_expires"].as_i64().unwrap()) > until);
 }
+
+/// One name rule (stock's) wherever a repository name comes in: mkfs accepts what
+/// `cvmfs_server mkfs` accepts, and mount refuses a name that would escape its cache
+/// directory before it touches the cache.
+#[test]
+fn repository_names_follow_stocks_rule_everywhere() {
+    let d = tempfile::tempdir().unwrap();
+    let p = |s: &str| d.path().join(s).to_str().unwrap().to_string();
+    let ok = lazyroot(&[
+        "mkfs",
+        "Test_1-dash.example.org",
+        "--repo",
+        &p("r1"),
+        "--keys",
+        &p("k"),
+    ]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let bad = lazyroot(&[
+        "mkfs",
+        "_test.example.org",
+        "--repo",
+        &p("r2"),
+        "--keys",
+        &p("k"),
+    ]);
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("must start with a letter or a digit"),
+        "{}",
+        stderr(&bad)
+    );
+    assert!(!d.path().join("r2").exists());
+    std::fs::create_dir(d.path().join("mnt")).unwrap();
+    let m = lazyroot(&[
+        "mount",
+        "../escape",
+        &p("mnt"),
+        "--server",
+        "http://127.0.0.1:1/cvmfs/@fqrn@",
+        "--key",
+        &p("k/Test_1-dash.example.org.pub"),
+        "--cache",
+        &p("cache"),
+    ]);
+    assert!(!m.status.success());
+    assert!(
+        stderr(&m).contains("must start with a letter or a digit"),
+        "{}",
+        stderr(&m)
+    );
+    let cached: Vec<_> = std::fs::read_dir(d.path().join("cache"))
+        .map(|r| r.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        !cached
+            .iter()
+            .any(|n| n.to_string_lossy().contains("escape")),
+        "{cached:?}"
+    );
+}

@@ -551,8 +551,10 @@ async fn malformed_volumes_and_targets_are_invalid_arguments() {
             "sft.example.org:/images/../../etc",
             "sft.example.org:/images/./x",
             "sft.example.org:images",
-            "SFT.example.org:/images",
-            "sft_example.org:/images",
+            // Names by stock's rule: letters, digits, '_', '.', '-', no leading '_' or '.'.
+            "_sft.example.org:/images",
+            ".sft.example.org:/images",
+            "sft example.org:/images",
             "sft.example.org/images",
             "sft.example.org:/images@nothex",
             "",

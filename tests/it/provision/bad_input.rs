@@ -111,8 +111,8 @@ fn an_invalid_config_is_refused_with_the_reason() {
             "no servers",
         ),
         (
-            r#"{"repositories": {"A_bad": {"servers": ["http://x/"], "keys": ["/k.pub"]}}}"#,
-            "not a repository name",
+            r#"{"repositories": {"_bad": {"servers": ["http://x/"], "keys": ["/k.pub"]}}}"#,
+            "must start with a letter or a digit",
         ),
         (
             r#"{"repositories": {"a.org": {"servers": ["http://x/"], "keys": ["/k.pub"]}}, "quota": 5}"#,
