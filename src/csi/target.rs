@@ -85,34 +85,9 @@ pub(super) fn is_mount_point(path: &Path) -> io::Result<bool> {
         return Ok(true);
     };
     let wanted = std::fs::canonicalize(parent)?.join(name);
-    let wanted = wanted.as_os_str().as_encoded_bytes();
-    let info = std::fs::read("/proc/self/mountinfo")?;
-    Ok(info
-        .split(|&b| b == b'\n')
-        .filter_map(|line| line.split(|&b| b == b' ').nth(4))
-        .any(|mount_point| unescape(mount_point) == wanted))
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space, and so on).
-fn unescape(field: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(field.len());
-    let mut i = 0;
-    while i < field.len() {
-        let octal = field
-            .get(i + 1..i + 4)
-            .filter(|d| field[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)));
-        match octal {
-            Some(d) => {
-                out.push(d.iter().fold(0u8, |n, b| n.wrapping_mul(8) + (b - b'0')));
-                i += 4;
-            }
-            None => {
-                out.push(field[i]);
-                i += 1;
-            }
-        }
-    }
-    out
+    Ok(crate::mount::mountinfo::read()?
+        .iter()
+        .any(|m| m.mount_point == wanted))
 }
 
 /// Removes `target` if it is an empty directory that nothing is mounted on; anything else
@@ -148,12 +123,6 @@ pub(super) fn remove_if_unused(target: &Path) -> Result<(), Status> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn unescapes_mountinfo() {
-        assert_eq!(unescape(br"/a\040b\134c"), b"/a b\\c");
-        assert_eq!(unescape(br"/x\04"), br"/x\04");
-    }
 
     #[test]
     fn validates_targets() {

@@ -9,6 +9,7 @@ pub mod fuse;
 pub mod inodes;
 mod loader;
 mod magic;
+pub mod mountinfo;
 pub mod skeleton;
 
 use std::collections::HashMap;

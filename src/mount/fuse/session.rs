@@ -75,26 +75,14 @@ pub fn other_mounts(mountpoint: &Path) -> usize {
     let Ok(meta) = std::fs::metadata(mountpoint) else {
         return 0;
     };
-    let dev = format!("{}:{}", libc::major(meta.dev()), libc::minor(meta.dev()));
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+    let (major, minor) = (libc::major(meta.dev()), libc::minor(meta.dev()));
+    let Ok(mounts) = crate::mount::mountinfo::read() else {
         return 0;
     };
-    let ours = mountpoint.to_string_lossy();
-    info.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(' ').collect();
-            (f.len() > 4 && f[2] == dev).then(|| f[4].to_string())
-        })
-        .filter(|at| unescape_mountinfo(at) != ours)
+    mounts
+        .iter()
+        .filter(|m| (m.major, m.minor) == (major, minor) && m.mount_point != mountpoint)
         .count()
-}
-
-/// mountinfo escapes space, tab, newline and backslash as octal.
-fn unescape_mountinfo(s: &str) -> String {
-    s.replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
 }
 
 /// What `lazyroot mount` sets with [`set_read_ahead`].
