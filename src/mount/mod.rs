@@ -504,8 +504,7 @@ impl MountedTree {
     ) -> Result<File, ClientError> {
         let v = self.with_snapshot(|s| Ok(s.verified(name, size, compressed)?))?;
         match v {
-            Verified::File(p) => File::open(&p)
-                .map_err(|e| ClientError::Io(format!("opening cached {}: {e}", p.display()))),
+            Verified::File(f) => Ok(f),
             Verified::Bytes(_) => Err(ClientError::Io("object not cached".into())),
         }
     }
@@ -578,7 +577,15 @@ impl MountedTree {
             c.size,
             cf.compressed,
         )?);
-        *cf.current.lock().expect("current chunk") = Some((i, file.clone()));
+        {
+            // The chunk being read is pinned like an open whole file: the quota leaves it
+            // alone until the reader moves on or closes the file.
+            let mut current = cf.current.lock().expect("current chunk");
+            self.source.cache.pin(&c.hash);
+            if let Some((old, _)) = current.replace((i, file.clone())) {
+                self.source.cache.unpin(&cf.chunks[old].hash);
+            }
+        }
         if let Some(next) = cf.chunks.get(i + 1) {
             if cf.prefetched.swap(i as u64 + 1, Ordering::Relaxed) != i as u64 + 1 {
                 self.prefetch(
@@ -605,9 +612,15 @@ impl MountedTree {
     }
 
     pub fn release(&self, fh: u64) {
-        if let Some(Handle::Whole { hash, .. }) = self.handles.lock().expect("handles").remove(&fh)
-        {
-            self.source.cache.unpin(&hash);
+        let handle = self.handles.lock().expect("handles").remove(&fh);
+        match handle {
+            Some(Handle::Whole { hash, .. }) => self.source.cache.unpin(&hash),
+            Some(Handle::Chunked(c)) => {
+                if let Some((i, _)) = c.current.lock().expect("current chunk").take() {
+                    self.source.cache.unpin(&c.chunks[i].hash);
+                }
+            }
+            None => {}
         }
     }
 

@@ -66,7 +66,7 @@ impl ObjectSource for RemoteSource {
             self.downloader
                 .fetch(&rel, Some(req.name.hash), wire_limit, sink)
         };
-        let path = self
+        let file = self
             .cache
             .get(
                 &Want {
@@ -91,7 +91,7 @@ impl ObjectSource for RemoteSource {
             // unpinned mount has moved past stay pinned until it exits: a known limit.)
             self.cache.pin(&req.name.hash);
         }
-        Ok(Verified::File(path))
+        Ok(Verified::File(file))
     }
 }
 

@@ -217,7 +217,7 @@ impl Repository {
             Verified::Bytes(b) => CatalogDb::from_bytes(&b).map_err(cat_err)?,
             // A cached catalog is opened in place: SQLite pages it in as needed, so a large
             // catalog costs page cache, not resident memory.
-            Verified::File(p) => CatalogDb::open_file(&p).map_err(cat_err)?,
+            Verified::File(f) => CatalogDb::open_verified_file(&f).map_err(cat_err)?,
         };
         let db = Arc::new(Mutex::new(db));
         self.catalogs

@@ -69,18 +69,26 @@ pub struct ObjectRequest<'a> {
     pub mountpoint: Option<&'a [u8]>,
 }
 
-/// A verified, decompressed object: in memory, or a file a cache keeps.
+/// A verified, decompressed object: in memory, or the open file a cache keeps (open, so
+/// that what was verified is what is read, whatever happens to the cache's names).
 #[derive(Debug)]
 pub enum Verified {
     Bytes(Vec<u8>),
-    File(std::path::PathBuf),
+    File(fs::File),
 }
 
 impl Verified {
     pub fn into_bytes(self) -> Result<Vec<u8>, SourceError> {
         match self {
             Verified::Bytes(b) => Ok(b),
-            Verified::File(p) => fs::read(&p).ctx("reading", &p).map_err(SourceError::from),
+            Verified::File(mut f) => {
+                use std::io::Read;
+                let mut out = Vec::new();
+                f.read_to_end(&mut out)
+                    .ctx("reading", Path::new("a cached object"))
+                    .map_err(SourceError::from)?;
+                Ok(out)
+            }
         }
     }
 }

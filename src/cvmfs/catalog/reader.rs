@@ -31,6 +31,13 @@ impl CatalogDb {
         Self::init(crate::cvmfs::sqlite::from_bytes(bytes, true)?)
     }
 
+    /// Opens an open, verified, decompressed catalog file read-only: SQLite opens the same
+    /// file through `/proc/self/fd`, so a name the cache has since unlinked does not matter.
+    pub fn open_verified_file(file: &std::fs::File) -> Result<Self, CatalogError> {
+        use std::os::fd::AsRawFd;
+        Self::open_file(Path::new(&format!("/proc/self/fd/{}", file.as_raw_fd())))
+    }
+
     /// Opens a decompressed catalog file read-only.
     pub fn open_file(path: &Path) -> Result<Self, CatalogError> {
         // A cached catalog was verified against its hash and never changes: `immutable`

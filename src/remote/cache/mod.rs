@@ -121,15 +121,21 @@ impl Cache {
         self.dir.join("objects").join(&hex[..2]).join(&hex[2..])
     }
 
-    /// The path of the verified, decompressed object `want.hash`, downloading it with
-    /// `fetch` if needed. Concurrent calls for one object share one download.
-    pub fn get(&self, want: &Want<'_>, fetch: &Fetch<'_>) -> Result<PathBuf, CacheError> {
+    /// The verified, decompressed object `want.hash`, open for reading, downloading it
+    /// with `fetch` if needed. Concurrent calls for one object share one download. An open
+    /// file, not a path: once open, nothing that unlinks the object (the quota, another
+    /// process sharing the cache) takes it away from the caller.
+    pub fn get(&self, want: &Want<'_>, fetch: &Fetch<'_>) -> Result<fs::File, CacheError> {
         let hash = want.hash;
         let path = self.path(hash);
         loop {
-            if path.exists() {
-                self.touch(hash);
-                return Ok(path);
+            match fs::File::open(&path) {
+                Ok(file) => {
+                    self.touch(hash);
+                    return Ok(file);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("opening", &path)(e)),
             }
             let (flag, mine) = {
                 let mut inflight = self.inflight.lock().expect("inflight");
@@ -159,11 +165,18 @@ impl Cache {
                 *flag.0.lock().expect("inflight flag") = true;
                 flag.1.notify_all();
             }
-            return result.map(|_| path);
+            return result;
         }
     }
 
-    fn download(&self, want: &Want<'_>, fetch: &Fetch<'_>, dest: &Path) -> Result<(), CacheError> {
+    /// Downloads into `txn/`, verifies, renames into place; returns the file, still open,
+    /// so that a quota run right after the rename cannot take it from the caller.
+    fn download(
+        &self,
+        want: &Want<'_>,
+        fetch: &Fetch<'_>,
+        dest: &Path,
+    ) -> Result<fs::File, CacheError> {
         let Want {
             hash,
             size,
@@ -197,7 +210,7 @@ impl Cache {
         }
         let parent = dest.parent().expect("objects/XX");
         fs::create_dir_all(parent).map_err(io_err("creating", parent))?;
-        tmp.persist(dest).map_err(|e| CacheError::Io {
+        let mut file = tmp.persist(dest).map_err(|e| CacheError::Io {
             op: "renaming into",
             path: dest.display().to_string(),
             source: e.error,
@@ -206,8 +219,11 @@ impl Cache {
             .lock()
             .expect("cache db")
             .insert(hash, written, kind)?;
-        self.enforce_quota();
-        Ok(())
+        // The object just written is about to be used: never its own eviction's victim.
+        self.enforce_quota(hash);
+        use std::io::Seek;
+        file.rewind().map_err(io_err("rewinding", dest))?;
+        Ok(file)
     }
 
     /// Records a use for the LRU. Uses are written in batches: a database write on every
@@ -247,8 +263,8 @@ impl Cache {
         self.db.lock().expect("cache db").total().unwrap_or(0)
     }
 
-    /// Over the soft limit: evict down to half of it, skipping pinned objects.
-    fn enforce_quota(&self) {
+    /// Over the soft limit: evict down to half of it, skipping pinned objects and `fresh`.
+    fn enforce_quota(&self, fresh: &ContentHash) {
         let Some(q) = self.quota else { return };
         let mut db = self.db.lock().expect("cache db");
         let Ok(mut total) = db.total() else { return };
@@ -264,7 +280,7 @@ impl Cache {
             if total <= q / 2 {
                 break;
             }
-            if pins.contains_key(&h) {
+            if pins.contains_key(&h) || h == *fresh {
                 continue;
             }
             // An open file descriptor keeps the data readable for whoever holds it.
@@ -313,13 +329,23 @@ mod tests {
         let calls = AtomicUsize::new(0);
         let h = HashAlgo::Sha1.digest(b"name");
         let f = fetcher(b"content", &calls);
-        let p = cache.get(&want(&h, Some(7), &Kind::Data, 7), &f).unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"content");
+        let read = |mut file: std::fs::File| {
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(&mut file, &mut out).unwrap();
+            out
+        };
+        let fresh = cache.get(&want(&h, Some(7), &Kind::Data, 7), &f).unwrap();
+        assert_eq!(read(fresh), b"content");
+        let cached = cache.get(&want(&h, Some(7), &Kind::Data, 7), &f).unwrap();
+        // What was handed out stays readable when the name goes (eviction, another process
+        // sharing the cache): the caller holds the file, not a path to open again.
+        std::fs::remove_file(cache.path(&h)).unwrap();
+        assert_eq!(read(cached), b"content");
         cache.get(&want(&h, Some(7), &Kind::Data, 7), &f).unwrap();
         assert_eq!(
             calls.load(Ordering::SeqCst),
-            1,
-            "the second request is served from the cache"
+            2,
+            "the second request is served from the cache; the third, after the unlink, downloads again"
         );
         // A size that disagrees with the catalog is refused and nothing is kept.
         let h2 = HashAlgo::Sha1.digest(b"other");

@@ -1,6 +1,7 @@
 //! An unusable or full cache: a clear error, and nothing corrupt left behind.
 
 use super::*;
+use lazyroot::publish::{self, ChunkSizes, NoProgress};
 
 // --- f. An unusable or full cache ----------------------------------------------------------
 
@@ -148,4 +149,75 @@ fn full_cache_fails_the_read_and_keeps_what_it_holds_intact() {
     assert!(m.stop().success());
     assert_cache_objects_correct(&cache, &fx.repo.repo);
     assert_eq!(txn_entries(&cache), Vec::<String>::new());
+}
+
+/// The chunk a reader is in is pinned like an open whole file: a quota far smaller than
+/// what other readers fetch leaves it in place, and it becomes evictable once released.
+#[test]
+fn the_chunk_being_read_is_pinned_against_the_quota() {
+    let repo = TestRepo::new();
+    let src = tempfile::tempdir().unwrap();
+    write(&src.path().join("big"), &noise(1, 120_000));
+    for (dir, seed) in [("a", 100), ("b", 200)] {
+        for i in 0..24 {
+            write(
+                &src.path().join(format!("{dir}/{i}")),
+                &noise(seed + i, 8_000),
+            );
+        }
+    }
+    let mut o = repo.options(src.path());
+    o.chunking = Some(ChunkSizes {
+        min: 1024,
+        avg: 4096,
+        max: 16384,
+    });
+    publish::publish(&o, &NoProgress).unwrap();
+    let local = repo.open();
+    let snap = local.snapshot(&At::Latest).unwrap();
+    let big = snap.lookup(b"/big").unwrap().unwrap();
+    let first_chunk = snap.chunks(&big).unwrap()[0].hash;
+    let server = Server::start(&[&repo.repo]);
+    let cache_dir = tempfile::tempdir().unwrap();
+    // 96 KiB: the catalog and a few chunks fit; 24 other files (192 KB) go through it
+    // twice over.
+    let cache = Arc::new(Cache::open(cache_dir.path(), Some(96 << 10)).unwrap());
+    let source = Arc::new(RemoteSource::new(
+        FQRN,
+        Arc::new(Downloader::new(settings(&server.url(FQRN), "DIRECT")).unwrap()),
+        cache.clone(),
+    ));
+    let trust = repo.trust();
+    let (r, mode) = remote::open(source.clone(), &trust).unwrap();
+    let (root, size) = (r.manifest().root_catalog, r.manifest().root_catalog_size);
+    let opened = lazyroot::remote::stack::Opened {
+        repo: r,
+        mode,
+        trust,
+    };
+    let tree = MountedTree::new(source, opened, root, size, true).unwrap();
+    let ino = |parent: u64, name: &str| tree.lookup(parent, name.as_bytes()).unwrap().ino;
+    let fh = tree.open(ino(ROOT, "big")).unwrap();
+    assert_eq!(tree.read(fh, 0, 100).unwrap(), noise(1, 120_000)[..100]);
+    let read_all = |dir: &str, seed: u64| {
+        let d = ino(ROOT, dir);
+        for i in 0..24 {
+            let f = tree.open(ino(d, &i.to_string())).unwrap();
+            assert_eq!(tree.read(f, 0, 8_000).unwrap(), noise(seed + i, 8_000));
+            tree.release(f);
+        }
+    };
+    read_all("a", 100);
+    assert!(
+        cache.path(&first_chunk).exists(),
+        "the chunk being read was evicted"
+    );
+    assert_eq!(tree.read(fh, 50, 50).unwrap(), noise(1, 120_000)[50..100]);
+    tree.release(fh);
+    // Released, it ages out like anything else.
+    read_all("b", 200);
+    assert!(
+        !cache.path(&first_chunk).exists(),
+        "a released chunk stays evictable"
+    );
 }
