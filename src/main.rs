@@ -10,9 +10,11 @@ fn main() -> ExitCode {
     // The mount and the provisioner run many short-lived download threads; glibc would give
     // each its own malloc arena, and resident memory grows with the arenas, not the work.
     // SAFETY: called before any other thread exists.
+    #[allow(unsafe_code)]
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
+    init_logging();
     let args = cli::Cli::parse();
     match cli::run(args) {
         Ok(code) => code,
@@ -21,6 +23,18 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logs go to standard error, filtered by `RUST_LOG` (`info` unless it says otherwise, e.g.
+/// `RUST_LOG=lazyroot=debug`); a bad filter falls back to `info`.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
 }
 
 /// The error and its causes on one line. Library errors already name their cause in their

@@ -49,7 +49,6 @@ const CHUNK: u64 = 64 * 1024;
 const CACHE_SHORT: &str = "public, max-age=61";
 /// Objects are named by the hash of their bytes: a name never refers to other content.
 const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
-const LOG: &str = "lazyroot serve";
 
 /// One repository to serve: `dir` is answered as `/cvmfs/<fqrn>/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,7 +150,7 @@ async fn next_connection(
         match listener.accept().await {
             Ok((stream, _)) => return (stream, slot),
             Err(e) => {
-                eprintln!("{LOG}: accepting a connection: {e}");
+                tracing::warn!("accepting a connection: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
@@ -164,8 +163,8 @@ async fn drain(mut conns: JoinSet<()>) {
     })
     .await;
     if finished.is_err() {
-        eprintln!(
-            "{LOG}: {} connection(s) still busy {} s after shutdown; closing them",
+        tracing::warn!(
+            "{} connection(s) still busy {} s after shutdown; closing them",
             conns.len(),
             DRAIN_TIMEOUT.as_secs()
         );
@@ -209,7 +208,7 @@ async fn serve_connection(
     // flood the log; a user error means this module built an invalid response.
     if let Err(e) = result {
         if e.is_user() {
-            eprintln!("{LOG}: connection: {e}");
+            tracing::debug!("connection: {e}");
         }
     }
 }
@@ -294,15 +293,12 @@ async fn respond(repos: &Repos, req: &Request<Incoming>) -> Response<ServeBody> 
         }
         Ok(Ok(None)) => text(StatusCode::NOT_FOUND, "not found\n".into()),
         Ok(Err(e)) => {
-            eprintln!(
-                "{LOG}: {method} {path}: opening {}: {e}",
-                file_path.display()
-            );
+            tracing::error!("{method} {path}: opening {}: {e}", file_path.display());
             let body = format!("cannot open {fqrn}/{rel}: {e}\n");
             text(StatusCode::INTERNAL_SERVER_ERROR, body)
         }
         Err(e) => {
-            eprintln!("{LOG}: {method} {path}: the task opening the file failed: {e}");
+            tracing::error!("{method} {path}: the task opening the file failed: {e}");
             let body = format!("cannot open {fqrn}/{rel}\n");
             text(StatusCode::INTERNAL_SERVER_ERROR, body)
         }
@@ -538,7 +534,7 @@ impl FileBody {
             Ok((_, Err(e))) => e,
             Err(e) => io::Error::other(e),
         };
-        eprintln!("{LOG}: reading {}: {e}", self.path.display());
+        tracing::error!("reading {}: {e}", self.path.display());
         Err(e)
     }
 }

@@ -73,6 +73,7 @@ fn block_signals() -> nix::sys::signal::SigSet {
     set
 }
 
+#[allow(unsafe_code)]
 fn wait_for_signal(set: &nix::sys::signal::SigSet, timeout: Duration) -> bool {
     let ts = libc::timespec {
         tv_sec: timeout.as_secs() as libc::time_t,
@@ -140,7 +141,7 @@ pub fn mount(a: MountArgs) -> anyhow::Result<ExitCode> {
             break;
         }
         if session.guard.is_finished() {
-            eprintln!("lazyroot: {} was unmounted", a.mountpoint.display());
+            tracing::info!("{} was unmounted", a.mountpoint.display());
             return Ok(ExitCode::SUCCESS);
         }
     }
@@ -162,8 +163,8 @@ fn unmount(mountpoint: &std::path::Path, signals: &nix::sys::signal::SigSet) -> 
             Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => return Ok(()),
             Err(Errno::EBUSY) => {
                 if !warned {
-                    eprintln!(
-                        "lazyroot: {} is still in use; unmounting as soon as it is free (signal again to detach now)",
+                    tracing::warn!(
+                        "{} is still in use; unmounting as soon as it is free (signal again to detach now)",
                         mountpoint.display()
                     );
                     warned = true;

@@ -38,8 +38,8 @@ impl Progress for Bar {
     }
     fn warn(&self, msg: &str) {
         match &self.0 {
-            Some(b) => b.suspend(|| eprintln!("lazyroot: warning: {msg}")),
-            None => eprintln!("lazyroot: warning: {msg}"),
+            Some(b) => b.suspend(|| tracing::warn!("{msg}")),
+            None => tracing::warn!("{msg}"),
         }
     }
 }

@@ -53,7 +53,7 @@ pub async fn serve(listener: UnixListener, p: Arc<Provisioner>, mut stop: watch:
             r = listener.accept() => match r {
                 Ok((s, _)) => s,
                 Err(e) => {
-                    eprintln!("lazyroot: control socket: {e}");
+                    tracing::warn!("control socket: {e}");
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 }

@@ -205,7 +205,7 @@ impl Mount {
     /// Unmounts even when busy (the daemon is stopping).
     pub fn detach(&mut self) {
         if let Err(e) = crate::mount::fuse::unmount(&self.mountpoint, true) {
-            eprintln!("lazyroot: detaching {}: {e}", self.mountpoint.display());
+            tracing::warn!("detaching {}: {e}", self.mountpoint.display());
         }
         self.finish();
     }
@@ -221,8 +221,8 @@ impl Mount {
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-            eprintln!(
-                "lazyroot: the session of {} is still running after unmount",
+            tracing::warn!(
+                "the session of {} is still running after unmount",
                 self.mountpoint.display()
             );
         }

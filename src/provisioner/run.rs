@@ -49,7 +49,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             };
             tasks.push(tokio::spawn(async move {
                 if let Err(e) = crate::csi::serve(&socket, publisher, shutdown).await {
-                    eprintln!("lazyroot: CSI node service on {}: {e:#}", socket.display());
+                    tracing::error!("CSI node service on {}: {e:#}", socket.display());
                 }
             }));
         }
@@ -76,7 +76,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     p.shutdown();
     let _ = std::fs::remove_file(&control_socket);
     served?;
-    eprintln!("lazyroot: provisioner stopped; every image unmounted");
+    tracing::info!("provisioner stopped; every image unmounted");
     Ok(())
 }
 
@@ -113,8 +113,8 @@ async fn release_loop(p: Arc<Provisioner>, grace: Duration, mut stop: watch::Rec
                 let p = p.clone();
                 match tokio::task::spawn_blocking(move || p.release_idle()).await {
                     Ok(Ok(ids)) => for id in ids { println!("released image {id}"); },
-                    Ok(Err(e)) => eprintln!("lazyroot: releasing idle images: {e}"),
-                    Err(e) => eprintln!("lazyroot: releasing idle images: {e}"),
+                    Ok(Err(e)) => tracing::error!("releasing idle images: {e}"),
+                    Err(e) => tracing::error!("releasing idle images: {e}"),
                 }
             }
             _ = stop.changed() => return,

@@ -97,7 +97,7 @@ pub trait Progress: Send + Sync {
     fn before_read(&self, _path: &Path) {}
     fn finish(&self) {}
     fn warn(&self, msg: &str) {
-        eprintln!("warning: {msg}");
+        tracing::warn!("{msg}");
     }
 }
 

@@ -182,10 +182,13 @@ impl Default for Walker {
 }
 
 /// Reads all extended attributes of `path` without following a final symlink.
+#[allow(unsafe_code)]
 fn read_xattrs(path: &Path) -> Result<Option<Xattrs>, PublishError> {
     let cpath = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| PublishError::BadName(path.to_path_buf()))?;
     let err = |e: std::io::Error| PublishError::io("reading extended attributes of", path, e);
+    // SAFETY: `cpath` is NUL-terminated and outlives the call; `xattr_call` passes a buffer
+    // valid for `len` bytes (or null with 0, asking for the size).
     let names = match xattr_call(|buf, len| unsafe {
         libc::llistxattr(cpath.as_ptr(), buf as *mut libc::c_char, len)
     }) {
@@ -202,6 +205,7 @@ fn read_xattrs(path: &Path) -> Result<Option<Xattrs>, PublishError> {
             continue;
         }
         let cname = CString::new(name).expect("split at NUL");
+        // SAFETY: as above; `cname` is NUL-terminated and outlives the call.
         let value = match xattr_call(|buf, len| unsafe {
             libc::lgetxattr(
                 cpath.as_ptr(),

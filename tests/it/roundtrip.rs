@@ -185,9 +185,11 @@ fn materialize(root: &Path, specs: &[Spec]) -> Vec<PathBuf> {
     all
 }
 
+#[allow(unsafe_code)]
 fn xattr_set(p: &Path, k: &str, v: &[u8]) -> std::io::Result<()> {
     let cp = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
     let ck = std::ffi::CString::new(k).unwrap();
+    // SAFETY: both strings are NUL-terminated and outlive the call; `v` is valid for its length.
     let r =
         unsafe { libc::lsetxattr(cp.as_ptr(), ck.as_ptr(), v.as_ptr() as *const _, v.len(), 0) };
     if r == 0 {

@@ -463,9 +463,9 @@ impl ServeProcess {
     }
 
     fn signal(&self, sig: libc::c_int) {
-        let pid = self.child.as_ref().unwrap().id() as libc::pid_t;
-        // SAFETY: kill(2) on our own child, which has not been reaped yet.
-        assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+        let pid = nix::unistd::Pid::from_raw(self.child.as_ref().unwrap().id() as libc::pid_t);
+        let sig = nix::sys::signal::Signal::try_from(sig).unwrap();
+        nix::sys::signal::kill(pid, sig).unwrap();
     }
 
     async fn wait(mut self) -> std::process::ExitStatus {

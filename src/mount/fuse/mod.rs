@@ -16,7 +16,10 @@ use fuser::{
 use crate::cvmfs::catalog::EntryKind;
 use crate::mount::{Attr, ClientError, Listing, MountedTree};
 
+mod ratelimit;
 mod session;
+
+use ratelimit::{RateLimit, Verdict};
 pub use session::{other_mounts, set_read_ahead, spawn, unmount, MountOptions, READ_AHEAD_KIB};
 
 pub struct Fs {
@@ -61,7 +64,14 @@ fn errno(e: &ClientError) -> Errno {
         ClientError::BadHandle => Errno::EBADF,
         ClientError::InvalidPath(_) => Errno::EINVAL,
         ClientError::Io(msg) => {
-            eprintln!("lazyroot: I/O error: {msg}");
+            // Ten a minute: a mount whose servers are gone fails every read.
+            static EIO_LOG: RateLimit = RateLimit::new(10, std::time::Duration::from_secs(60));
+            if let Verdict::Log { suppressed } = EIO_LOG.check(std::time::Instant::now()) {
+                if suppressed > 0 {
+                    tracing::warn!("{suppressed} more I/O errors were not logged");
+                }
+                tracing::warn!("I/O error: {msg}");
+            }
             Errno::EIO
         }
     }
@@ -130,7 +140,9 @@ impl Filesystem for Fs {
                 .is_ok()
                 && config.set_max_stack_depth(1).is_ok();
             if !ok {
-                eprintln!("lazyroot: this kernel does not offer FUSE passthrough; reads go through the daemon");
+                tracing::info!(
+                    "this kernel does not offer FUSE passthrough; reads go through the daemon"
+                );
                 self.passthrough = false;
             }
         }
@@ -175,7 +187,7 @@ impl Filesystem for Fs {
                         return;
                     }
                     Err(e) => {
-                        eprintln!("lazyroot: passthrough refused ({e}); reading through the daemon")
+                        tracing::warn!("passthrough refused ({e}); reading through the daemon")
                     }
                 }
             }

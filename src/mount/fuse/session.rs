@@ -48,7 +48,7 @@ pub fn spawn(
     let session = fuser::spawn_mount(super::Fs::new(tree, o.passthrough), mountpoint, &config)?;
     if let Err(e) = set_read_ahead(mountpoint, READ_AHEAD_KIB) {
         // Only slower sequential reads: worth a word, not a failure.
-        eprintln!("lazyroot: read-ahead left at the kernel's default: {e}");
+        tracing::warn!("read-ahead left at the kernel's default: {e}");
     }
     Ok(session)
 }

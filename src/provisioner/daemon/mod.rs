@@ -124,7 +124,7 @@ impl Provisioner {
                         .map_err(|e| ProvisionError::Internal(format!("appc entry: {e}")))?;
                 }
                 // Kept in the state: the next prepare or pin of it mounts it again.
-                Err(e) => eprintln!("lazyroot: cannot remount image {}: {e}", row.id),
+                Err(e) => tracing::error!("cannot remount image {}: {e}", row.id),
             }
         }
         for (target, key) in inner.state.volumes()? {
@@ -134,7 +134,7 @@ impl Provisioner {
                 Ok(m) => {
                     inner.volumes.insert(target, (key, m));
                 }
-                Err(e) => eprintln!("lazyroot: cannot remount volume {}: {e}", target.display()),
+                Err(e) => tracing::error!("cannot remount volume {}: {e}", target.display()),
             }
         }
         let known: Vec<&str> = images.iter().map(|i| i.id.as_str()).collect();

@@ -33,7 +33,7 @@ impl Provisioner {
         }
         if let Some(mut m) = inner.mounts.remove(&row.id) {
             if let Err(e) = m.unmount() {
-                eprintln!("lazyroot: keeping image {} mounted: {e}", row.id);
+                tracing::info!("keeping image {} mounted: {e}", row.id);
                 inner.mounts.insert(row.id.clone(), m);
                 return Ok(false);
             }
