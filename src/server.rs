@@ -53,18 +53,39 @@ const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// One repository to serve: `dir` is answered as `/cvmfs/<fqrn>/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServedRepo {
+    /// The repository's fully qualified name: the `<fqrn>` of its URLs.
     pub fqrn: String,
+    /// The repository's directory, the one holding `.cvmfspublished`.
     pub dir: PathBuf,
 }
 
+/// Why [`discover`] cannot tell which repository a directory holds.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// The directory's `.cvmfspublished` cannot be read.
     #[error("reading the manifest {}: {source}", path.display())]
-    ReadManifest { path: PathBuf, source: io::Error },
+    ReadManifest {
+        /// The manifest's path.
+        path: PathBuf,
+        /// Why it cannot be read.
+        source: io::Error,
+    },
+    /// The directory's `.cvmfspublished` does not parse as a manifest.
     #[error("{}: not a repository manifest: {source}", path.display())]
     BadManifest {
+        /// The manifest's path.
         path: PathBuf,
+        /// Why it does not parse.
         source: ManifestError,
+    },
+    /// The manifest names the repository with a name stock's rule refuses; it would be
+    /// served under a URL path it could escape.
+    #[error("{}: {source}", path.display())]
+    BadName {
+        /// The manifest's path.
+        path: PathBuf,
+        /// Why the name is refused.
+        source: crate::cvmfs::fqrn::FqrnError,
     },
 }
 
@@ -81,6 +102,10 @@ pub fn discover(dir: &Path) -> Result<ServedRepo, ServeError> {
             path: path.clone(),
             source,
         })?;
+    crate::cvmfs::fqrn::validate(&manifest.fqrn).map_err(|source| ServeError::BadName {
+        path: path.clone(),
+        source,
+    })?;
     Ok(ServedRepo {
         fqrn: manifest.fqrn,
         dir: dir.to_path_buf(),

@@ -31,6 +31,7 @@ impl NodeService {
         Self::with_node_id(publisher, hostname())
     }
 
+    /// A service reporting `node_id` in NodeGetInfo (the CO's name for this node).
     pub fn with_node_id(publisher: Arc<dyn VolumePublisher>, node_id: String) -> Self {
         NodeService {
             publisher,

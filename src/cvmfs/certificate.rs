@@ -18,12 +18,16 @@ use x509_cert::Certificate;
 
 use crate::cvmfs::hash::{ContentHash, HashAlgo};
 
+/// Why a certificate cannot be parsed or generated.
 #[derive(Debug, thiserror::Error)]
 pub enum CertificateError {
+    /// Neither PEM nor DER X.509.
     #[error("certificate is not a PEM or DER X.509 certificate: {0}")]
     Parse(der::Error),
+    /// The certificate's key is not an RSA public key.
     #[error("certificate does not hold an RSA public key: {0}")]
     Key(String),
+    /// Building or encoding a new certificate failed.
     #[error("building the certificate: {0}")]
     Build(String),
 }
@@ -91,6 +95,7 @@ impl RepoCertificate {
         algo.digest(&self.der)
     }
 
+    /// The repository's public key, which verifies manifest signatures.
     pub fn public_key(&self) -> &RsaPublicKey {
         &self.public_key
     }

@@ -10,12 +10,16 @@ pub const MAX_LEN: usize = 60;
 /// Why a repository name is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FqrnError {
+    /// The name is empty.
     #[error("invalid repository name: it is empty")]
     Empty,
+    /// Longer than [`MAX_LEN`] bytes; carries the (clipped) name.
     #[error("invalid repository name {0:?}: longer than {MAX_LEN} bytes")]
     TooLong(String),
+    /// Does not start with an ASCII letter or digit.
     #[error("invalid repository name {0:?}: it must start with a letter or a digit")]
     BadStart(String),
+    /// Holds a byte other than ASCII letters, digits, `_`, `.` and `-`.
     #[error(
         "invalid repository name {0:?}: only letters, digits, '_', '.' and '-' are allowed (like a host name)"
     )]

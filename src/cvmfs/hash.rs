@@ -13,9 +13,12 @@ pub const DIGEST_LEN: usize = 20;
 /// The hash algorithm of a repository or of one entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
 pub enum HashAlgo {
+    /// SHA-1, the default; its hex form has no suffix.
     #[default]
     Sha1,
+    /// RIPEMD-160 (`-rmd160`).
     Rmd160,
+    /// SHAKE-128 read out to 160 bits (`-shake128`).
     Shake128,
 }
 
@@ -39,6 +42,7 @@ impl HashAlgo {
         }
     }
 
+    /// The algorithm for a flags value from [`flag_bits`](Self::flag_bits); `None` if unknown.
     pub fn from_flag_bits(bits: u32) -> Option<Self> {
         match bits {
             0 => Some(HashAlgo::Sha1),
@@ -48,6 +52,7 @@ impl HashAlgo {
         }
     }
 
+    /// The lower-case name (`sha1`, `rmd160`, `shake128`), as `FromStr` accepts it.
     pub fn name(self) -> &'static str {
         match self {
             HashAlgo::Sha1 => "sha1",
@@ -56,6 +61,7 @@ impl HashAlgo {
         }
     }
 
+    /// A fresh incremental hasher for this algorithm.
     pub fn hasher(self) -> Hasher {
         match self {
             HashAlgo::Sha1 => Hasher::Sha1(sha1::Sha1::new()),
@@ -64,6 +70,7 @@ impl HashAlgo {
         }
     }
 
+    /// Hashes `data` in one call.
     pub fn digest(self, data: &[u8]) -> ContentHash {
         let mut h = self.hasher();
         h.update(data);
@@ -87,12 +94,16 @@ impl FromStr for HashAlgo {
 /// so the variants' size difference does not matter.
 #[allow(clippy::large_enum_variant)]
 pub enum Hasher {
+    /// SHA-1 state.
     Sha1(sha1::Sha1),
+    /// RIPEMD-160 state.
     Rmd160(ripemd::Ripemd160),
+    /// SHAKE-128 state.
     Shake128(sha3::Shake128),
 }
 
 impl Hasher {
+    /// Feeds `data` into the hash.
     pub fn update(&mut self, data: &[u8]) {
         match self {
             Hasher::Sha1(h) => sha1::Digest::update(h, data),
@@ -101,6 +112,7 @@ impl Hasher {
         }
     }
 
+    /// The 20-byte digest of everything fed in.
     pub fn finish(self) -> ContentHash {
         let mut digest = [0u8; DIGEST_LEN];
         let algo = match self {
@@ -131,10 +143,13 @@ impl std::io::Write for Hasher {
     }
 }
 
+/// Why an algorithm name or a content hash cannot be parsed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum HashError {
+    /// A name other than sha1, rmd160 (or ripemd160) and shake128.
     #[error("unknown hash algorithm {0:?} (expected sha1, rmd160 or shake128)")]
     UnknownAlgorithm(String),
+    /// Not 40 hex digits with an optional known suffix (or a blob that is not 20 bytes).
     #[error("malformed content hash {0:?}: expected 40 hex digits and an optional -rmd160/-shake128 suffix")]
     Malformed(String),
 }
@@ -142,11 +157,14 @@ pub enum HashError {
 /// A content hash: algorithm plus 20-byte digest.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ContentHash {
+    /// The algorithm that produced the digest.
     pub algo: HashAlgo,
+    /// The raw digest bytes.
     pub digest: [u8; DIGEST_LEN],
 }
 
 impl ContentHash {
+    /// Pairs a digest with the algorithm that computed it.
     pub fn new(algo: HashAlgo, digest: [u8; DIGEST_LEN]) -> Self {
         ContentHash { algo, digest }
     }
@@ -198,6 +216,7 @@ impl ContentHash {
         s
     }
 
+    /// Parses the [`to_fingerprint`](Self::to_fingerprint) form; case and colons do not matter.
     pub fn parse_fingerprint(s: &str) -> Result<Self, HashError> {
         let lower = s.trim().to_ascii_lowercase();
         let (body, suffix) = match lower.find('-') {
@@ -237,6 +256,7 @@ impl PathKey {
     /// The parent key of the root entry.
     pub const NONE: PathKey = PathKey(0, 0);
 
+    /// The 32 hex digits of the MD5, as the manifest's `R` field writes it.
     pub fn md5_hex(&self) -> String {
         let mut b = [0u8; 16];
         b[0..8].copy_from_slice(&self.0.to_le_bytes());

@@ -4,11 +4,14 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::cvmfs::hash::ContentHash;
 
+/// The `schema` property of new history databases.
 pub const SCHEMA_VERSION: &str = "1.0";
+/// The `schema_revision` property of new databases; revision 3 has the `branches` table.
 pub const SCHEMA_REVISION: u32 = 3;
 
 /// The tag for the newest revision and the one before it, kept by every publish.
 pub const TRUNK: &str = "trunk";
+/// The tag for the revision before [`TRUNK`]: each publish moves the old `trunk` here.
 pub const TRUNK_PREVIOUS: &str = "trunk-previous";
 
 const CREATE: &str = "
@@ -22,12 +25,21 @@ INSERT INTO branches (branch, parent, initial_revision) VALUES ('', NULL, 0);
 CREATE TABLE properties (key TEXT, value TEXT, CONSTRAINT pk_properties PRIMARY KEY (key));
 ";
 
+/// Why a history database could not be read or changed.
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
+    /// An SQLite error (a corrupt image, an unexpected schema).
     #[error("history database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// A tag's hash column does not parse as a content hash.
     #[error("history database: tag {name:?} has an invalid hash {hash:?}")]
-    BadHash { name: String, hash: String },
+    BadHash {
+        /// The tag.
+        name: String,
+        /// The stored hash text.
+        hash: String,
+    },
+    /// A tag name outside the allowed characters or length (see [`validate_tag_name`]).
     #[error("tag name {0:?} is invalid: use letters, digits, '.', '_', '-' (at most 255)")]
     BadName(String),
 }
@@ -35,10 +47,15 @@ pub enum HistoryError {
 /// One named tag.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tag {
+    /// The tag's name, unique in the database.
     pub name: String,
+    /// Root catalog hash of the tagged revision.
     pub root_hash: ContentHash,
+    /// Revision number of the tagged revision.
     pub revision: u64,
+    /// When the tag was made, in seconds since the Unix epoch.
     pub timestamp: i64,
+    /// Free text (empty when none).
     pub description: String,
     /// Uncompressed size of the root catalog.
     pub size: u64,
@@ -49,6 +66,8 @@ pub struct History {
     conn: Connection,
 }
 
+/// Accepts 1–255 bytes of ASCII letters, digits, `.`, `_`, `-` and `:` (so that stock's
+/// automatic `generic-<ISO 8601 time>` tags pass).
 pub fn validate_tag_name(name: &str) -> Result<(), HistoryError> {
     let ok = !name.is_empty()
         && name.len() <= 255
@@ -63,6 +82,7 @@ pub fn validate_tag_name(name: &str) -> Result<(), HistoryError> {
 }
 
 impl History {
+    /// A new, empty history database (schema 1.0, revision 3) for repository `fqrn`.
     pub fn create(fqrn: &str) -> Result<Self, HistoryError> {
         let conn = Connection::open_in_memory()?;
         conn.execute_batch(CREATE)?;
@@ -88,6 +108,7 @@ impl History {
         })
     }
 
+    /// Records the hash of the previous revision's history database (`previous_revision`).
     pub fn set_previous(&self, previous: &ContentHash) -> Result<(), HistoryError> {
         self.conn.execute(
             "INSERT OR REPLACE INTO properties (key, value) VALUES ('previous_revision', ?1)",
@@ -96,6 +117,7 @@ impl History {
         Ok(())
     }
 
+    /// All tags, newest revision first, then by name.
     pub fn tags(&self) -> Result<Vec<Tag>, HistoryError> {
         let mut st = self.conn.prepare(
             "SELECT name, hash, revision, timestamp, description, size FROM tags ORDER BY revision DESC, name",
@@ -190,10 +212,13 @@ impl History {
         Ok(out)
     }
 
+    /// The tag named `name`, if any.
     pub fn get(&self, name: &str) -> Result<Option<Tag>, HistoryError> {
         Ok(self.tags()?.into_iter().find(|t| t.name == name))
     }
 
+    /// Adds a tag, replacing one of the same name; its name is validated first. Where the schema
+    /// has branches, the tag goes on the trunk branch (`""`).
     pub fn insert(&self, tag: &Tag) -> Result<(), HistoryError> {
         validate_tag_name(&tag.name)?;
         let has_branch: bool = self
@@ -233,6 +258,7 @@ impl History {
             > 0)
     }
 
+    /// The repository name recorded in the database (`fqrn` property), if any.
     pub fn fqrn(&self) -> Result<Option<String>, HistoryError> {
         Ok(self
             .conn
@@ -242,6 +268,7 @@ impl History {
             .optional()?)
     }
 
+    /// The database image, to be stored (compressed) as an `H` object.
     pub fn to_bytes(&self) -> Result<Vec<u8>, HistoryError> {
         Ok(crate::cvmfs::sqlite::to_bytes(&self.conn)?)
     }

@@ -12,13 +12,17 @@ use rsa::{RsaPrivateKey, RsaPublicKey};
 use crate::cvmfs::certificate::{CertificateError, RepoCertificate};
 use crate::cvmfs::signature::{self, KeyError};
 
+/// Where a repository's key files live: `<dir>/<fqrn>.<ext>`, as stock CernVM-FS names them.
 #[derive(Debug, Clone)]
 pub struct KeyPaths {
+    /// Directory holding the key files.
     pub dir: PathBuf,
+    /// Fully qualified repository name; the stem of every key file name.
     pub fqrn: String,
 }
 
 impl KeyPaths {
+    /// The key files of repository `fqrn` in `dir` (nothing is read or created).
     pub fn new(dir: impl Into<PathBuf>, fqrn: &str) -> Self {
         KeyPaths {
             dir: dir.into(),
@@ -28,38 +32,56 @@ impl KeyPaths {
     fn file(&self, ext: &str) -> PathBuf {
         self.dir.join(format!("{}.{ext}", self.fqrn))
     }
+    /// `<fqrn>.masterkey`: the master private key, which signs the whitelist.
     pub fn master_key(&self) -> PathBuf {
         self.file("masterkey")
     }
+    /// `<fqrn>.pub`: the master public key, the one clients trust.
     pub fn master_public(&self) -> PathBuf {
         self.file("pub")
     }
+    /// `<fqrn>.key`: the repository private key, which signs the manifest.
     pub fn repo_key(&self) -> PathBuf {
         self.file("key")
     }
+    /// `<fqrn>.crt`: the repository certificate (PEM) holding the repository public key.
     pub fn certificate(&self) -> PathBuf {
         self.file("crt")
     }
 }
 
+/// Why the key files could not be loaded or created.
 #[derive(Debug, thiserror::Error)]
 pub enum KeysError {
+    /// A key file could not be read, parsed, generated or used.
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// The certificate could not be parsed or generated.
     #[error(transparent)]
     Certificate(#[from] CertificateError),
+    /// Creating the key directory or writing a key file failed.
     #[error("writing {path}: {source}")]
     Write {
+        /// The directory or file being written.
         path: String,
+        /// The underlying I/O error.
         source: std::io::Error,
     },
+    /// The certificate's public key is not that of the repository key.
     #[error("the certificate {cert} does not belong to the repository key {key}")]
-    Mismatch { cert: String, key: String },
+    Mismatch {
+        /// Path of the certificate file.
+        cert: String,
+        /// Path of the repository key file.
+        key: String,
+    },
 }
 
 /// What a publisher signs with.
 pub struct SigningKeys {
+    /// The repository private key, which signs the manifest.
     pub repo_key: RsaPrivateKey,
+    /// The repository certificate as PEM text, stored compressed as the `X` object on publish.
     pub certificate_pem: String,
 }
 
@@ -85,15 +107,18 @@ impl SigningKeys {
         })
     }
 
+    /// The parsed certificate (it was parsed and checked by [`SigningKeys::load`]).
     pub fn certificate(&self) -> RepoCertificate {
         RepoCertificate::parse(self.certificate_pem.as_bytes()).expect("checked at load")
     }
 }
 
+/// Loads the master private key (`<fqrn>.masterkey`), which signs the whitelist.
 pub fn load_master_key(paths: &KeyPaths) -> Result<RsaPrivateKey, KeyError> {
     signature::load_private_key(&paths.master_key())
 }
 
+/// Loads a master public key (a `.pub` file, PEM) that a reader trusts.
 pub fn load_master_public(path: &Path) -> Result<RsaPublicKey, KeyError> {
     signature::load_public_key(path)
 }

@@ -1,14 +1,23 @@
 //! The signed-letter layout shared by the manifest and the whitelist:
 //! `body` (lines), `--\n`, the hex hash of the body, `\n`, then the binary signature.
 
+/// Why bytes do not split into a signed letter.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LetterError {
+    /// No `--` line; carries what was being read.
     #[error("{0}: no `--` separator line, so it is not signed")]
     NoSeparator(&'static str),
+    /// Nothing newline-terminated after `--`; carries what was being read.
     #[error("{0}: no hash line after the `--` separator")]
     NoHash(&'static str),
+    /// Larger than [`MAX_LETTER`].
     #[error("{what}: larger than {limit} bytes")]
-    TooLarge { what: &'static str, limit: usize },
+    TooLarge {
+        /// What was being read (`manifest`, `whitelist`).
+        what: &'static str,
+        /// The limit in bytes.
+        limit: usize,
+    },
 }
 
 /// A letter split into its parts.
@@ -22,9 +31,12 @@ pub struct Letter<'a> {
     pub signature: &'a [u8],
 }
 
+/// Largest letter accepted, in bytes (1 MiB): a bound on what a server can make us parse.
 pub const MAX_LETTER: usize = 1 << 20;
 
 impl<'a> Letter<'a> {
+    /// Splits `bytes` at the first `--` line; `what` names the document in errors. Checks neither
+    /// the hash nor the signature.
     pub fn split(what: &'static str, bytes: &'a [u8]) -> Result<Self, LetterError> {
         if bytes.len() > MAX_LETTER {
             return Err(LetterError::TooLarge {
@@ -55,6 +67,8 @@ impl<'a> Letter<'a> {
         })
     }
 
+    /// Assembles a letter from a body (ending in a newline), hash line and signature: the inverse
+    /// of [`split`](Self::split).
     pub fn compose(body: &[u8], hash_hex: &str, signature: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(body.len() + hash_hex.len() + signature.len() + 8);
         out.extend_from_slice(body);

@@ -6,6 +6,8 @@ use crate::cvmfs::hash::{ContentHash, HashAlgo};
 use crate::cvmfs::letter::{Letter, LetterError};
 use crate::cvmfs::signature;
 
+/// The fields of a manifest, each under its one-letter key; it names the root catalog of one
+/// revision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
     /// `C`: root catalog hash.
@@ -36,16 +38,27 @@ pub struct Manifest {
     pub reflog: Option<ContentHash>,
 }
 
+/// Why a manifest cannot be read, verified or signed.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
+    /// It is not laid out as a signed letter.
     #[error(transparent)]
     Letter(#[from] LetterError),
+    /// A field is missing or has a bad value.
     #[error("manifest: field {key} {why}")]
-    Field { key: char, why: String },
+    Field {
+        /// The field's one-letter key (`?` for a line that is not UTF-8).
+        key: char,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The hash line does not match the body.
     #[error("manifest: its hash line does not match its content; it was altered")]
     HashMismatch,
+    /// The signature does not verify against the certificate's key.
     #[error("manifest: signature does not verify against the repository certificate")]
     BadSignature,
+    /// Signing with the repository key failed.
     #[error("signing the manifest: {0}")]
     Sign(#[from] signature::KeyError),
 }
@@ -54,6 +67,7 @@ pub enum ManifestError {
 pub const ROOT_PATH_MD5: &str = "d41d8cd98f00b204e9800998ecf8427e";
 
 impl Manifest {
+    /// The repository's hash algorithm: that of the root catalog hash.
     pub fn hash_algo(&self) -> HashAlgo {
         self.root_catalog.algo
     }

@@ -25,6 +25,7 @@ pub enum ObjectKind {
 }
 
 impl ObjectKind {
+    /// The letter appended to the object's name (empty for a whole file).
     pub fn suffix(self) -> &'static str {
         match self {
             ObjectKind::File => "",
@@ -40,11 +41,14 @@ impl ObjectKind {
 /// The name of one object: its hash and kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectName {
+    /// Content hash of the object's compressed bytes.
     pub hash: ContentHash,
+    /// What it holds; selects the name's suffix.
     pub kind: ObjectKind,
 }
 
 impl ObjectName {
+    /// Names the object of `kind` whose compressed bytes hash to `hash`.
     pub fn new(hash: ContentHash, kind: ObjectKind) -> Self {
         ObjectName { hash, kind }
     }
@@ -69,6 +73,8 @@ pub const DEFAULT_LEVEL: u32 = 6;
 /// every reader; lower levels publish faster and make larger objects.
 static LEVEL: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(DEFAULT_LEVEL);
 
+/// Sets the zlib level (0-9; larger values mean 9) of every object compressed from now on,
+/// in every thread.
 pub fn set_compression_level(level: u32) {
     LEVEL.store(level.min(9), std::sync::atomic::Ordering::Relaxed);
 }
@@ -124,20 +130,43 @@ pub fn compress_and_hash(algo: HashAlgo, data: &[u8]) -> (Vec<u8>, ContentHash) 
     (compressed, hash)
 }
 
+/// Why an object's bytes were refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ObjectError {
+    /// The bytes do not hash to the object's name.
     #[error("object {name}: hash mismatch (content hashes to {actual}); the copy is corrupt or was tampered with")]
-    HashMismatch { name: String, actual: String },
+    HashMismatch {
+        /// The object's path.
+        name: String,
+        /// Hex hash the bytes actually have.
+        actual: String,
+    },
+    /// Inflating gives more bytes than allowed.
     #[error("object {name}: decompresses to more than the expected {limit} bytes")]
-    TooLarge { name: String, limit: u64 },
+    TooLarge {
+        /// The object's path, or what was being inflated.
+        name: String,
+        /// The most bytes allowed.
+        limit: u64,
+    },
+    /// The content's size differs from the one the signed metadata gives.
     #[error("object {name}: decompresses to {actual} bytes, expected {expected}")]
     SizeMismatch {
+        /// The object's path.
         name: String,
+        /// Size from the metadata, in bytes.
         expected: u64,
+        /// Size of the content, in bytes.
         actual: u64,
     },
+    /// Not a valid zlib stream.
     #[error("object {name}: not a valid zlib stream: {source}")]
-    Corrupt { name: String, source: io::Error },
+    Corrupt {
+        /// The object's path, or what was being inflated.
+        name: String,
+        /// The decoder's error.
+        source: io::Error,
+    },
 }
 
 /// Verifies `compressed` against `name` and inflates it, refusing to produce more than
@@ -182,6 +211,8 @@ pub struct CompressingWriter<W: Write> {
 }
 
 impl<W: Write> CompressingWriter<W> {
+    /// Starts an object written compressed into `inner` and hashed with `algo`, at the configured
+    /// compression level.
     pub fn new(algo: HashAlgo, inner: W) -> Self {
         CompressingWriter {
             enc: ZlibEncoder::new(

@@ -6,6 +6,7 @@ use rusqlite::{params, Connection};
 
 use crate::cvmfs::hash::ContentHash;
 
+/// Where the reflog lives, relative to the repository root (outside `data/`).
 pub const PATH: &str = ".cvmfsreflog";
 
 const CREATE: &str = "
@@ -18,21 +19,28 @@ INSERT INTO properties (key, value) VALUES ('schema_revision', '0');
 /// Reference types (`reflog_sql.h`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RefType {
+    /// A root catalog (`C` object).
     Catalog = 0,
+    /// A repository certificate (`X` object).
     Certificate = 1,
+    /// A history database (`H` object).
     History = 2,
+    /// A repository meta-info object (`M`).
     MetaInfo = 3,
 }
 
+/// An SQLite error on the reflog database.
 #[derive(Debug, thiserror::Error)]
 #[error("reflog database: {0}")]
 pub struct ReflogError(#[from] rusqlite::Error);
 
+/// An open reflog database (in memory).
 pub struct Reflog {
     conn: Connection,
 }
 
 impl Reflog {
+    /// A new, empty reflog (schema 1.0, revision 0) for repository `fqrn`.
     pub fn create(fqrn: &str) -> Result<Self, ReflogError> {
         let conn = Connection::open_in_memory()?;
         conn.execute_batch(CREATE)?;
@@ -43,12 +51,15 @@ impl Reflog {
         Ok(Reflog { conn })
     }
 
+    /// Opens a reflog from the bytes of its file (stored uncompressed).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ReflogError> {
         Ok(Reflog {
             conn: crate::cvmfs::sqlite::from_bytes(bytes, false)?,
         })
     }
 
+    /// Records `hash` as a reference of `kind` made at `timestamp` (Unix seconds), replacing
+    /// any earlier row for the same hash.
     pub fn add(
         &self,
         hash: &ContentHash,
@@ -62,6 +73,7 @@ impl Reflog {
         Ok(())
     }
 
+    /// How many references of `kind` the reflog holds.
     pub fn count(&self, kind: RefType) -> Result<u64, ReflogError> {
         Ok(self.conn.query_row(
             "SELECT count(*) FROM refs WHERE type = ?1",
@@ -79,6 +91,7 @@ impl Reflog {
         )? > 0)
     }
 
+    /// The database image, as written to [`PATH`].
     pub fn to_bytes(&self) -> Result<Vec<u8>, ReflogError> {
         Ok(crate::cvmfs::sqlite::to_bytes(&self.conn)?)
     }

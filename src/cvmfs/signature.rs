@@ -10,17 +10,29 @@ use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePublicKey, LineEnding}
 use rsa::{Pkcs1v15Sign, RsaPrivateKey, RsaPublicKey};
 use sha1::{Digest, Sha1};
 
+/// Why an RSA key could not be read, parsed, generated or used to sign.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
+    /// The key file could not be read.
     #[error("reading key {path}: {source}")]
     Read {
+        /// The key file.
         path: String,
+        /// The underlying I/O error.
         source: std::io::Error,
     },
+    /// The file holds no PEM RSA key of the expected kind.
     #[error("key {path} is not an RSA {kind} key in PEM form (PKCS#1 or PKCS#8/SPKI)")]
-    Format { path: String, kind: &'static str },
+    Format {
+        /// The key file.
+        path: String,
+        /// `"private"` or `"public"`.
+        kind: &'static str,
+    },
+    /// Generating a new key failed.
     #[error("generating an RSA key: {0}")]
     Generate(rsa::Error),
+    /// RSA signing failed.
     #[error("signing: {0}")]
     Sign(rsa::Error),
 }
@@ -28,22 +40,26 @@ pub enum KeyError {
 /// RSA key size used for new master and repository keys (as `cvmfs_server mkfs`).
 pub const KEY_BITS: usize = 2048;
 
+/// Generates a new RSA key of [`KEY_BITS`] bits, for a master or repository key.
 pub fn generate_key() -> Result<RsaPrivateKey, KeyError> {
     RsaPrivateKey::new(&mut rand::thread_rng(), KEY_BITS).map_err(KeyError::Generate)
 }
 
+/// Parses a PEM private key, PKCS#1 (`RSA PRIVATE KEY`) or PKCS#8; `None` if neither.
 pub fn parse_private_key(pem: &str) -> Option<RsaPrivateKey> {
     RsaPrivateKey::from_pkcs1_pem(pem)
         .ok()
         .or_else(|| RsaPrivateKey::from_pkcs8_pem(pem).ok())
 }
 
+/// Parses a PEM public key, SPKI (`PUBLIC KEY`) or PKCS#1; `None` if neither.
 pub fn parse_public_key(pem: &str) -> Option<RsaPublicKey> {
     RsaPublicKey::from_public_key_pem(pem)
         .ok()
         .or_else(|| RsaPublicKey::from_pkcs1_pem(pem).ok())
 }
 
+/// Reads a PEM private key file (see [`parse_private_key`]).
 pub fn load_private_key(path: &Path) -> Result<RsaPrivateKey, KeyError> {
     let pem = read_text(path)?;
     parse_private_key(&pem).ok_or_else(|| KeyError::Format {
@@ -52,6 +68,7 @@ pub fn load_private_key(path: &Path) -> Result<RsaPrivateKey, KeyError> {
     })
 }
 
+/// Reads a PEM public key file (see [`parse_public_key`]).
 pub fn load_public_key(path: &Path) -> Result<RsaPublicKey, KeyError> {
     let pem = read_text(path)?;
     parse_public_key(&pem).ok_or_else(|| KeyError::Format {
@@ -74,6 +91,7 @@ pub fn private_key_pem(key: &RsaPrivateKey) -> String {
         .to_string()
 }
 
+/// The SPKI `PUBLIC KEY` PEM form, as in stock `.pub` files.
 pub fn public_key_pem(key: &RsaPublicKey) -> String {
     key.to_public_key_pem(LineEnding::LF)
         .expect("encoding an RSA key")
@@ -86,6 +104,7 @@ pub fn sign_digest_sha1(key: &RsaPrivateKey, hash_hex: &[u8]) -> Result<Vec<u8>,
         .map_err(KeyError::Sign)
 }
 
+/// Checks a manifest signature made as by [`sign_digest_sha1`].
 pub fn verify_digest_sha1(key: &RsaPublicKey, hash_hex: &[u8], signature: &[u8]) -> bool {
     let digest = Sha1::digest(hash_hex);
     key.verify(Pkcs1v15Sign::new::<Sha1>(), &digest, signature)
@@ -98,6 +117,7 @@ pub fn sign_raw(key: &RsaPrivateKey, hash_hex: &[u8]) -> Result<Vec<u8>, KeyErro
         .map_err(KeyError::Sign)
 }
 
+/// Checks a whitelist signature made as by [`sign_raw`].
 pub fn verify_raw(key: &RsaPublicKey, hash_hex: &[u8], signature: &[u8]) -> bool {
     key.verify(Pkcs1v15Sign::new_unprefixed(), hash_hex, signature)
         .is_ok()

@@ -62,6 +62,7 @@ pub fn parse_compact(s: &str) -> Option<i64> {
     Some(days_from_civil(y as i64, mo, d) * 86_400 + (h * 3600 + mi * 60 + se) as i64)
 }
 
+/// The current time in Unix seconds (0 if the clock is before 1970).
 pub fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -11,35 +11,62 @@ use crate::cvmfs::timefmt;
 /// Default lifetime of a whitelist, as `cvmfs_server`.
 pub const DEFAULT_LIFETIME_DAYS: i64 = 30;
 
+/// The content of a whitelist: which repository certificates may sign `fqrn`'s manifest,
+/// and until when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Whitelist {
+    /// When it was made, in Unix seconds (the first line, `YYYYMMDDHHMMSS` UTC).
     pub created: i64,
+    /// When it expires, in Unix seconds (the `E` line); checked to the hour.
     pub expires: i64,
+    /// The repository it is for (the `N` line).
     pub fqrn: String,
+    /// Approved certificates: hashes of their DER form (one `AA:BB:…` line each).
     pub fingerprints: Vec<ContentHash>,
 }
 
+/// Why a whitelist was refused or could not be signed.
 #[derive(Debug, thiserror::Error)]
 pub enum WhitelistError {
+    /// The signed-letter framing is broken (no `--` line or hash line, or too large).
     #[error(transparent)]
     Letter(#[from] LetterError),
+    /// A body line is not what the format expects.
     #[error("whitelist: malformed line {line}: {why}")]
-    Malformed { line: usize, why: String },
+    Malformed {
+        /// 1-based line number (0: the body is not UTF-8).
+        line: usize,
+        /// What was expected there.
+        why: String,
+    },
+    /// The hash line is unreadable or is not the hash of the body.
     #[error("whitelist: its hash line does not match its content; it was altered")]
     HashMismatch,
+    /// No trusted master key verifies the signature; holds how many keys were tried.
     #[error("whitelist: signature does not verify against any of the {0} trusted master public key(s); wrong key, or a forged whitelist")]
     BadSignature(usize),
+    /// The whitelist has expired; holds the expiry time (ISO 8601).
     #[error("whitelist: expired on {0}; re-sign it with the master key (`lazyroot resign`)")]
     Expired(String),
+    /// The whitelist names another repository.
     #[error("whitelist is for repository {found:?}, not {expected:?}")]
-    WrongRepository { expected: String, found: String },
+    WrongRepository {
+        /// The repository being opened.
+        expected: String,
+        /// The repository the whitelist names.
+        found: String,
+    },
+    /// The certificate is not approved; holds its fingerprint.
     #[error("whitelist: the certificate fingerprint {0} is not listed; the manifest was signed by a key the master key never approved")]
     NotListed(String),
+    /// Signing with the master key failed.
     #[error("signing the whitelist: {0}")]
     Sign(#[from] signature::KeyError),
 }
 
 impl Whitelist {
+    /// A whitelist approving the certificate `fingerprint` for `fqrn`, made at `now` (Unix
+    /// seconds) and expiring `lifetime_days` later.
     pub fn new(fqrn: &str, fingerprint: ContentHash, now: i64, lifetime_days: i64) -> Self {
         Whitelist {
             created: now,

@@ -3,21 +3,33 @@
 
 use crate::cvmfs::catalog::{Entry, EntryKind};
 
+/// The attributes `stat` shows for one entry of a mounted tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attr {
+    /// Inode number within the mount ([`inodes::ROOT`](super::inodes::ROOT) for its root).
     pub ino: u64,
+    /// File type: directory, regular file, symlink, device, FIFO or socket.
     pub kind: EntryKind,
+    /// Size in bytes: 4096 for directories, 0 for devices, FIFOs and sockets.
     pub size: u64,
+    /// Permission bits (`mode & 0o7777`), without the file type.
     pub perm: u16,
+    /// Hard-link count, at least 1.
     pub nlink: u32,
+    /// Owner user id, as stored in the catalog.
     pub uid: u32,
+    /// Owner group id, as stored in the catalog.
     pub gid: u32,
+    /// Device number of a character or block device; 0 otherwise.
     pub rdev: u32,
+    /// Modification time, seconds since the Unix epoch (may be negative).
     pub mtime: i64,
+    /// Nanosecond part of the modification time (0 when the catalog lacks it).
     pub mtime_ns: u32,
 }
 
 impl Attr {
+    /// The attributes of catalog entry `e` shown as inode `ino`.
     pub fn of(ino: u64, e: &Entry) -> Self {
         let kind = e.kind();
         let (size, rdev) = match kind {

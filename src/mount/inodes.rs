@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use crate::cvmfs::hash::ContentHash;
 
+/// The mount root's inode number, as FUSE requires, whatever revision is behind it.
 pub const ROOT: u64 = 1;
 
 /// What makes two entries the same inode.
@@ -21,6 +22,7 @@ pub enum Key {
     Link(ContentHash, u32),
 }
 
+/// Inode numbers of one mount, and the path each was first seen at.
 #[derive(Default)]
 pub struct Inodes {
     by_key: HashMap<Key, u64>,
@@ -29,6 +31,7 @@ pub struct Inodes {
 }
 
 impl Inodes {
+    /// Numbers for a mount of the whole repository (root at the repository's root).
     pub fn new() -> Self {
         Inodes::with_root(b"")
     }
@@ -52,6 +55,7 @@ impl Inodes {
         ino
     }
 
+    /// The path inode `ino` was first seen at; `None` for 0 or a number never handed out.
     pub fn path(&self, ino: u64) -> Option<&[u8]> {
         self.paths
             .get(ino.checked_sub(1)? as usize)

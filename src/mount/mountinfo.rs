@@ -10,8 +10,11 @@ use std::path::PathBuf;
 /// One mount: its device number and where it is mounted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountEntry {
+    /// Major number of the mounted filesystem's device (`st_dev`).
     pub major: u32,
+    /// Minor number of the mounted filesystem's device (`st_dev`).
     pub minor: u32,
+    /// Where it is mounted, unescaped, in this namespace.
     pub mount_point: PathBuf,
 }
 

@@ -25,16 +25,19 @@ pub struct Skeleton {
 }
 
 impl Skeleton {
+    /// No directories: the tree is shown as published.
     pub fn none() -> Self {
         Skeleton::default()
     }
 
+    /// The mount points Mesos's `filesystem/linux` isolator needs ([`MESOS_ROOTFS`]).
     pub fn mesos_rootfs() -> Self {
         Skeleton {
             dirs: MESOS_ROOTFS.iter().map(|d| d.as_bytes().to_vec()).collect(),
         }
     }
 
+    /// Whether `rel` (relative to the mount's root) is a skeleton directory.
     pub fn contains(&self, rel: &[u8]) -> bool {
         self.dirs.iter().any(|d| d == rel)
     }

@@ -14,11 +14,13 @@ use super::image::ImageKey;
 /// The appc spec version the manifest follows.
 const AC_VERSION: &str = "0.8.11";
 
+/// Mesos's appc image store (its `--appc_store_dir`), as far as the provisioner writes it.
 pub struct AppcStore {
     dir: PathBuf,
 }
 
 impl AppcStore {
+    /// The store at `dir`, creating its `images` and `staging` directories if missing.
     pub fn new(dir: &Path) -> io::Result<AppcStore> {
         for sub in ["images", "staging"] {
             std::fs::create_dir_all(dir.join(sub)).map_err(|e| {
@@ -30,6 +32,7 @@ impl AppcStore {
         })
     }
 
+    /// Where the entry of image id `id` lives: `<store>/images/<id>`.
     pub fn entry_dir(&self, id: &str) -> PathBuf {
         self.dir.join("images").join(id)
     }
@@ -76,6 +79,7 @@ impl AppcStore {
         Ok(target)
     }
 
+    /// Removes the entry of `id` (renamed out of `images` first); a missing entry is fine.
     pub fn remove(&self, id: &str) -> io::Result<()> {
         let target = self.entry_dir(id);
         let doomed = self.dir.join("staging").join(format!("{id}.removed"));

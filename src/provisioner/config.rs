@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+/// How to reach and trust one repository.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RepositoryConfig {
@@ -39,10 +40,13 @@ pub struct RepositoryConfig {
     pub keys: Vec<PathBuf>,
 }
 
+/// The provisioner daemon's configuration (see the module docs for the file format).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The repositories images may come from, by fqrn (at least one).
     pub repositories: BTreeMap<String, RepositoryConfig>,
+    /// The shared object cache every mount reads through.
     #[serde(default = "defaults::cache")]
     pub cache: PathBuf,
     /// Soft limit of the shared cache in MB; 0: unlimited.
@@ -57,6 +61,7 @@ pub struct Config {
     /// The daemon's SQLite state (images, pins).
     #[serde(default = "defaults::state")]
     pub state: PathBuf,
+    /// The control API's Unix socket (root only).
     #[serde(default = "defaults::control_socket")]
     pub control_socket: PathBuf,
     /// The CSI v1 node service's socket; `null` turns the service off.
@@ -108,23 +113,39 @@ mod defaults {
     }
 }
 
+/// Why the configuration could not be loaded; `path` is the file's.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file could not be read.
     #[error("reading {path}: {source}")]
     Read {
+        /// The configuration file, as shown.
         path: String,
+        /// Why reading failed.
         source: std::io::Error,
     },
+    /// The file is not valid JSON, has an unknown field or a value of the wrong type.
     #[error("{path}: {source}")]
     Parse {
+        /// The configuration file, as shown.
         path: String,
+        /// What the JSON parser refused.
         source: serde_json::Error,
     },
+    /// The file parses but its settings are unusable: no repositories, a repository without
+    /// servers or keys, a bad fqrn, server or proxy list, a relative path, or cache and
+    /// mount root inside one another.
     #[error("{path}: {why}")]
-    Invalid { path: String, why: String },
+    Invalid {
+        /// The configuration file, as shown.
+        path: String,
+        /// Which setting is wrong, and how.
+        why: String,
+    },
 }
 
 impl Config {
+    /// Reads, parses and validates the configuration file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let shown = path.display().to_string();
         let text = std::fs::read(path).map_err(|source| ConfigError::Read {

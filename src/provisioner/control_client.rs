@@ -13,25 +13,38 @@ use super::api;
 /// Answers are small; a bigger one is not the daemon's.
 const MAX_ANSWER: u64 = 16 << 20;
 
+/// Why a control call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
+    /// The socket could not be connected to, written or read (in time).
     #[error("cannot reach the provisioner at {socket}: {source}")]
     Unreachable {
+        /// The control socket's path.
         socket: String,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The daemon answered with an error.
     #[error("{code}: {message}")]
-    Daemon { code: String, message: String },
+    Daemon {
+        /// The error code (`not_found`, `busy`, ...): [`api::Error::code`].
+        code: String,
+        /// What failed and why: [`api::Error::error`].
+        message: String,
+    },
+    /// The request could not be encoded, or the answer is not HTTP with the expected JSON.
     #[error("malformed answer from the provisioner: {0}")]
     Malformed(String),
 }
 
+/// A client of the control API at one Unix socket.
 pub struct ControlClient {
     socket: PathBuf,
     timeout: Duration,
 }
 
 impl ControlClient {
+    /// A client of the daemon listening at `socket`; each call may take up to 120 s.
     pub fn new(socket: &Path) -> Self {
         ControlClient {
             socket: socket.to_path_buf(),
@@ -39,6 +52,8 @@ impl ControlClient {
         }
     }
 
+    /// Calls control method `method` (e.g. `"PrepareImage"`) with `req`, on a fresh
+    /// connection.
     pub fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         method: &str,
@@ -82,21 +97,27 @@ impl ControlClient {
         }
     }
 
+    /// `PrepareImage`: mounts (or finds) an image and writes its appc store entry.
     pub fn prepare(&self, r: &api::PrepareImageRequest) -> Result<api::Image, CallError> {
         self.call("PrepareImage", r)
     }
+    /// `Pin`: holds an image for a container until unpinned.
     pub fn pin(&self, r: &api::PinRequest) -> Result<api::Pin, CallError> {
         self.call("Pin", r)
     }
+    /// `Unpin`: drops a container's pin, if it has one.
     pub fn unpin(&self, r: &api::UnpinRequest) -> Result<api::UnpinResponse, CallError> {
         self.call("Unpin", r)
     }
+    /// `SyncPins`: keeps the pins of the given containers and drops every other.
     pub fn sync_pins(&self, r: &api::SyncPinsRequest) -> Result<api::SyncPinsResponse, CallError> {
         self.call("SyncPins", r)
     }
+    /// `ListImages`: every image and pin.
     pub fn list(&self) -> Result<api::ListImagesResponse, CallError> {
         self.call("ListImages", &api::ListImagesRequest {})
     }
+    /// `Health`: the daemon's version and counts.
     pub fn health(&self) -> Result<api::HealthResponse, CallError> {
         self.call("Health", &api::HealthRequest {})
     }

@@ -9,6 +9,7 @@ use crate::csi::{VolumeError, VolumePublisher, VolumeSpec};
 use super::image::revision_at;
 use super::{ProvisionError, Provisioner};
 
+/// The provisioner as the CSI node service's [`VolumePublisher`].
 pub struct Volumes(pub Arc<Provisioner>);
 
 fn volume_error(e: ProvisionError) -> VolumeError {

@@ -10,11 +10,15 @@ use crate::repository::At;
 /// The identity of an image. `path` is normalized ("/" or "/a/b", no trailing slash).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageKey {
+    /// The repository, by fully qualified name.
     pub fqrn: String,
+    /// The directory inside the repository that is the image's root.
     pub path: String,
+    /// The root catalog hash (as text) that fixes the revision.
     pub root_hash: String,
 }
 
+/// Refuses anything but a well-formed fully qualified repository name.
 pub fn check_fqrn(fqrn: &str) -> Result<(), String> {
     crate::cvmfs::fqrn::validate(fqrn).map_err(|e| e.to_string())
 }

@@ -20,8 +20,11 @@ use super::error::ProvisionError;
 
 /// A revision resolved from a root hash, a tag or "latest".
 pub struct Resolved {
+    /// The revision's root catalog hash.
     pub root: ContentHash,
+    /// Size of the root catalog in bytes; 0 when unknown.
     pub size: u64,
+    /// The manifest revision number, when known (latest or a tag); 0 otherwise.
     pub revision: u64,
     /// The repository as resolving opened it: mounting takes it rather than fetching and
     /// verifying the manifest a second time.
@@ -40,6 +43,7 @@ impl Resolved {
     }
 }
 
+/// Mounts images of the configured repositories, all reading through one shared cache.
 pub struct Mounter {
     remotes: HashMap<String, Remote>,
     suid: bool,
@@ -47,11 +51,13 @@ pub struct Mounter {
 
 /// A live FUSE mount.
 pub struct Mount {
+    /// Where it is mounted.
     pub mountpoint: PathBuf,
     session: Option<fuser::BackgroundSession>,
 }
 
 impl Mounter {
+    /// Opens the shared cache (with its quota) and sets up every configured repository.
     pub fn new(config: &Config) -> Result<Mounter, ProvisionError> {
         let quota = (config.quota_mb > 0).then_some(config.quota_mb << 20);
         let cache = Arc::new(

@@ -13,8 +13,11 @@ use super::{control, Config, Provisioner};
 /// The daemon's threads, apart from the FUSE sessions' (two per mounted image): main, the
 /// async workers, at most `BLOCKING` for calls that mount or download.
 pub const WORKERS: usize = 2;
+/// Most threads of the blocking pool (see [`WORKERS`]).
 pub const BLOCKING: usize = 4;
 
+/// Runs the daemon until SIGTERM or SIGINT: control API, CSI node service (if configured)
+/// and idle-image release; then unmounts everything. Fails if another daemon holds the state.
 pub fn run(config: Config) -> anyhow::Result<()> {
     let control_socket = config.control_socket.clone();
     let csi_socket = config.csi_socket.clone();

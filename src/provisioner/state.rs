@@ -35,17 +35,26 @@ CREATE TABLE IF NOT EXISTS volumes (
 PRAGMA user_version = 1;
 ";
 
+/// One prepared image, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageRow {
+    /// The image id ([`ImageKey::id`]).
     pub id: String,
+    /// The image: fqrn, path and root hash.
     pub key: ImageKey,
+    /// The manifest revision its root hash was resolved in (0 if unknown).
     pub revision: u64,
+    /// When it was last prepared or unpinned, in seconds since the epoch: its grace
+    /// time counts from here.
     pub touched: i64,
 }
 
+/// A container's pin on an image (a container pins at most one).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PinRow {
+    /// The Mesos container id.
     pub container_id: String,
+    /// The id of the pinned image.
     pub image_id: String,
 }
 
@@ -64,10 +73,12 @@ fn image_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ImageRow> {
     })
 }
 
+/// The open state database.
 pub struct State {
     db: Connection,
 }
 
+/// The current time in whole seconds since the Unix epoch (0 if the clock is before it).
 pub fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -76,6 +87,7 @@ pub fn now() -> i64 {
 }
 
 impl State {
+    /// Opens (or creates) the database at `path`, durable (WAL, synchronous writes).
     pub fn open(path: &Path) -> rusqlite::Result<State> {
         let db = Connection::open(path)?;
         db.pragma_update(None, "journal_mode", "WAL")?;
@@ -85,18 +97,21 @@ impl State {
         Ok(State { db })
     }
 
+    /// Every image, ordered by id.
     pub fn images(&self) -> rusqlite::Result<Vec<ImageRow>> {
         let mut st = self.db.prepare(&format!("{SELECT_IMAGE} ORDER BY id"))?;
         let rows = st.query_map([], image_row)?;
         rows.collect()
     }
 
+    /// The image with id `id`, if any.
     pub fn image(&self, id: &str) -> rusqlite::Result<Option<ImageRow>> {
         self.db
             .query_row(&format!("{SELECT_IMAGE} WHERE id = ?1"), [id], image_row)
             .optional()
     }
 
+    /// Adds an image; for an id already there only `touched` is updated.
     pub fn put_image(&self, row: &ImageRow) -> rusqlite::Result<()> {
         self.db.execute(
             "INSERT INTO images (id, fqrn, path, root_hash, revision, touched) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -113,11 +128,13 @@ impl State {
         Ok(())
     }
 
+    /// Deletes the image with id `id` (its pins must be gone first).
     pub fn remove_image(&self, id: &str) -> rusqlite::Result<()> {
         self.db.execute("DELETE FROM images WHERE id = ?1", [id])?;
         Ok(())
     }
 
+    /// Every pin, ordered by container id.
     pub fn pins(&self) -> rusqlite::Result<Vec<PinRow>> {
         let mut st = self
             .db
@@ -131,6 +148,7 @@ impl State {
         rows.collect()
     }
 
+    /// The id of the image container `container_id` pins, if any.
     pub fn pin_of(&self, container_id: &str) -> rusqlite::Result<Option<String>> {
         self.db
             .query_row(
@@ -141,6 +159,8 @@ impl State {
             .optional()
     }
 
+    /// Records that `container_id` pins `image_id`; fails if the container already has a
+    /// pin or the image is unknown.
     pub fn add_pin(&self, container_id: &str, image_id: &str) -> rusqlite::Result<()> {
         self.db.execute(
             "INSERT INTO pins (container_id, image_id, created) VALUES (?1, ?2, ?3)",
@@ -170,6 +190,7 @@ impl State {
         Ok(image)
     }
 
+    /// Every published CSI volume: its target path and what is mounted there.
     pub fn volumes(&self) -> rusqlite::Result<Vec<(String, ImageKey)>> {
         let mut st = self
             .db
@@ -187,6 +208,7 @@ impl State {
         rows.collect()
     }
 
+    /// Records (or replaces) the CSI volume at `target`.
     pub fn put_volume(&self, target: &str, key: &ImageKey) -> rusqlite::Result<()> {
         self.db.execute(
             "INSERT OR REPLACE INTO volumes (target, fqrn, path, root_hash) VALUES (?1, ?2, ?3, ?4)",
@@ -195,12 +217,14 @@ impl State {
         Ok(())
     }
 
+    /// Forgets the CSI volume at `target`.
     pub fn remove_volume(&self, target: &str) -> rusqlite::Result<()> {
         self.db
             .execute("DELETE FROM volumes WHERE target = ?1", [target])?;
         Ok(())
     }
 
+    /// How many containers pin image `image_id`.
     pub fn pin_count(&self, image_id: &str) -> rusqlite::Result<u64> {
         self.db.query_row(
             "SELECT COUNT(*) FROM pins WHERE image_id = ?1",

@@ -24,7 +24,9 @@ pub const NO_PREVIOUS: &str = "0000000000000000000000000000000000000000";
 
 /// A catalog of the previous revision: its reference and a way to read it.
 pub trait OldCatalogs {
+    /// The previous revision's catalog mounted exactly at `mountpoint`, if there is one.
     fn at(&self, mountpoint: &[u8]) -> Result<Option<NestedRef>, PublishError>;
+    /// Reads a catalog's rows, chunk lists and nested catalog references.
     fn load(&self, r: &NestedRef) -> Result<CatalogContent, PublishError>;
     /// Whether the catalog's own root entry is its row 1, as stock writes it.
     fn root_is_first_row(&self, r: &NestedRef) -> Result<bool, PublishError>;
@@ -32,17 +34,27 @@ pub trait OldCatalogs {
     fn totals(&self, r: &NestedRef) -> Result<Counters, PublishError>;
 }
 
+/// State shared while building the catalogs of one revision.
 pub struct BuildCtx<'a> {
+    /// Where catalog (and marker) objects are stored.
     pub store: &'a LocalStore,
+    /// The repository's hash algorithm.
     pub algo: HashAlgo,
+    /// The revision being built, written into every new catalog.
     pub revision: u64,
+    /// Publish time in Unix seconds (each new catalog's `last_modified`).
     pub now: i64,
     /// TTL written into a root catalog.
     pub ttl: u64,
+    /// Content of each file job; [`NodeKind::File`] indexes into it.
     pub contents: &'a [FileContent],
+    /// Repository paths of the directories that root a catalog.
     pub roots: &'a HashSet<Vec<u8>>,
+    /// The previous revision's catalogs, so that unchanged ones are kept.
     pub old: &'a dyn OldCatalogs,
+    /// Catalogs written so far.
     pub written: u64,
+    /// Catalogs kept from the previous revision so far.
     pub kept: u64,
     /// Files with more names than their directory holds: stored apart from those other
     /// names (hard links are kept within one directory only).
@@ -55,11 +67,15 @@ pub struct BuildCtx<'a> {
 /// (itself and everything nested below), and the row
 /// of its root directory (the parent stores the same row as the mountpoint).
 pub struct Built {
+    /// What the parent lists in `nested_catalogs`: mountpoint, hash and size.
     pub nested: NestedRef,
+    /// Counters of this catalog and of every catalog nested below it.
     pub totals: Counters,
+    /// The catalog's root directory entry.
     pub root_entry: Entry,
 }
 
+/// A directory entry from walk metadata: size 4096, link count 2 + `subdirs`, flags `fl`.
 pub fn dir_entry(
     name: &[u8],
     m: &Meta,
@@ -166,6 +182,8 @@ impl BuildCtx<'_> {
         Ok(h)
     }
 
+    /// Stores `content` as a new catalog object with `props` and its counters (`own` rows,
+    /// `below` for the nested catalogs) and counts it in `written`.
     pub fn write(
         &mut self,
         content: &CatalogContent,
@@ -331,6 +349,7 @@ fn leaf_entry(node: &Node, kind: &NodeKind, contents: &[FileContent], algo: Hash
     e
 }
 
+/// A repository path for messages: `/` for the root.
 pub fn shown(path: &[u8]) -> String {
     if path.is_empty() {
         "/".into()

@@ -5,8 +5,11 @@
 /// Chunk size bounds in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkSizes {
+    /// No cut before this many bytes; files no larger are not chunked.
     pub min: u64,
+    /// Target average chunk size; it sets how likely a cut is at each byte.
     pub avg: u64,
+    /// Every chunk ends at this size at the latest.
     pub max: u64,
 }
 
@@ -22,6 +25,7 @@ impl Default for ChunkSizes {
 }
 
 impl ChunkSizes {
+    /// Checks `64 <= min < avg < max`, or says what is wrong.
     pub fn validate(&self) -> Result<(), String> {
         if self.min < 64 || !(self.min < self.avg && self.avg < self.max) {
             return Err(format!(
@@ -51,6 +55,7 @@ pub struct ChunkDetector {
 }
 
 impl ChunkDetector {
+    /// A detector at the start of a chunk.
     pub fn new(sizes: ChunkSizes) -> Self {
         let threshold = (u32::MAX as u64 / sizes.avg) as i32;
         ChunkDetector {

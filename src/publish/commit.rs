@@ -15,15 +15,26 @@ use crate::repository::MANIFEST_PATH;
 
 use super::PublishError;
 
+/// Everything a commit writes and signs.
 pub struct CommitInput<'a> {
+    /// The repository to write into.
     pub store: &'a LocalStore,
+    /// Certificate and repository key that sign the manifest.
     pub keys: &'a SigningKeys,
+    /// Repository name (manifest `N`; also names a new history or reflog).
     pub fqrn: &'a str,
+    /// Hash algorithm of the certificate, history and reflog objects.
     pub algo: HashAlgo,
+    /// The revision's root catalog (manifest `C` and `B`).
     pub root: &'a NestedRef,
+    /// Revision number (manifest `S`).
     pub revision: u64,
+    /// Publish time in Unix seconds (manifest `T`, tag and reflog timestamps).
     pub now: i64,
+    /// Manifest TTL in seconds (`D`).
     pub ttl: u64,
+    /// The manifest being replaced: the new history points back to its history, and its reflog
+    /// is extended. `None` for a new repository.
     pub old_manifest: Option<&'a Manifest>,
     /// The history to extend (a new one is made if `None`).
     pub history: Option<History>,
@@ -44,6 +55,8 @@ fn tag(name: &str, description: &str, c: &CommitInput<'_>) -> Tag {
     }
 }
 
+/// Stores the certificate, history and reflog, syncs the filesystem, then signs the
+/// manifest and renames it into place; returns the new manifest.
 pub fn commit(mut c: CommitInput<'_>) -> Result<Manifest, PublishError> {
     let cert = c.store.put(
         ObjectKind::Certificate,

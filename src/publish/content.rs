@@ -22,8 +22,20 @@ use super::{Progress, PublishError};
 /// Where a regular file's bytes live.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FileContent {
-    Whole { hash: ContentHash, size: u64 },
-    Chunked { size: u64, chunks: Vec<Chunk> },
+    /// One whole-file object.
+    Whole {
+        /// Hash of the compressed object, which names it in `data/`.
+        hash: ContentHash,
+        /// Uncompressed file size in bytes.
+        size: u64,
+    },
+    /// Content-defined chunks (`P` objects); the catalog entry itself has no hash.
+    Chunked {
+        /// Uncompressed file size in bytes.
+        size: u64,
+        /// The chunks in offset order, together covering the file.
+        chunks: Vec<Chunk>,
+    },
 }
 
 impl FileContent {
@@ -39,18 +51,28 @@ impl FileContent {
     }
 }
 
+/// How [`process_all`] turns files into objects.
 pub struct ContentSettings<'a> {
+    /// Where objects are stored.
     pub store: &'a LocalStore,
+    /// Hash algorithm of new objects.
     pub algo: HashAlgo,
+    /// Chunk sizes; `None` (or invalid sizes) stores every file whole.
     pub chunking: Option<ChunkSizes>,
+    /// Told of bytes done and of each file about to be read.
     pub progress: &'a dyn Progress,
+    /// The last publish's index, for files unchanged since.
     pub index: &'a PublishIndex,
 }
 
+/// Counts of what [`process_all`] did.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ContentStats {
+    /// Files read, hashed and stored.
     pub files_read: u64,
+    /// Total size in bytes of the files read.
     pub bytes_read: u64,
+    /// Files taken from the publish index, their objects all present.
     pub files_reused: u64,
 }
 

@@ -13,9 +13,11 @@ use super::conform;
 use super::walk::Meta;
 use super::PublishError;
 
+/// A built subtree and where it goes in the previous revision.
 pub struct Graft<'a> {
     /// Where the new subtree goes.
     pub path: &'a [u8],
+    /// The subtree's catalog, built with `path` as its mountpoint.
     pub subtree: Built,
     /// Metadata for directories that must be created on the way to `path`.
     pub dir_meta: Meta,

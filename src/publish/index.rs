@@ -32,12 +32,15 @@ fn stat_key(m: &Meta) -> [i64; 7] {
     ]
 }
 
+/// Stat and content of each file of the last publish, by repository path. The default is
+/// empty and bound to no file, so saving it does nothing (as with `full`).
 #[derive(Default)]
 pub struct PublishIndex {
     records: HashMap<Vec<u8>, Record>,
     path: Option<PathBuf>,
 }
 
+/// Writing the publish index failed; the publish itself stands.
 #[derive(Debug, thiserror::Error)]
 #[error("publish index {path}: {source}")]
 pub struct IndexError {

@@ -21,12 +21,19 @@ use super::commit::{commit, CommitInput};
 use super::walk::Meta;
 use super::{lock, open_current, PublishError};
 
+/// What `mkfs` creates.
 pub struct MkfsOptions {
+    /// The repository directory to create.
     pub repo: PathBuf,
+    /// Directory of the keys; missing ones are generated there.
     pub keys: PathBuf,
+    /// Repository name (fqrn).
     pub fqrn: String,
+    /// Hash algorithm of the repository's objects.
     pub algo: HashAlgo,
+    /// Days the first whitelist is valid.
     pub whitelist_days: i64,
+    /// Manifest and root catalog TTL in seconds.
     pub ttl: u64,
 }
 

@@ -36,53 +36,80 @@ use crate::repository::local::LocalStore;
 use crate::repository::source::IoError;
 use crate::repository::{path::BadPath, RepoError, Repository, Trust, MANIFEST_PATH};
 
+/// Why a publish, `mkfs`, `resign`, tag edit or repair failed. The manifest is written last,
+/// so a failed publish leaves the previous revision current.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
+    /// A filesystem operation on the source, the spool or the repository failed.
     #[error(transparent)]
     Io(#[from] IoError),
+    /// The publish source is not a directory (as `lstat` sees it, so not a symlink to one).
     #[error("source {0} is not a directory")]
     NotADirectory(PathBuf),
+    /// Something on the way to `--path` in the previous revision is not a directory, so the
+    /// subtree cannot be placed below it.
     #[error("cannot publish there: {0} is not a directory in the repository")]
     NotADirectoryInRepo(String),
+    /// A source entry disappeared between the walk and reading it.
     #[error("{0} vanished during publish; nothing was committed, publish again")]
     Vanished(PathBuf),
+    /// A source file's size, mtime or inode changed between the walk and its read (or it became
+    /// a symlink): its content would not match the metadata already taken.
     #[error(
         "{0} changed during publish; nothing was committed, publish again once writers are done"
     )]
     Changed(PathBuf),
+    /// The source nests directories deeper than the limit ([`walk::MAX_DEPTH`]).
     #[error("{0} is more than {1} directories deep")]
     TooDeep(PathBuf, usize),
+    /// A source path holds a NUL byte, so it cannot be passed to the xattr system calls.
     #[error("{0}: name contains a NUL byte")]
     BadName(PathBuf),
+    /// Another publisher holds `data/txn/publish.lock`.
     #[error("another publisher holds the lock {0}; wait for it to finish")]
     Locked(PathBuf),
+    /// The directory has no signed manifest (`.cvmfspublished`).
     #[error("{0} is not a repository (no {MANIFEST_PATH}); create one with `lazyroot mkfs`")]
     NotARepository(PathBuf),
+    /// `mkfs` found a manifest already there; it never overwrites a repository.
     #[error("{0} already holds a repository")]
     AlreadyExists(PathBuf),
+    /// The fqrn is not a valid repository name.
     #[error(transparent)]
     BadRepositoryName(#[from] crate::cvmfs::fqrn::FqrnError),
+    /// Serializing a catalog into its SQLite database failed.
     #[error("catalog {0}")]
     Catalog(String),
+    /// Opening or reading the current revision failed: it does not verify, an object is missing
+    /// or corrupt, or a tag is unknown.
     #[error("previous revision: {0}")]
     Repo(#[from] RepoError),
+    /// Loading or generating the master key, repository key or certificate failed.
     #[error(transparent)]
     Keys(#[from] KeysError),
+    /// Reading or writing the history (named tags) database failed, or a tag name is invalid.
     #[error(transparent)]
     History(#[from] HistoryError),
+    /// Reading or writing the reflog failed.
     #[error(transparent)]
     Reflog(#[from] ReflogError),
+    /// Parsing, verifying or signing a manifest failed.
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    /// Signing the new whitelist failed.
     #[error(transparent)]
     Whitelist(#[from] WhitelistError),
+    /// `--path` is not a valid repository path.
     #[error(transparent)]
     Path(#[from] BadPath),
+    /// Options or keys that cannot work: invalid chunk sizes, or a certificate the whitelist
+    /// does not list.
     #[error("{0}")]
     Invalid(String),
 }
 
 impl PublishError {
+    /// An [`PublishError::Io`] for operation `op` ("reading", "opening", ...) on `path`.
     pub fn io(op: &'static str, path: &Path, e: std::io::Error) -> Self {
         PublishError::Io(IoError::new(op, path, e))
     }
@@ -92,32 +119,44 @@ impl PublishError {
 pub trait Progress: Send + Sync {
     /// Total bytes of regular files about to be processed.
     fn start(&self, _total_bytes: u64) {}
+    /// `n` more bytes of file content done: read, or reused from the publish index.
     fn bytes(&self, _n: u64) {}
     /// Called right before a source file is opened for reading.
     fn before_read(&self, _path: &Path) {}
+    /// Called once content and catalogs are done, before the commit.
     fn finish(&self) {}
+    /// A problem that does not stop the publish; logged as a warning by default.
     fn warn(&self, msg: &str) {
         tracing::warn!("{msg}");
     }
 }
 
+/// A [`Progress`] that reports nothing.
 pub struct NoProgress;
 impl Progress for NoProgress {}
 
+/// What to publish and how; [`PublishOptions::new`] sets the defaults.
 #[derive(Clone)]
 pub struct PublishOptions {
     /// The repository directory (what a web server serves as `/cvmfs/<fqrn>`).
     pub repo: PathBuf,
     /// The directory with `<fqrn>.key`, `.crt`, `.pub`.
     pub keys: PathBuf,
+    /// The directory tree to publish.
     pub source: PathBuf,
     /// Where in the repository the source goes ("" = replace the whole repository).
     pub path: Vec<u8>,
+    /// A named tag to set on the new revision (besides `trunk`, which always moves).
     pub tag: Option<String>,
+    /// Description stored with `tag` in the history database.
     pub tag_description: String,
     /// `None` disables chunking.
     pub chunking: Option<ChunkSizes>,
+    /// Entry budget for automatic nested catalogs; `None` cuts only at `.cvmfscatalog` markers
+    /// and `.cvmfsdirtab` patterns.
     pub auto_catalogs: Option<AutoCatalogs>,
+    /// Seconds clients may cache the manifest and root catalog before looking for a newer
+    /// revision (manifest `D`, root catalog `TTL`).
     pub ttl: u64,
     /// Re-read every file instead of trusting the publish index.
     pub full: bool,
@@ -126,6 +165,8 @@ pub struct PublishOptions {
 }
 
 impl PublishOptions {
+    /// Publishing `source` as the whole repository at `repo` with the keys in `keys`: default
+    /// chunk sizes, no tag, no automatic catalogs, TTL 240 s, default zlib level, index used.
     pub fn new(
         repo: impl Into<PathBuf>,
         keys: impl Into<PathBuf>,
@@ -150,14 +191,23 @@ impl PublishOptions {
 /// What a publish did.
 #[derive(Debug, Clone)]
 pub struct PublishReport {
+    /// The revision number just signed.
     pub revision: u64,
+    /// The new root catalog (the manifest's root hash and size).
     pub root: NestedRef,
+    /// Source entries walked (directories, files, symlinks, special files), the root included.
     pub entries: u64,
+    /// Regular files read, hashed and stored.
     pub files_read: u64,
+    /// Total size in bytes of the files read.
     pub bytes_read: u64,
+    /// Files unchanged since the last publish, taken from the publish index without reading.
     pub files_reused: u64,
+    /// Catalogs written as new objects (the root catalog always is).
     pub catalogs_written: u64,
+    /// Catalogs equal to the previous revision's at the same mountpoint, kept as they were.
     pub catalogs_kept: u64,
+    /// Wall time of the whole publish.
     pub seconds: f64,
     /// Wall time of each phase: walk, content, catalogs, commit.
     pub phases: [f64; 4],
@@ -174,6 +224,8 @@ pub struct PublishLock {
     _file: nix::fcntl::Flock<std::fs::File>,
 }
 
+/// Takes the publisher lock (`data/txn/publish.lock`) without waiting: another publisher
+/// holding it is [`PublishError::Locked`].
 pub fn lock(store: &LocalStore) -> Result<PublishLock, PublishError> {
     let f = store.lock_file()?;
     let path = store.root().join("data/txn/publish.lock");
@@ -373,7 +425,9 @@ fn publish_inner(
         move_trunk: true,
     })?;
     if let Err(e) = index.save(&target, &walker.jobs, &contents) {
-        progress.warn(&format!("{e}; the next publish re-reads every file"));
+        progress.warn(&format!(
+            "{e}; the publish itself stands, but the next one may read unchanged files again"
+        ));
     }
     Ok(PublishReport {
         revision,

@@ -8,11 +8,13 @@ use crate::repository::{RepoError, Repository};
 use super::build::OldCatalogs;
 use super::PublishError;
 
+/// A repository's current revision, read as the previous one while publishing.
 pub struct OldRevision<'r> {
     repo: &'r Repository,
 }
 
 impl<'r> OldRevision<'r> {
+    /// Reads catalogs of `repo`'s current revision.
     pub fn new(repo: &'r Repository) -> Self {
         OldRevision { repo }
     }

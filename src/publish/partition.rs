@@ -9,6 +9,7 @@ use crate::repository::path::join;
 use super::walk::{Node, NodeKind};
 
 use crate::cvmfs::catalog::schema::MARKER;
+/// File name of the dirtab, read from the root of the source.
 pub const DIRTAB: &[u8] = b".cvmfsdirtab";
 
 /// `.cvmfsdirtab`: one glob per line (`*` and `?` within a path component), paths relative
@@ -40,6 +41,7 @@ fn matches(pattern: &[Vec<u8>], path: &[Vec<u8>]) -> bool {
 }
 
 impl Dirtab {
+    /// Parses dirtab text; blank lines and `#` comments are skipped.
     pub fn parse(text: &[u8]) -> Self {
         let mut d = Dirtab::default();
         for line in text.split(|&b| b == b'\n') {
@@ -68,7 +70,9 @@ impl Dirtab {
 /// subdirectories of at least `min` entries catalogs of their own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AutoCatalogs {
+    /// Subdirectories with fewer entries never get a catalog of their own.
     pub min: u64,
+    /// A catalog with more entries than this is split.
     pub max: u64,
 }
 

@@ -22,7 +22,9 @@ use super::{commit, conform, lock, old, open_current, signing_keys, PublishError
 pub struct RepairReport {
     /// The revision signed, or `None` when every catalog already was as stock writes it.
     pub revision: Option<u64>,
+    /// Catalogs examined.
     pub catalogs: u64,
+    /// Catalogs written anew.
     pub catalogs_rewritten: u64,
     /// Entries whose hard-link group was split per directory.
     pub links_split: u64,
@@ -32,6 +34,7 @@ pub struct RepairReport {
     pub tags_moved: Vec<String>,
     /// Tags that name older revisions, whose catalogs stay as they were.
     pub tags_left: Vec<String>,
+    /// Wall time of the repair.
     pub seconds: f64,
 }
 

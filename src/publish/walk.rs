@@ -14,21 +14,34 @@ use super::PublishError;
 /// Metadata of one source entry, as `lstat` saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Meta {
+    /// Full `st_mode`: file type and permission bits.
     pub mode: u32,
+    /// Owner user id.
     pub uid: u32,
+    /// Owner group id.
     pub gid: u32,
+    /// Size in bytes (for a symlink, the length of its target).
     pub size: u64,
+    /// Modification time, Unix seconds.
     pub mtime: i64,
+    /// Nanosecond part of the modification time.
     pub mtime_ns: u32,
+    /// Status change time, Unix seconds; the publish index uses it to spot changed files.
     pub ctime: i64,
+    /// Nanosecond part of the status change time.
     pub ctime_ns: u32,
+    /// Device number of a character or block device (the catalog stores it as the size).
     pub rdev: u64,
+    /// Device of the filesystem holding the entry; with `ino` it identifies a file.
     pub dev: u64,
+    /// Inode number.
     pub ino: u64,
+    /// Number of hard links to the file.
     pub nlink: u64,
 }
 
 impl Meta {
+    /// Copies the fields of `m` (metadata from `lstat`).
     pub fn of(m: &fs::Metadata) -> Self {
         Meta {
             mode: m.mode(),
@@ -47,30 +60,40 @@ impl Meta {
     }
 }
 
+/// What a [`Node`] is, with what its catalog entry needs.
 #[derive(Debug)]
 pub enum NodeKind {
+    /// A directory and its children, sorted by name.
     Dir(Vec<Node>),
     /// A regular file; the index of its content job.
     File(usize),
+    /// A symbolic link and its target, as raw bytes (never followed).
     Symlink(Vec<u8>),
     /// Fifo, socket, character or block device.
     Special,
 }
 
+/// One entry of the walked source tree.
 #[derive(Debug)]
 pub struct Node {
+    /// Base name as raw bytes (the walk's root starts with an empty name).
     pub name: Vec<u8>,
+    /// Metadata as `lstat` saw it.
     pub meta: Meta,
+    /// Extended attributes (without `security.selinux`); `None` if there are none.
     pub xattrs: Option<Xattrs>,
+    /// What kind of entry it is.
     pub kind: NodeKind,
 }
 
 /// A regular file whose content must be hashed.
 #[derive(Debug, Clone)]
 pub struct FileJob {
+    /// Where the file is on the publishing host.
     pub source: PathBuf,
     /// Path inside the repository.
     pub repo_path: Vec<u8>,
+    /// Its metadata at walk time; reading it checks the file is still so.
     pub meta: Meta,
 }
 
@@ -80,12 +103,16 @@ pub const MAX_DEPTH: usize = 2048;
 /// Extended attributes that describe the publishing host, not the image.
 const SKIPPED_XATTRS: &[&[u8]] = &[b"security.selinux"];
 
+/// Walks a source tree into [`Node`]s, collecting its regular files as [`FileJob`]s.
 pub struct Walker {
+    /// Every regular file found, in walk order; [`NodeKind::File`] holds an index into it.
     pub jobs: Vec<FileJob>,
+    /// Number of entries walked so far, the root included.
     pub entries: u64,
 }
 
 impl Walker {
+    /// A walker that has seen nothing yet.
     pub fn new() -> Self {
         Walker {
             jobs: Vec::new(),

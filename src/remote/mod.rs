@@ -16,14 +16,22 @@ use crate::remote::download::Downloader;
 use crate::repository::source::{ObjectRequest, ObjectSource, SourceError, Verified};
 use crate::repository::{RepoError, Repository, Trust, MANIFEST_PATH, WHITELIST_PATH};
 
+/// A repository behind HTTP as an [`ObjectSource`]: files are fetched by the download
+/// manager, objects are served from the shared cache (downloaded and verified on a miss).
+/// Catalogs it loads stay pinned in the cache for its whole life.
 pub struct RemoteSource {
+    /// The repository's fully qualified name; also names its state in the cache.
     pub fqrn: String,
+    /// The download manager: hosts, proxies, failover and counters.
     pub downloader: Arc<Downloader>,
+    /// The local cache objects are kept in, shared with other repositories.
     pub cache: Arc<Cache>,
     pinned_catalogs: std::sync::Mutex<std::collections::HashSet<crate::cvmfs::hash::ContentHash>>,
 }
 
 impl RemoteSource {
+    /// A source for repository `fqrn` fetching with `downloader` into `cache`; nothing is
+    /// contacted yet.
     pub fn new(fqrn: &str, downloader: Arc<Downloader>, cache: Arc<Cache>) -> Self {
         RemoteSource {
             fqrn: fqrn.to_string(),
@@ -95,19 +103,32 @@ impl ObjectSource for RemoteSource {
     }
 }
 
+/// Why [`open`] could not open a repository behind HTTP.
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
+    /// The repository did not open: e.g. bootstrap files that verify from no host, or cached
+    /// ones (offline) that no longer verify.
     #[error(transparent)]
     Repo(#[from] RepoError),
+    /// The manifest offered is older (by revision or timestamp) than the breadcrumb: a
+    /// replayed old signed manifest, refused.
     #[error("{fqrn}: the servers offer revision {offered} (published {offered_at}), older than revision {seen} already seen; refusing a rollback")]
     Rollback {
+        /// The repository.
         fqrn: String,
+        /// The revision offered.
         offered: u64,
+        /// When the offered revision was published, in Unix seconds.
         offered_at: i64,
+        /// The newest revision accepted before, from the breadcrumb.
         seen: u64,
     },
+    /// No server answered and the cache holds no bootstrap files from an earlier online
+    /// open. Fields: the download error, the fqrn.
     #[error("{fqrn}: no server answered ({0}) and nothing is cached for offline use", fqrn = .1)]
     Unreachable(String, String),
+    /// The repository's state in the cache (`repos/<fqrn>/`: breadcrumb and bootstrap
+    /// files) could not be created or written. Fields: the I/O error, the fqrn.
     #[error("{fqrn}: cache state: {0}", fqrn = .1)]
     State(std::io::Error, String),
 }
@@ -115,7 +136,9 @@ pub enum RemoteError {
 /// Whether the mount is working from fresh or cached bootstrap files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
+    /// The bootstrap files came from a server just now and were saved in the cache.
     Online,
+    /// No server answered: the bootstrap files saved at the last online open were used.
     Offline,
 }
 

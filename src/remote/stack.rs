@@ -16,6 +16,7 @@ use super::{Mode, RemoteError, RemoteSource};
 /// How to reach one repository.
 #[derive(Debug, Clone)]
 pub struct RemoteSpec {
+    /// The repository's fully qualified name; validated, as it becomes a path in the cache.
     pub fqrn: String,
     /// Server URLs in failover order, `;`-separated, `@fqrn@` substituted.
     pub servers: String,
@@ -30,19 +31,42 @@ pub struct RemoteSpec {
 /// Why a repository's fetch stack could not be set up or opened.
 #[derive(Debug, thiserror::Error)]
 pub enum StackError {
+    /// The fqrn is not a valid repository name.
     #[error(transparent)]
     Name(#[from] crate::cvmfs::fqrn::FqrnError),
+    /// The server list does not parse.
     #[error("{fqrn}: servers: {source}")]
-    Servers { fqrn: String, source: ChainError },
+    Servers {
+        /// The repository.
+        fqrn: String,
+        /// What is wrong with the list.
+        source: ChainError,
+    },
+    /// The proxy list does not parse.
     #[error("{fqrn}: proxies: {source}")]
-    Proxies { fqrn: String, source: ChainError },
+    Proxies {
+        /// The repository.
+        fqrn: String,
+        /// What is wrong with the list.
+        source: ChainError,
+    },
+    /// The download manager's runtime threads could not be started.
     #[error("{fqrn}: starting the download manager: {source}")]
     Downloader {
+        /// The repository.
         fqrn: String,
+        /// Why the runtime could not be built.
         source: std::io::Error,
     },
+    /// A trusted master public key file could not be loaded.
     #[error("{fqrn}: trusted keys: {source}")]
-    Keys { fqrn: String, source: KeyError },
+    Keys {
+        /// The repository.
+        fqrn: String,
+        /// Why the key did not load.
+        source: KeyError,
+    },
+    /// Fetching, verifying or accepting the bootstrap files failed.
     #[error(transparent)]
     Open(#[from] RemoteError),
 }
@@ -50,6 +74,7 @@ pub enum StackError {
 /// One repository as a client reaches it: its download manager over the shared cache and
 /// the master keys it trusts.
 pub struct Remote {
+    /// Where its files and objects come from: download manager and shared cache.
     pub source: Arc<RemoteSource>,
     keys: Vec<PathBuf>,
 }
@@ -57,12 +82,17 @@ pub struct Remote {
 /// A repository opened through its [`Remote`]: verified bootstrap files, whether they
 /// came from a server or the cache, and the trust they were verified with.
 pub struct Opened {
+    /// The repository at the revision just accepted.
     pub repo: Repository,
+    /// Whether the bootstrap files came from a server or from the cache (offline mode).
     pub mode: Mode,
+    /// What they were verified with: the master keys as read at this open, and the time.
     pub trust: Trust,
 }
 
 impl Remote {
+    /// Checks `spec` (name, servers, proxies) and starts its download manager over `cache`,
+    /// with `spec.timeout` as connect timeout and low-speed window. Nothing is fetched yet.
     pub fn new(spec: &RemoteSpec, cache: Arc<Cache>) -> Result<Remote, StackError> {
         // The name becomes a path in the cache.
         crate::cvmfs::fqrn::validate(&spec.fqrn)?;
@@ -89,6 +119,7 @@ impl Remote {
         })
     }
 
+    /// The repository's fully qualified name.
     pub fn fqrn(&self) -> &str {
         &self.source.fqrn
     }

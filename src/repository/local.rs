@@ -20,14 +20,18 @@ pub struct LocalStore {
 }
 
 impl LocalStore {
+    /// A store for the repository directory `root` (nothing is created; see
+    /// [`LocalStore::create_layout`]).
     pub fn new(root: impl Into<PathBuf>) -> Self {
         LocalStore { root: root.into() }
     }
 
+    /// The repository directory.
     pub fn root(&self) -> &Path {
         &self.root
     }
 
+    /// The path of `rel`, a path relative to the repository root.
     pub fn path_of(&self, rel: &str) -> PathBuf {
         self.root.join(rel)
     }
@@ -46,6 +50,7 @@ impl LocalStore {
         fs::create_dir_all(&t).ctx("creating", &t)
     }
 
+    /// Whether the object `name` is stored (its file under `data/` exists).
     pub fn contains(&self, name: &ObjectName) -> bool {
         self.path_of(&name.path()).exists()
     }

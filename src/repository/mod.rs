@@ -25,7 +25,9 @@ use crate::cvmfs::object::{ObjectError, ObjectKind, ObjectName};
 use crate::cvmfs::whitelist::{Whitelist, WhitelistError};
 use crate::repository::source::{ObjectRequest, ObjectSource, SourceError, Verified};
 
+/// The signed manifest, relative to the repository root.
 pub const MANIFEST_PATH: &str = ".cvmfspublished";
+/// The master-key-signed whitelist, relative to the repository root.
 pub const WHITELIST_PATH: &str = ".cvmfswhitelist";
 
 /// Upper bounds for objects whose size no signed field states.
@@ -34,38 +36,67 @@ const MAX_HISTORY: u64 = 256 << 20;
 /// A catalog larger than this is refused even if a parent claims it (1 GiB).
 pub const MAX_CATALOG: u64 = 1 << 30;
 
+/// Why a repository could not be opened or read.
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
+    /// A file or object could not be fetched.
     #[error(transparent)]
     Source(#[from] SourceError),
+    /// The manifest is malformed or its signature does not verify.
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    /// The whitelist is malformed, forged, expired, for another repository, or does not
+    /// approve the certificate.
     #[error(transparent)]
     Whitelist(#[from] WhitelistError),
+    /// The repository certificate is malformed.
     #[error("repository certificate: {0}")]
     Certificate(#[from] CertificateError),
+    /// An object failed verification (hash, size, decompression).
     #[error(transparent)]
     Object(#[from] ObjectError),
+    /// A catalog could not be opened or read.
     #[error("{what}: {source}")]
-    Catalog { what: String, source: CatalogError },
+    Catalog {
+        /// Which catalog (`catalog <hash>`).
+        what: String,
+        /// The underlying catalog error.
+        source: CatalogError,
+    },
+    /// The history database could not be read.
     #[error(transparent)]
     History(#[from] HistoryError),
+    /// The manifest names another repository than the one expected.
     #[error("manifest names repository {found:?}, expected {expected:?}")]
-    WrongRepository { expected: String, found: String },
+    WrongRepository {
+        /// The repository name the reader expects.
+        expected: String,
+        /// The name in the manifest.
+        found: String,
+    },
+    /// The manifest names no certificate, so nothing can verify its signature.
     #[error("manifest has no certificate (X) field")]
     NoCertificate,
+    /// No entry at this path in the snapshot.
     #[error("no such file or directory: {0}")]
     NotFound(String),
+    /// A directory was expected at this path.
     #[error("not a directory: {0}")]
     NotADirectory(String),
+    /// A regular file was expected at this path.
     #[error("not a regular file: {0}")]
     NotAFile(String),
+    /// A tag was asked for, but the manifest names no history database.
     #[error("repository has no history database, so it has no tags")]
     NoHistory,
+    /// The history database has no tag of this name.
     #[error("no tag named {0:?} (see `lazyroot tag`)")]
     UnknownTag(String),
+    /// A path with a `..` component or a NUL byte.
     #[error(transparent)]
     BadPath(#[from] path::BadPath),
+    /// Anything else, already described: inconsistent or unsupported content, or a failed
+    /// write of file content.
     #[error("{0}")]
     Invalid(String),
 }
@@ -73,18 +104,23 @@ pub enum RepoError {
 /// What a reader trusts: the master public keys, and the clock for whitelist expiry.
 #[derive(Clone)]
 pub struct Trust {
+    /// Master public keys; the whitelist must be signed by one of them.
     pub master_keys: Vec<RsaPublicKey>,
     /// The repository name expected; `None` takes the manifest's (still checked against
     /// the whitelist, which the master key signed).
     pub fqrn: Option<String>,
+    /// The current time in Unix seconds, against which whitelist expiry is checked.
     pub now: i64,
 }
 
 /// Which revision to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum At {
+    /// The revision the manifest names (the newest published).
     Latest,
+    /// A revision pinned by its root catalog hash.
     RootHash(ContentHash),
+    /// The revision a named tag in the history database points to.
     Tag(String),
 }
 
@@ -139,14 +175,17 @@ impl Repository {
         })
     }
 
+    /// The manifest, verified against the certificate the whitelist approves.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
     }
 
+    /// The whitelist, verified against the trusted master keys.
     pub fn whitelist(&self) -> &Whitelist {
         &self.whitelist
     }
 
+    /// Where the repository's files and objects come from.
     pub fn source(&self) -> &Arc<dyn ObjectSource> {
         &self.source
     }
@@ -179,6 +218,7 @@ impl Repository {
         }
     }
 
+    /// Opens the revision `at`; its root catalog is fetched and verified now.
     pub fn snapshot(&self, at: &At) -> Result<Snapshot<'_>, RepoError> {
         let (root, size) = self.resolve(at)?;
         Snapshot::new(self, root, size)

@@ -1,6 +1,7 @@
 //! Paths inside a repository: "" is the root, everything else is `/a/b` with no empty,
 //! `.` or `..` components, so a path can never name anything outside the tree.
 
+/// A path [`normalize`] refuses; holds it as given (lossily decoded).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("path {0:?} is not a valid path inside a repository (`..` and NUL bytes are refused)")]
 pub struct BadPath(pub String);
@@ -30,6 +31,7 @@ pub fn parent(path: &[u8]) -> &[u8] {
     }
 }
 
+/// `name` (one component) appended to the normalized directory path `dir`.
 pub fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
     let mut p = Vec::with_capacity(dir.len() + 1 + name.len());
     p.extend_from_slice(dir);

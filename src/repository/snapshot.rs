@@ -17,11 +17,14 @@ use super::{RepoError, Repository};
 pub struct Found {
     /// Normalized path ("" for the root).
     pub path: Vec<u8>,
+    /// The entry as its catalog stores it.
     pub entry: Entry,
     /// The catalog that holds the entry.
     pub catalog: ContentHash,
 }
 
+/// One revision of a [`Repository`], named by its root catalog hash; catalogs are loaded
+/// as paths are resolved.
 pub struct Snapshot<'r> {
     repo: &'r Repository,
     root: ContentHash,
@@ -51,10 +54,12 @@ impl<'r> Snapshot<'r> {
         Ok(s)
     }
 
+    /// The root catalog hash that names this revision.
     pub fn root_hash(&self) -> ContentHash {
         self.root
     }
 
+    /// The repository this revision belongs to.
     pub fn repository(&self) -> &'r Repository {
         self.repo
     }
@@ -96,6 +101,7 @@ impl<'r> Snapshot<'r> {
         }))
     }
 
+    /// As [`Snapshot::lookup`], but a missing path is [`RepoError::NotFound`].
     pub fn stat(&self, path: &[u8]) -> Result<Found, RepoError> {
         self.lookup(path)?
             .ok_or_else(|| RepoError::NotFound(shown(path)))
@@ -141,6 +147,8 @@ impl<'r> Snapshot<'r> {
         self.read_found(&found, out)
     }
 
+    /// As [`Snapshot::read_file`], for an entry already looked up: its whole-file object or
+    /// its chunks in order, each verified, are written to `out`. Returns the file size.
     pub fn read_found(&self, found: &Found, out: &mut dyn Write) -> Result<u64, RepoError> {
         let e = &found.entry;
         if e.kind() != EntryKind::File {

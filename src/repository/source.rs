@@ -12,13 +12,17 @@ use crate::cvmfs::object::ObjectName;
 #[derive(Debug, thiserror::Error)]
 #[error("{op} {}: {source}", path.display())]
 pub struct IoError {
+    /// What was being done (`reading`, `opening`, …).
     pub op: &'static str,
+    /// The file it was done to.
     pub path: PathBuf,
+    /// The underlying I/O error.
     #[source]
     pub source: io::Error,
 }
 
 impl IoError {
+    /// An error of `op` on `path`.
     pub fn new(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         IoError {
             op,
@@ -30,6 +34,7 @@ impl IoError {
 
 /// Adds the operation and path to an `io::Result`.
 pub trait IoContext<T> {
+    /// Wraps the error with the operation `op` and the `path` it was done to.
     fn ctx(self, op: &'static str, path: &Path) -> Result<T, IoError>;
 }
 
@@ -42,12 +47,23 @@ impl<T> IoContext<T> for io::Result<T> {
 /// Why a file of the repository could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
+    /// The file does not exist; holds its name and the repository directory looked in.
     #[error("{0} is missing from the repository")]
     NotFound(String),
+    /// The file is larger than the caller allows.
     #[error("{what} is {size} bytes, more than the {limit} allowed")]
-    TooLarge { what: String, size: u64, limit: u64 },
+    TooLarge {
+        /// The file.
+        what: String,
+        /// Its size in bytes.
+        size: u64,
+        /// The allowed maximum in bytes.
+        limit: u64,
+    },
+    /// An I/O error, with the operation and path.
     #[error(transparent)]
     Io(#[from] IoError),
+    /// The object failed verification against its name (hash, size, decompression).
     #[error(transparent)]
     Object(#[from] crate::cvmfs::object::ObjectError),
     /// A remote source's failure (download, cache), already described.
@@ -58,6 +74,7 @@ pub enum SourceError {
 /// What an object read asks for.
 #[derive(Debug, Clone, Copy)]
 pub struct ObjectRequest<'a> {
+    /// The object: its hash and kind, hence its path under `data/`.
     pub name: &'a ObjectName,
     /// The decompressed size the catalog states, if known.
     pub size: Option<u64>,
@@ -73,11 +90,14 @@ pub struct ObjectRequest<'a> {
 /// that what was verified is what is read, whatever happens to the cache's names).
 #[derive(Debug)]
 pub enum Verified {
+    /// The content in memory.
     Bytes(Vec<u8>),
+    /// An open file holding the verified content (a cache's copy).
     File(fs::File),
 }
 
 impl Verified {
+    /// The content in memory, read from the file if need be.
     pub fn into_bytes(self) -> Result<Vec<u8>, SourceError> {
         match self {
             Verified::Bytes(b) => Ok(b),

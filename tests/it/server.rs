@@ -218,6 +218,15 @@ fn discover_reads_the_name_from_the_manifest() {
     assert_eq!(r.dir, t.repo);
     let e = server::discover(t.dir.path()).unwrap_err().to_string();
     assert!(e.contains(".cvmfspublished"), "{e}");
+    // A manifest naming its repository `../x` would be served under a path it escapes;
+    // the name is held to stock's rule before anything is served.
+    let manifest = t.repo.join(".cvmfspublished");
+    let text = std::fs::read(&manifest).unwrap();
+    let renamed = String::from_utf8_lossy(&text).replace(&format!("\nN{FQRN}\n"), "\nN../x\n");
+    assert!(renamed.contains("\nN../x\n"));
+    std::fs::write(&manifest, renamed.as_bytes()).unwrap();
+    let e = server::discover(&t.repo).unwrap_err().to_string();
+    assert!(e.contains("invalid repository name \"../x\""), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

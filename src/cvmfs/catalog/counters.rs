@@ -23,6 +23,7 @@ pub const FIELDS: [&str; 12] = [
     "external_file_size",
 ];
 
+/// Statistics counters by field name (one of [`FIELDS`]); a field not present counts 0.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counters(pub BTreeMap<&'static str, i64>);
 
@@ -57,14 +58,17 @@ impl Counters {
         c
     }
 
+    /// Adds `n` (which may be negative) to `field`.
     pub fn add(&mut self, field: &'static str, n: i64) {
         *self.0.entry(field).or_insert(0) += n;
     }
 
+    /// The value of `field`; 0 if it was never set.
     pub fn get(&self, field: &str) -> i64 {
         self.0.get(field).copied().unwrap_or(0)
     }
 
+    /// Adds each of `other`'s [`FIELDS`] to this one's: sums catalogs into a subtree total.
     pub fn plus(&mut self, other: &Counters) {
         for f in FIELDS {
             self.add(f, other.get(f));

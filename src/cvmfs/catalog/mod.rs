@@ -16,10 +16,13 @@ pub use reader::CatalogDb;
 
 use crate::cvmfs::hash::{ContentHash, PathKey};
 
+/// Why a catalog database cannot be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
+    /// SQLite failed, for instance on bytes that are not a database.
     #[error("catalog database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The database opened but its content breaks the catalog format.
     #[error("catalog is invalid: {0}")]
     Invalid(String),
 }
@@ -29,6 +32,7 @@ pub enum CatalogError {
 pub struct NestedRef {
     /// Mountpoint path inside the repository (`/a/b`).
     pub path: Vec<u8>,
+    /// Content hash of the nested catalog's `C` object.
     pub hash: ContentHash,
     /// Uncompressed size of the nested catalog database.
     pub size: u64,
@@ -40,12 +44,16 @@ pub struct NestedRef {
 pub struct CatalogContent {
     /// Mountpoint of this catalog ("" for the root catalog).
     pub root_prefix: Vec<u8>,
+    /// Every row of this catalog, by path key.
     pub rows: BTreeMap<PathKey, Row>,
+    /// Chunk lists of the chunked files, by path key, in offset order.
     pub chunks: BTreeMap<PathKey, Vec<Chunk>>,
+    /// References to the catalogs nested directly below this one, by mountpoint path.
     pub nested: BTreeMap<Vec<u8>, NestedRef>,
 }
 
 impl CatalogContent {
+    /// An empty catalog mounted at `root_prefix`.
     pub fn new(root_prefix: Vec<u8>) -> Self {
         CatalogContent {
             root_prefix,

@@ -87,6 +87,7 @@ impl CatalogDb {
         )
     }
 
+    /// A property as text (invalid UTF-8 replaced); `None` if the key is absent.
     pub fn property(&self, key: &str) -> Result<Option<String>, CatalogError> {
         Ok(self
             .property_bytes(key)?
@@ -108,6 +109,7 @@ impl CatalogDb {
             .optional()?)
     }
 
+    /// Every property, values cast to text (NULL as the empty string).
     pub fn properties(&self) -> Result<BTreeMap<String, String>, CatalogError> {
         let mut st = self
             .conn
@@ -121,6 +123,7 @@ impl CatalogDb {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The `schema_revision` property; 0 when absent or not a number.
     pub fn schema_revision(&self) -> Result<u32, CatalogError> {
         Ok(self
             .property("schema_revision")?
@@ -134,12 +137,14 @@ impl CatalogDb {
         Ok(self.property_bytes("root_prefix")?.unwrap_or_default())
     }
 
+    /// The `statistics` table as stored: counter name (`self_*`, `subtree_*`) to value.
     pub fn statistics(&self) -> Result<BTreeMap<String, i64>, CatalogError> {
         let mut st = self.conn.prepare("SELECT counter, value FROM statistics")?;
         let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The entry whose path has key `key`, if this catalog holds it.
     pub fn lookup(&self, key: PathKey) -> Result<Option<Entry>, CatalogError> {
         let sql = format!(
             "SELECT {} FROM catalog WHERE md5path_1 = ?1 AND md5path_2 = ?2",
@@ -191,6 +196,8 @@ impl CatalogDb {
         Ok(rows)
     }
 
+    /// The chunks of the file at `key`, by offset. `algo` is the entry's hash algorithm: chunk
+    /// hash blobs do not say which one they are.
     pub fn chunks(&self, key: PathKey, algo: HashAlgo) -> Result<Vec<Chunk>, CatalogError> {
         let mut st = self
             .conn

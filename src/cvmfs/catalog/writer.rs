@@ -11,9 +11,12 @@ use crate::cvmfs::hash::PathKey;
 /// Properties written next to the rows.
 #[derive(Debug, Clone)]
 pub struct CatalogProperties {
+    /// The `revision` property: the repository revision being published.
     pub revision: u64,
+    /// The `last_modified` property, Unix seconds.
     pub last_modified: i64,
-    /// Hex hash of the previous root catalog (root catalog only).
+    /// Hex hash of the catalog this one replaces at the same mountpoint (40 zeros for a new
+    /// nested catalog), as stock records it.
     pub previous_revision: Option<String>,
     /// TTL in seconds (root catalog only).
     pub ttl: Option<u64>,

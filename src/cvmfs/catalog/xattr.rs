@@ -3,22 +3,30 @@
 
 use std::collections::BTreeMap;
 
+/// The extended attributes of one entry: name to value, ordered by name as the blob is.
 pub type Xattrs = BTreeMap<Vec<u8>, Vec<u8>>;
 
 /// Largest key or value the u8 lengths can carry.
 pub const MAX_LEN: usize = 255;
+/// Most attributes the u8 count can carry.
 pub const MAX_COUNT: usize = 255;
 
+/// Why attributes cannot be encoded or a blob cannot be decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum XattrError {
+    /// A name or value is longer than [`MAX_LEN`] bytes, or a name is empty; carries the name.
     #[error("extended attribute {0:?}: name or value longer than 255 bytes, which the catalog format cannot store")]
     TooLong(String),
+    /// More than [`MAX_COUNT`] attributes.
     #[error("more than 255 extended attributes, which the catalog format cannot store")]
     TooMany,
+    /// The blob does not follow the layout; says where it breaks.
     #[error("malformed xattr blob: {0}")]
     Malformed(&'static str),
 }
 
+/// Encodes attributes as a version-1 blob; fails on what the u8 lengths and count cannot hold
+/// and on empty names.
 pub fn encode(attrs: &Xattrs) -> Result<Vec<u8>, XattrError> {
     if attrs.len() > MAX_COUNT {
         return Err(XattrError::TooMany);
@@ -36,6 +44,7 @@ pub fn encode(attrs: &Xattrs) -> Result<Vec<u8>, XattrError> {
     Ok(out)
 }
 
+/// Decodes a version-1 blob; rejects other versions, truncated attributes and trailing bytes.
 pub fn decode(blob: &[u8]) -> Result<Xattrs, XattrError> {
     let (&version, rest) = blob.split_first().ok_or(XattrError::Malformed("empty"))?;
     if version != 1 {

@@ -22,6 +22,7 @@ mod session;
 use ratelimit::{RateLimit, Verdict};
 pub use session::{other_mounts, set_read_ahead, spawn, unmount, MountOptions, READ_AHEAD_KIB};
 
+/// The fuser [`Filesystem`] serving one [`MountedTree`] to the kernel.
 pub struct Fs {
     tree: Arc<MountedTree>,
     /// Whole-file reads go straight from the kernel to the cached object (FUSE passthrough),
@@ -32,6 +33,8 @@ pub struct Fs {
 }
 
 impl Fs {
+    /// Serves `tree`; `passthrough` asks for FUSE passthrough of whole files (dropped at
+    /// init when the kernel lacks it).
     pub fn new(tree: Arc<MountedTree>, passthrough: bool) -> Self {
         Fs {
             tree,

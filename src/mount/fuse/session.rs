@@ -7,12 +7,15 @@ use std::sync::Arc;
 
 use crate::mount::MountedTree;
 
+/// How [`spawn`] mounts a tree (always read-only, with default permission checks).
 pub struct MountOptions {
     /// Shown as the source in mount tables: `lazyroot:<name>`.
     pub name: String,
     /// Let other users (and containers' uids) use the mount.
     pub allow_other: bool,
+    /// Honour set-user-id and set-group-id bits (`suid`, else `nosuid`).
     pub suid: bool,
+    /// Allow device files to be used (`dev`, else `nodev`).
     pub dev: bool,
     /// Whole files read by the kernel straight from the cache (FUSE passthrough).
     pub passthrough: bool,

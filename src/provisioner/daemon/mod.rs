@@ -21,6 +21,8 @@ use super::state::{now, ImageRow, State};
 mod release;
 mod volumes;
 
+/// The provisioner: the images it mounted, their pins and appc store entries, and the CSI
+/// volumes it published, kept in step with the state database under one lock.
 pub struct Provisioner {
     config: Config,
     mounter: Mounter,
@@ -186,6 +188,8 @@ impl Provisioner {
         })
     }
 
+    /// Resolves the requested revision to a root hash, mounts the image (fqrn, path, root
+    /// hash) unless it is mounted, and writes its appc store entry and state row.
     pub fn prepare(&self, req: &api::PrepareImageRequest) -> Result<api::Image, ProvisionError> {
         check_fqrn(&req.fqrn).map_err(ProvisionError::Invalid)?;
         let path = normalize_path(&req.path).map_err(ProvisionError::Invalid)?;
@@ -281,6 +285,8 @@ impl Provisioner {
         }
     }
 
+    /// Pins a prepared image for a container, remounting it if its mount failed at
+    /// recovery. Pinning the same image again is fine; pinning a second one is refused.
     pub fn pin(&self, req: &api::PinRequest) -> Result<api::Pin, ProvisionError> {
         check_container_id(&req.container_id)?;
         let inner = self.inner.lock().expect("provisioner");
@@ -321,6 +327,8 @@ impl Provisioner {
         })
     }
 
+    /// Drops a container's pin, if any; its image's grace time starts now (with no grace
+    /// time, an image left without pins is released at once).
     pub fn unpin(&self, req: &api::UnpinRequest) -> Result<api::UnpinResponse, ProvisionError> {
         check_container_id(&req.container_id)?;
         let mut inner = self.inner.lock().expect("provisioner");
@@ -336,6 +344,8 @@ impl Provisioner {
         })
     }
 
+    /// Drops the pins of every container not in the request (the agent has forgotten them);
+    /// their images are released after the grace time.
     pub fn sync_pins(
         &self,
         req: &api::SyncPinsRequest,
@@ -354,6 +364,7 @@ impl Provisioner {
         Ok(api::SyncPinsResponse { removed })
     }
 
+    /// Every image the state holds, and every pin.
     pub fn list(&self) -> Result<api::ListImagesResponse, ProvisionError> {
         let inner = self.inner.lock().expect("provisioner");
         let images = inner
@@ -379,6 +390,7 @@ impl Provisioner {
         Ok(api::ListImagesResponse { images, pins })
     }
 
+    /// Liveness and counts: images, pins, and live mounts (images and CSI volumes).
     pub fn health(&self) -> Result<api::HealthResponse, ProvisionError> {
         let inner = self.inner.lock().expect("provisioner");
         Ok(api::HealthResponse {

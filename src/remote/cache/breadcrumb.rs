@@ -7,21 +7,27 @@ use std::path::{Path, PathBuf};
 /// The newest revision a client has accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Breadcrumb {
+    /// The manifest's revision number.
     pub revision: u64,
+    /// The manifest's publish time, in Unix seconds.
     pub timestamp: i64,
 }
 
+/// One repository's state in the cache, the directory `repos/<fqrn>/`: its breadcrumb and
+/// the manifest and whitelist of that revision.
 pub struct RepoState {
     dir: PathBuf,
 }
 
 impl RepoState {
+    /// The state of `fqrn` in the cache at `cache_dir`, creating its directory if needed.
     pub fn new(cache_dir: &Path, fqrn: &str) -> std::io::Result<Self> {
         let dir = cache_dir.join("repos").join(fqrn);
         std::fs::create_dir_all(&dir)?;
         Ok(RepoState { dir })
     }
 
+    /// The newest revision accepted so far; `None` if none was recorded (or it is unreadable).
     pub fn breadcrumb(&self) -> Option<Breadcrumb> {
         let text = std::fs::read_to_string(self.dir.join("breadcrumb")).ok()?;
         let mut it = text.split_whitespace();

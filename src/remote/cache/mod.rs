@@ -19,22 +19,42 @@ pub use quota::Kind;
 use crate::cvmfs::hash::ContentHash;
 use crate::remote::download::DownloadError;
 
+/// Why the cache could not be opened or could not hand out an object.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
+    /// [`Cache::open`]: a subdirectory cannot be created, the directory is not writable, or
+    /// the bookkeeping database does not open.
     #[error("cache directory {path}: {why}")]
-    Unusable { path: String, why: String },
+    Unusable {
+        /// The cache directory.
+        path: String,
+        /// What failed.
+        why: String,
+    },
+    /// A filesystem operation on a cache file failed.
     #[error("cache: {op} {path}: {source}")]
     Io {
+        /// What was being done, e.g. `renaming into`.
         op: &'static str,
+        /// The file or directory it was done to.
         path: String,
+        /// The underlying error.
         source: std::io::Error,
     },
+    /// The download failed: every host failed, or the transaction file could not be written.
     #[error(transparent)]
     Download(#[from] DownloadError),
+    /// The SQLite bookkeeping database (`cachedb.sqlite`) failed to record an object.
     #[error("cache bookkeeping: {0}")]
     Db(#[from] rusqlite::Error),
+    /// The downloaded object does not decompress, or not to the size its catalog states.
     #[error("object {name}: {why}")]
-    Object { name: String, why: String },
+    Object {
+        /// The object's hash, in hex.
+        name: String,
+        /// What is wrong with it.
+        why: String,
+    },
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> CacheError + 'a {
@@ -45,6 +65,9 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
     }
 }
 
+/// The local cache of verified, decompressed objects under one directory (`objects/`,
+/// `txn/`, `repos/`, `cachedb.sqlite`), shared by every repository. Safe to use from many
+/// threads; several processes may share the directory.
 pub struct Cache {
     dir: PathBuf,
     /// Soft limit in bytes; `None` = unlimited.
@@ -65,9 +88,11 @@ pub struct Want<'a> {
     pub hash: &'a ContentHash,
     /// The decompressed size its catalog states, if known.
     pub size: Option<u64>,
+    /// Data or a catalog; older catalogs of a mountpoint are evicted before anything else.
     pub kind: &'a Kind,
     /// At most this many decompressed bytes are accepted.
     pub limit: u64,
+    /// Whether it is served zlib-compressed (it is inflated on the way in).
     pub compressed: bool,
 }
 
@@ -112,10 +137,12 @@ impl Cache {
         })
     }
 
+    /// The cache's root directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
+    /// Where object `hash` is, or would be, kept: `objects/<2 hex digits>/<the rest>`.
     pub fn path(&self, hash: &ContentHash) -> PathBuf {
         let hex = hash.to_hex();
         self.dir.join("objects").join(&hex[..2]).join(&hex[2..])
@@ -244,10 +271,13 @@ impl Cache {
         let _ = db.touch_all(&batch);
     }
 
+    /// Keeps `hash` from eviction until a matching [`Cache::unpin`]. Pins are counted and
+    /// held in memory: they protect objects from this process's quota runs only.
     pub fn pin(&self, hash: &ContentHash) {
         *self.pins.lock().expect("pins").entry(*hash).or_insert(0) += 1;
     }
 
+    /// Releases one pin of `hash`; an object that is not pinned is left as it is.
     pub fn unpin(&self, hash: &ContentHash) {
         let mut pins = self.pins.lock().expect("pins");
         if let Some(n) = pins.get_mut(hash) {

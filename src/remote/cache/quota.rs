@@ -7,6 +7,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::cvmfs::hash::ContentHash;
 
+/// The bookkeeping database: every cached object's decompressed size, last use (a sequence
+/// number, not a time) and, for catalogs, repository, mountpoint and whether superseded.
 pub struct Quota {
     conn: Connection,
     seq: i64,
@@ -15,15 +17,20 @@ pub struct Quota {
 /// What an object is to the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
+    /// Anything but a catalog: file contents, chunks.
     Data,
     /// A catalog of repository `fqrn` mounted at `mountpoint`.
     Catalog {
+        /// The repository.
         fqrn: String,
+        /// The catalog's mountpoint in the repository; empty for the root catalog.
         mountpoint: Vec<u8>,
     },
 }
 
 impl Quota {
+    /// Opens (creating) the database at `path`. Writes are not synced: losing the last ones
+    /// costs only a few LRU positions.
     pub fn open(path: &Path) -> rusqlite::Result<Self> {
         let conn = Connection::open(path)?;
         // Bookkeeping, not data: losing the last writes costs a few LRU positions only.
@@ -39,6 +46,8 @@ impl Quota {
         Ok(Quota { conn, seq })
     }
 
+    /// Records object `hash` of `size` bytes (decompressed) as just used. A catalog marks the
+    /// other catalogs of its repository and mountpoint superseded.
     pub fn insert(&mut self, hash: &ContentHash, size: u64, kind: &Kind) -> rusqlite::Result<()> {
         self.seq += 1;
         let (fqrn, mp): (Option<&str>, Option<&[u8]>) = match kind {
@@ -72,6 +81,7 @@ impl Quota {
         tx.commit()
     }
 
+    /// Bytes of all recorded objects.
     pub fn total(&self) -> rusqlite::Result<u64> {
         Ok(self
             .conn
@@ -96,12 +106,14 @@ impl Quota {
         Ok(out)
     }
 
+    /// Forgets object `hash` (its file is removed by the caller).
     pub fn remove(&mut self, hash: &ContentHash) -> rusqlite::Result<()> {
         self.conn
             .execute("DELETE FROM objects WHERE hash = ?1", [hash.to_hex()])?;
         Ok(())
     }
 
+    /// The recorded size of object `hash` in bytes; `None` if it is not recorded.
     pub fn size_of(&self, hash: &ContentHash) -> rusqlite::Result<Option<u64>> {
         self.conn
             .query_row(

@@ -39,6 +39,9 @@ enum Out {
     Raw(Limited),
 }
 
+/// The [`Sink`] a cache download writes into: a transaction file, inflated on the fly for
+/// zlib objects, copied for raw ones; more than `limit` bytes after decompression fail with
+/// `InvalidData` (corrupt content, the server's fault).
 pub struct ObjectSink {
     file: File,
     limit: u64,
@@ -47,6 +50,8 @@ pub struct ObjectSink {
 }
 
 impl ObjectSink {
+    /// A sink into `file` accepting at most `limit` decompressed bytes; `compressed` says
+    /// whether the bytes arriving are a zlib stream to inflate.
     pub fn new(file: File, limit: u64, compressed: bool) -> io::Result<Self> {
         let mut s = ObjectSink {
             file,

@@ -4,14 +4,19 @@
 
 use std::fmt;
 
+/// Why a server or proxy list does not parse.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ChainError {
+    /// A server URL is not plain `http://host[:port]/path`: another scheme, a bad host or
+    /// port, or `..`, `?`, `#` or a space in the path.
     #[error(
         "server URL {0:?} is not of the form http://host[:port]/path (https is not supported)"
     )]
     BadUrl(String),
+    /// A proxy is not `host[:port]`, `http://host[:port]` or `DIRECT`.
     #[error("proxy {0:?} is not host:port, http://host:port or DIRECT")]
     BadProxy(String),
+    /// The server list holds no URL.
     #[error("no server URL given")]
     NoServer,
 }
@@ -19,7 +24,9 @@ pub enum ChainError {
 /// An HTTP endpoint: host and port.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Endpoint {
+    /// Host name or IP address (an IPv6 address without its brackets).
     pub host: String,
+    /// TCP port: 80 for servers, 3128 for proxies unless given.
     pub port: u16,
 }
 
@@ -32,12 +39,14 @@ impl fmt::Display for Endpoint {
 /// A repository's base URL on one server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Host {
+    /// The server to connect to.
     pub endpoint: Endpoint,
     /// Path prefix, e.g. `/cvmfs/images.example.org`, without a trailing slash.
     pub base: String,
 }
 
 impl Host {
+    /// The absolute URL of `rel`, a path relative to the repository base.
     pub fn url(&self, rel: &str) -> String {
         format!("http://{}{}/{}", self.endpoint, self.base, rel)
     }
@@ -52,7 +61,9 @@ impl fmt::Display for Host {
 /// A proxy, or none.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Proxy {
+    /// No proxy: connect to the host itself.
     Direct,
+    /// Through the HTTP proxy at this endpoint.
     Via(Endpoint),
 }
 

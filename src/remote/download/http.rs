@@ -17,9 +17,12 @@ use super::chain::Endpoint;
 /// Timeouts and limits of one transfer.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
+    /// Longest wait for the TCP connection to open.
     pub connect_timeout: Duration,
     /// A transfer that moves fewer than `low_speed_bytes` within `low_speed_time` fails.
     pub low_speed_bytes: u64,
+    /// The window of the low-speed limit. The response head must arrive within the longer
+    /// of this and `connect_timeout`.
     pub low_speed_time: Duration,
 }
 
@@ -37,16 +40,27 @@ impl Default for Limits {
 /// Why a transfer failed; the caller decides between retry, proxy and host failover.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransferError {
+    /// The TCP connection failed or timed out, or the HTTP handshake failed (endpoint, why).
     #[error("cannot connect to {0}: {1}")]
     Connect(String, String),
+    /// The server answered with a status other than 200.
     #[error("HTTP {0}")]
     Status(u16),
+    /// Under the low-speed limit (bytes, window); with 0 bytes: no response head in time.
     #[error("transfer too slow (under {0} bytes in {1:?})")]
     TooSlow(u64, Duration),
+    /// The connection broke, or the request could not be sent.
     #[error("connection failed: {0}")]
     Io(String),
+    /// The body ended before its `Content-Length`.
     #[error("body truncated: {got} of {want} bytes")]
-    Truncated { got: u64, want: u64 },
+    Truncated {
+        /// Bytes received.
+        got: u64,
+        /// Bytes `Content-Length` announced.
+        want: u64,
+    },
+    /// The body is, or announces, more than the request's limit in bytes.
     #[error("larger than the {0} bytes expected")]
     TooLarge(u64),
 }
@@ -62,8 +76,11 @@ impl TransferError {
 /// What the transfer task sends to the waiting caller.
 #[derive(Debug)]
 pub enum Msg {
+    /// The next chunk of the body.
     Data(Bytes),
+    /// The body is complete; nothing follows.
     End,
+    /// The transfer failed; nothing follows.
     Failed(TransferError),
 }
 
@@ -123,9 +140,13 @@ pub struct Get {
     pub via: Endpoint,
     /// Origin-form for a direct request, absolute-form through a proxy.
     pub uri: String,
+    /// The `Host` header: the origin server's `host:port`.
     pub host_header: String,
+    /// Asks proxies to fetch afresh (`Cache-Control: no-cache`), e.g. after a hash mismatch.
     pub no_cache: bool,
+    /// Most body bytes accepted.
     pub limit: u64,
+    /// Connect timeout and low-speed limit.
     pub limits: Limits,
 }
 

@@ -27,7 +27,10 @@ use crate::cvmfs::hash::ContentHash;
 
 /// Where downloaded bytes go. `reset` starts over (a retry after a partial transfer).
 pub trait Sink {
+    /// Discards everything written so far; called before every attempt.
     fn reset(&mut self) -> io::Result<()>;
+    /// Takes the next chunk of the body. `InvalidData` or `InvalidInput` means corrupt
+    /// content (handled like a hash mismatch); any other error is local and ends the fetch.
     fn write(&mut self, data: &[u8]) -> io::Result<()>;
 }
 
@@ -42,26 +45,48 @@ impl Sink for Vec<u8> {
     }
 }
 
+/// Why [`Downloader::fetch`] failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DownloadError {
+    /// Every host, through every proxy group it was tried with, failed.
     #[error("{what}: every server failed: {}", attempts.join("; "))]
-    AllFailed { what: String, attempts: Vec<String> },
+    AllFailed {
+        /// The file asked for, relative to the repository base URL.
+        what: String,
+        /// One message per failed attempt, `host via proxy: why`.
+        attempts: Vec<String>,
+    },
+    /// The sink failed for a local reason (e.g. a full cache disk); no other host is tried.
     #[error("{what}: writing the download: {source}")]
-    Sink { what: String, source: io::Error },
+    Sink {
+        /// The file asked for, relative to the repository base URL.
+        what: String,
+        /// The sink's error.
+        source: io::Error,
+    },
 }
 
+/// How the download manager reaches a repository: hosts, proxies, timeouts and retries.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// Servers in failover order; must not be empty.
     pub hosts: Vec<Host>,
+    /// Proxy groups in failover order; each time a group is tried, one member is picked at
+    /// random. Must not be empty: a lone [`Proxy::Direct`] means no proxy.
     pub proxies: Vec<Vec<Proxy>>,
+    /// Connect timeout and low-speed limit of every transfer.
     pub limits: Limits,
     /// Extra tries of the same host and proxy after a connection-level failure.
     pub retries: u32,
+    /// Wait before the first retry, doubled for each further one (default 200 ms).
     pub backoff_min: Duration,
+    /// Longest wait before a retry (default 2 s).
     pub backoff_max: Duration,
 }
 
 impl Settings {
+    /// Settings for `hosts` and `proxies` with the defaults: [`Limits::default`], one retry,
+    /// backoff from 200 ms up to 2 s.
     pub fn new(hosts: Vec<Host>, proxies: Vec<Vec<Proxy>>) -> Self {
         Settings {
             hosts,
@@ -77,20 +102,30 @@ impl Settings {
 /// Counters, readable at any time (magic xattrs, `info`).
 #[derive(Debug, Default)]
 pub struct Counters {
+    /// HTTP requests sent, retries included.
     pub requests: AtomicU64,
+    /// Body bytes received, as served (before decompression), over all attempts.
     pub bytes: AtomicU64,
+    /// Failed attempts: transfer errors, hash mismatches, corrupt content.
     pub errors: AtomicU64,
+    /// Times a host was given up for the next one, [`Downloader::blame_host`] included.
     pub host_failovers: AtomicU64,
+    /// Times a proxy group was given up for the next one after connection failures.
     pub proxy_failovers: AtomicU64,
 }
 
 /// A snapshot of the counters and the current route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stats {
+    /// HTTP requests sent, retries included.
     pub requests: u64,
+    /// Body bytes received, as served (before decompression).
     pub bytes: u64,
+    /// Failed attempts.
     pub errors: u64,
+    /// The host in use, as its base URL.
     pub host: String,
+    /// The proxy group in use, members joined by `|` (`DIRECT` for none).
     pub proxy: String,
 }
 
@@ -99,11 +134,15 @@ struct Route {
     group: usize,
 }
 
+/// The download manager of one repository: a blocking [`Downloader::fetch`] over a small
+/// async runtime and a keep-alive connection pool. The host and proxy group that last worked
+/// are used first by the next request.
 pub struct Downloader {
     rt: tokio::runtime::Runtime,
     pool: Arc<Pool>,
     settings: Settings,
     route: Mutex<Route>,
+    /// Running totals (magic xattrs, `info`).
     pub counters: Counters,
 }
 
@@ -116,6 +155,8 @@ enum Failure {
 }
 
 impl Downloader {
+    /// Starts the download manager (two runtime threads); no connection is made yet.
+    /// `settings` must have at least one host and one proxy group.
     pub fn new(settings: Settings) -> io::Result<Self> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -131,6 +172,7 @@ impl Downloader {
         })
     }
 
+    /// A snapshot of the counters and of the host and proxy group in use.
     pub fn stats(&self) -> Stats {
         let r = self.route.lock().expect("route");
         Stats {
@@ -238,6 +280,7 @@ impl Downloader {
         self.counters.host_failovers.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// How many hosts there are to fail over between.
     pub fn host_count(&self) -> usize {
         self.settings.hosts.len()
     }

@@ -20,9 +20,13 @@ use crate::repository::{fetch_object, Repository};
 /// What `check` looked at and what it found wrong.
 #[derive(Debug, Default)]
 pub struct CheckReport {
+    /// Catalogs opened (the root catalog and every nested one reached).
     pub catalogs: u64,
+    /// Catalog rows examined, over all catalogs.
     pub entries: u64,
+    /// Distinct file and chunk objects fetched and verified.
     pub objects: u64,
+    /// One line per problem found; empty when the repository is sound.
     pub problems: Vec<String>,
 }
 

@@ -13,6 +13,7 @@ use crate::repository::path::join;
 
 /// What the rules need to know of a catalog besides its rows.
 pub struct CatalogFacts<'a> {
+    /// The catalog's rows, chunk lists, nested references and root prefix.
     pub content: &'a CatalogContent,
     /// SQLite row id of the catalog's own root entry.
     pub root_rowid: Option<i64>,
