@@ -139,7 +139,7 @@ fn fetch(source: &Arc<RemoteSource>, f: &Found) -> Option<std::thread::JoinHandl
         return None;
     }
     let name = ObjectName::new(e.hash?, ObjectKind::File);
-    super::fetch_in_background(source, name, e.size, e.is_compressed())
+    super::files::fetch_in_background(source, name, e.size, e.is_compressed())
 }
 
 /// The regular file at `want` (absolute, inside the image whose root is the repository

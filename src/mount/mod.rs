@@ -5,6 +5,7 @@
 
 pub mod attr;
 mod elf;
+mod files;
 pub mod fuse;
 pub mod inodes;
 mod loader;
@@ -13,8 +14,6 @@ pub mod mountinfo;
 pub mod skeleton;
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -22,28 +21,36 @@ use std::time::{Duration, Instant};
 pub use attr::Attr;
 pub use skeleton::Skeleton;
 
-use crate::cvmfs::catalog::{Chunk, EntryKind};
+use files::Handle;
+
+use crate::cvmfs::catalog::EntryKind;
 use crate::cvmfs::hash::ContentHash;
-use crate::cvmfs::object::{ObjectKind, ObjectName};
 use crate::remote::stack::Opened;
 use crate::remote::{self, Mode, RemoteSource};
-use crate::repository::source::Verified;
 use crate::repository::{Found, RepoError, Repository, Trust};
 
+/// Why a mount operation failed; [`fuse`] maps each variant to one errno.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// The path or inode is not in the mounted revision (or is hidden): ENOENT.
     #[error("no such entry")]
     NotFound,
+    /// A path component, or the directory asked for, is not a directory: ENOTDIR.
     #[error("not a directory")]
     NotADirectory,
+    /// A directory was opened as a file: EISDIR.
     #[error("is a directory")]
     IsADirectory,
+    /// `readlink` on something other than a symlink: EINVAL.
     #[error("not a symlink")]
     NotASymlink,
+    /// The entry has neither a stored nor a magic xattr of that name: ENODATA.
     #[error("no such attribute")]
     NoAttribute,
+    /// The file or directory handle was never opened or already released: EBADF.
     #[error("bad file handle")]
     BadHandle,
+    /// The subtree's base path does not normalize (the message says why): EINVAL.
     #[error("invalid path: {0}")]
     InvalidPath(String),
     /// Anything the network, the cache or the data did wrong: the reader sees EIO.
@@ -67,23 +74,6 @@ pub type Listing = Vec<(Vec<u8>, Attr)>;
 /// How many entries the in-memory entry cache holds (a few MiB).
 const ENTRY_CACHE: usize = 16_384;
 
-/// Where an open file's bytes are.
-#[derive(Clone)]
-enum Handle {
-    Whole { file: Arc<File>, hash: ContentHash },
-    Chunked(Arc<ChunkedFile>),
-}
-
-/// An open chunked file: its chunk list and the chunk being read (sequential reads hit the
-/// same chunk many times in a row; it stays open rather than being looked up each time).
-struct ChunkedFile {
-    chunks: Vec<Chunk>,
-    compressed: bool,
-    current: Mutex<Option<(usize, Arc<File>)>>,
-    /// The chunk a background prefetch was last started for.
-    prefetched: AtomicU64,
-}
-
 /// The current revision: repository and root catalog.
 struct Revision {
     repo: Arc<Repository>,
@@ -91,11 +81,13 @@ struct Revision {
     root_size: u64,
 }
 
+/// One repository revision as a filesystem tree, addressed by inode and handle: everything
+/// a mount does except talking to the kernel. Unpinned trees follow newer revisions.
 pub struct MountedTree {
     source: Arc<RemoteSource>,
     trust: Trust,
     current: RwLock<Revision>,
-    /// `Some` for a mount pinned to a root hash: it never changes.
+    /// Whether the mount is pinned to its root hash (it never changes).
     pinned: bool,
     /// The repository path shown as the mount's root ("" for the whole repository).
     base: Vec<u8>,
@@ -119,9 +111,8 @@ pub struct MountedTree {
 }
 
 impl MountedTree {
-    /// Serves revision `root` (of `root_size` bytes) of `repo`; `pinned` mounts never look
-    /// for newer revisions.
-    /// The tree of revision `root` of a repository opened through `source`.
+    /// The tree of revision `root` (its root catalog of `root_size` bytes) of a repository
+    /// opened through `source`; a `pinned` tree never looks for newer revisions.
     pub fn new(
         source: Arc<RemoteSource>,
         opened: Opened,
@@ -172,6 +163,8 @@ impl MountedTree {
         Ok(self)
     }
 
+    /// Whether the tree is fixed to one root hash (mounted by root hash or tag, never
+    /// refreshed), so the kernel may cache its symlinks and listings for good.
     pub fn is_pinned(&self) -> bool {
         self.pinned
     }
@@ -329,6 +322,8 @@ impl MountedTree {
         }
     }
 
+    /// The attributes of `name` in directory `parent`, catalogs first, then skeleton
+    /// directories; `.`, `..`, names with `/` and hidden entries are not found.
     pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr, ClientError> {
         self.maybe_refresh();
         if name.contains(&b'/') || name == b"." || name == b".." {
@@ -350,6 +345,7 @@ impl MountedTree {
         Ok(self.attr_of(&f))
     }
 
+    /// The attributes of inode `ino`.
     pub fn getattr(&self, ino: u64) -> Result<Attr, ClientError> {
         let f = self.note(self.stat(ino))?;
         Ok(self.attr_of(&f))
@@ -363,6 +359,7 @@ impl MountedTree {
         Ok(fh)
     }
 
+    /// The listing [`opendir`](Self::opendir) took for directory handle `fh`.
     pub fn listing(&self, fh: u64) -> Result<Arc<Listing>, ClientError> {
         self.listings
             .lock()
@@ -372,6 +369,7 @@ impl MountedTree {
             .ok_or(ClientError::BadHandle)
     }
 
+    /// Forgets directory handle `fh` and its listing.
     pub fn releasedir(&self, fh: u64) {
         self.listings.lock().expect("listings").remove(&fh);
     }
@@ -423,6 +421,7 @@ impl MountedTree {
             .collect())
     }
 
+    /// A symlink's target, exactly as stored (no `$(VAR)` expansion).
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>, ClientError> {
         let f = self.note(self.stat(ino))?;
         if f.entry.kind() != EntryKind::Symlink {
@@ -430,198 +429,6 @@ impl MountedTree {
         }
         // Stored as is: `$(VAR)` expansion would make a container's view depend on the host.
         Ok(f.entry.symlink)
-    }
-
-    /// Opens a regular file: a whole-file object is fetched (and verified) now; a chunked
-    /// file's chunks are fetched as reads reach them. Returns a handle.
-    pub fn open(&self, ino: u64) -> Result<u64, ClientError> {
-        let f = self.note(self.stat(ino))?;
-        let e = &f.entry;
-        match e.kind() {
-            EntryKind::Directory => return Err(ClientError::IsADirectory),
-            EntryKind::File => {}
-            _ => return Err(ClientError::Io("not a regular file".into())),
-        }
-        let handle = if e.is_chunked() {
-            let chunks = self.note(self.with_snapshot(|s| Ok(s.chunks(&f)?)))?;
-            Handle::Chunked(Arc::new(ChunkedFile {
-                chunks,
-                compressed: e.is_compressed(),
-                current: Mutex::new(None),
-                prefetched: AtomicU64::new(u64::MAX),
-            }))
-        } else {
-            let hash = match e.hash {
-                Some(h) => h,
-                None if e.size == 0 => {
-                    crate::cvmfs::object::compress_and_hash(e.hash_algo(), b"").1
-                }
-                None => return self.note(Err(ClientError::Io("file without content hash".into()))),
-            };
-            let file = self.note(self.object_file(
-                &ObjectName::new(hash, ObjectKind::File),
-                e.size,
-                e.is_compressed(),
-            ))?;
-            self.source.cache.pin(&hash);
-            let file = Arc::new(file);
-            self.maybe_prefetch_loader(&file, e.size, hash, &f.path);
-            Handle::Whole { file, hash }
-        };
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.handles.lock().expect("handles").insert(fh, handle);
-        Ok(fh)
-    }
-
-    /// A program (an ELF file) was opened: start fetching its interpreter and libraries.
-    fn maybe_prefetch_loader(&self, file: &Arc<File>, size: u64, hash: ContentHash, at: &[u8]) {
-        let mut head = [0u8; 4];
-        if size < 64 || file.read_exact_at(&mut head, 0).is_err() || !elf::is_elf(&head) {
-            return;
-        }
-        let (repo, root, root_size) = {
-            let cur = self.current.read().expect("revision");
-            (cur.repo.clone(), cur.root, cur.root_size)
-        };
-        self.loader.start(loader::Job {
-            program: file.clone(),
-            size,
-            hash,
-            repo,
-            root,
-            root_size,
-            base: self.base.clone(),
-            program_path: at.to_vec(),
-            source: self.source.clone(),
-        });
-    }
-
-    fn object_file(
-        &self,
-        name: &ObjectName,
-        size: u64,
-        compressed: bool,
-    ) -> Result<File, ClientError> {
-        let v = self.with_snapshot(|s| Ok(s.verified(name, size, compressed)?))?;
-        match v {
-            Verified::File(f) => Ok(f),
-            Verified::Bytes(_) => Err(ClientError::Io("object not cached".into())),
-        }
-    }
-
-    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, ClientError> {
-        let mut out = vec![0u8; size as usize];
-        let n = self.read_into(fh, offset, &mut out)?;
-        out.truncate(n);
-        Ok(out)
-    }
-
-    /// Reads into `out` (a buffer the caller reuses: a fresh megabyte per request would be
-    /// mapped, zeroed and unmapped every time); the number of bytes read.
-    pub fn read_into(&self, fh: u64, offset: u64, out: &mut [u8]) -> Result<usize, ClientError> {
-        let handle = self
-            .handles
-            .lock()
-            .expect("handles")
-            .get(&fh)
-            .cloned()
-            .ok_or(ClientError::BadHandle)?;
-        match handle {
-            Handle::Whole { file, .. } => {
-                read_full(&file, out, offset).map_err(|e| ClientError::Io(e.to_string()))
-            }
-            Handle::Chunked(c) => self.note(self.read_chunks(&c, offset, out)),
-        }
-    }
-
-    /// Fills `out` from the chunks covering `[offset, offset + out.len())`.
-    fn read_chunks(
-        &self,
-        cf: &ChunkedFile,
-        offset: u64,
-        out: &mut [u8],
-    ) -> Result<usize, ClientError> {
-        let mut done = 0usize;
-        let start = cf.chunks.partition_point(|c| c.offset + c.size <= offset);
-        for (i, c) in cf.chunks.iter().enumerate().skip(start) {
-            if done == out.len() {
-                break;
-            }
-            let pos = offset + done as u64;
-            if c.offset > pos {
-                break;
-            }
-            let file = self.chunk_file(cf, i)?;
-            let want = ((c.offset + c.size - pos) as usize).min(out.len() - done);
-            let n = read_full(&file, &mut out[done..done + want], pos - c.offset)
-                .map_err(|e| ClientError::Io(e.to_string()))?;
-            done += n;
-            if n < want {
-                break;
-            }
-        }
-        Ok(done)
-    }
-
-    /// The open file of chunk `i`, fetching it if needed; starts fetching chunk `i + 1` in
-    /// the background, so a sequential reader finds it ready instead of waiting a round trip.
-    fn chunk_file(&self, cf: &ChunkedFile, i: usize) -> Result<Arc<File>, ClientError> {
-        if let Some((ci, f)) = cf.current.lock().expect("current chunk").as_ref() {
-            if *ci == i {
-                return Ok(f.clone());
-            }
-        }
-        let c = &cf.chunks[i];
-        let file = Arc::new(self.object_file(
-            &ObjectName::new(c.hash, ObjectKind::Chunk),
-            c.size,
-            cf.compressed,
-        )?);
-        {
-            // The chunk being read is pinned like an open whole file: the quota leaves it
-            // alone until the reader moves on or closes the file.
-            let mut current = cf.current.lock().expect("current chunk");
-            self.source.cache.pin(&c.hash);
-            if let Some((old, _)) = current.replace((i, file.clone())) {
-                self.source.cache.unpin(&cf.chunks[old].hash);
-            }
-        }
-        if let Some(next) = cf.chunks.get(i + 1) {
-            if cf.prefetched.swap(i as u64 + 1, Ordering::Relaxed) != i as u64 + 1 {
-                self.prefetch(
-                    ObjectName::new(next.hash, ObjectKind::Chunk),
-                    next.size,
-                    cf.compressed,
-                );
-            }
-        }
-        Ok(file)
-    }
-
-    /// Fetches an object into the cache in the background (see [`fetch_in_background`]).
-    fn prefetch(&self, name: ObjectName, size: u64, compressed: bool) {
-        fetch_in_background(&self.source, name, size, compressed);
-    }
-
-    /// The cached object behind an open whole file (for kernel passthrough).
-    pub fn whole_file(&self, fh: u64) -> Option<Arc<File>> {
-        match self.handles.lock().expect("handles").get(&fh)? {
-            Handle::Whole { file, .. } => Some(file.clone()),
-            Handle::Chunked(_) => None,
-        }
-    }
-
-    pub fn release(&self, fh: u64) {
-        let handle = self.handles.lock().expect("handles").remove(&fh);
-        match handle {
-            Some(Handle::Whole { hash, .. }) => self.source.cache.unpin(&hash),
-            Some(Handle::Chunked(c)) => {
-                if let Some((i, _)) = c.current.lock().expect("current chunk").take() {
-                    self.source.cache.unpin(&c.chunks[i].hash);
-                }
-            }
-            None => {}
-        }
     }
 
     /// Stored extended attributes, then the magic `user.*` ones CernVM-FS clients offer.
@@ -664,45 +471,4 @@ impl MountedTree {
         });
         r.unwrap_or((0, 0))
     }
-}
-
-fn read_full(file: &File, out: &mut [u8], offset: u64) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < out.len() {
-        match file.read_at(&mut out[n..], offset + n as u64) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
-
-/// Fetches an object into the cache on a short-lived thread, unless it is cached already;
-/// errors are left for the reader that needs the object to meet (and report) again. The
-/// thread, to wait for, if one was started.
-pub(crate) fn fetch_in_background(
-    source: &Arc<RemoteSource>,
-    name: ObjectName,
-    size: u64,
-    compressed: bool,
-) -> Option<std::thread::JoinHandle<()>> {
-    if source.cache.path(&name.hash).exists() {
-        return None;
-    }
-    let source = source.clone();
-    std::thread::Builder::new()
-        .name("lazyroot-prefetch".into())
-        .spawn(move || {
-            let req = crate::repository::source::ObjectRequest {
-                name: &name,
-                size: Some(size),
-                limit: size,
-                compressed,
-                mountpoint: None,
-            };
-            let _ = crate::repository::source::ObjectSource::object(source.as_ref(), &req);
-        })
-        .ok()
 }
