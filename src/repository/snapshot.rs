@@ -138,6 +138,8 @@ impl<'r> Snapshot<'r> {
             .expect("catalog")
             .chunks(PathKey::of(&found.path), found.entry.hash_algo())
             .map_err(Self::cat_err(&found.catalog))?;
+        covers(&chunks, found.entry.size)
+            .map_err(|why| RepoError::Invalid(format!("{}: {why}", shown(&found.path))))?;
         Ok(chunks)
     }
 
@@ -164,28 +166,14 @@ impl<'r> Snapshot<'r> {
             )));
         }
         if e.is_chunked() {
-            let mut expected_offset = 0u64;
+            // `chunks` has checked that they cover the file exactly.
             for c in self.chunks(found)? {
-                if c.offset != expected_offset {
-                    return Err(RepoError::Invalid(format!(
-                        "{}: chunk list has a gap at {expected_offset}",
-                        shown(&found.path)
-                    )));
-                }
                 let data = self.object(
                     ObjectName::new(c.hash, ObjectKind::Chunk),
                     c.size,
                     e.is_compressed(),
                 )?;
                 out.write_all(&data).map_err(io)?;
-                expected_offset += c.size;
-            }
-            if expected_offset != e.size {
-                return Err(RepoError::Invalid(format!(
-                    "{}: chunks cover {expected_offset} of {} bytes",
-                    shown(&found.path),
-                    e.size
-                )));
             }
             return Ok(e.size);
         }
@@ -244,5 +232,64 @@ impl<'r> Snapshot<'r> {
             }
         }
         Ok(())
+    }
+}
+
+/// Whether `chunks` (by offset) cover a file of `size` bytes exactly: from offset 0, each
+/// starting where the previous one ended, none empty, ending at `size`, with no arithmetic
+/// that can overflow. A signed catalog can still say otherwise, and a reader that trusted it
+/// would return short reads or bytes at the wrong place.
+pub fn covers(chunks: &[Chunk], size: u64) -> Result<(), String> {
+    if chunks.is_empty() {
+        return Err("chunked file without chunks".into());
+    }
+    let mut next = 0u64;
+    for c in chunks {
+        if c.offset != next {
+            let what = if c.offset > next { "gap" } else { "overlap" };
+            return Err(format!("chunk list has a {what} at offset {next}"));
+        }
+        if c.size == 0 {
+            return Err(format!("chunk list has an empty chunk at offset {next}"));
+        }
+        next = next
+            .checked_add(c.size)
+            .ok_or_else(|| format!("chunk at offset {next} runs past 2^64 bytes"))?;
+    }
+    if next != size {
+        return Err(format!("chunks cover {next} of {size} bytes"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cvmfs::hash::HashAlgo;
+
+    fn c(offset: u64, size: u64) -> Chunk {
+        Chunk {
+            offset,
+            size,
+            hash: HashAlgo::Sha1.digest(b"x"),
+        }
+    }
+
+    #[test]
+    fn chunk_lists_must_cover_the_file_exactly() {
+        assert_eq!(covers(&[c(0, 4), c(4, 6)], 10), Ok(()));
+        for (list, size, why) in [
+            (vec![], 0, "without chunks"),
+            (vec![c(0, 4), c(5, 5)], 10, "gap at offset 4"),
+            (vec![c(0, 4), c(3, 7)], 10, "overlap at offset 4"),
+            (vec![c(1, 9)], 10, "gap at offset 0"),
+            (vec![c(0, 4), c(4, 0), c(4, 6)], 10, "empty chunk"),
+            (vec![c(0, 4)], 10, "cover 4 of 10"),
+            (vec![c(0, 4), c(4, 6)], 8, "cover 10 of 8"),
+            (vec![c(0, u64::MAX), c(u64::MAX, 2)], 1, "past 2^64"),
+        ] {
+            let e = covers(&list, size).unwrap_err();
+            assert!(e.contains(why), "{e} / {why}");
+        }
     }
 }

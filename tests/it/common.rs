@@ -333,3 +333,44 @@ pub fn assert_stock_rows_at(repo: &Path) {
         }
     }
 }
+
+/// Signs a hostile but valid next revision: the current root catalog with `sql` applied to
+/// it (a single-catalog repository), stored, listed in the manifest and signed with the
+/// repository's own keys, as a compromised or buggy publisher would.
+pub fn resign_root_catalog_with(repo: &TestRepo, sql: &str) {
+    use lazyroot::cvmfs::catalog::NestedRef;
+    use lazyroot::cvmfs::keys::SigningKeys;
+    use lazyroot::cvmfs::object::ObjectKind;
+    let r = repo.open();
+    let m = r.manifest().clone();
+    let bytes = r
+        .catalog_bytes(&m.root_catalog, m.root_catalog_size)
+        .unwrap();
+    let conn = lazyroot::cvmfs::sqlite::from_bytes(&bytes, false).unwrap();
+    conn.execute_batch(sql).unwrap();
+    let bytes = lazyroot::cvmfs::sqlite::to_bytes(&conn).unwrap();
+    let store = LocalStore::new(&repo.repo);
+    let name = store
+        .put(ObjectKind::Catalog, m.hash_algo(), &bytes)
+        .unwrap();
+    let keys = SigningKeys::load(&KeyPaths::new(&repo.keys, &repo.fqrn)).unwrap();
+    publish::commit::commit(publish::commit::CommitInput {
+        store: &store,
+        keys: &keys,
+        fqrn: &repo.fqrn,
+        algo: m.hash_algo(),
+        root: &NestedRef {
+            path: Vec::new(),
+            hash: name.hash,
+            size: bytes.len() as u64,
+        },
+        revision: m.revision + 1,
+        now: m.timestamp + 1,
+        ttl: m.ttl,
+        old_manifest: Some(&m),
+        history: r.history().unwrap(),
+        tags: Vec::new(),
+        move_trunk: true,
+    })
+    .unwrap();
+}

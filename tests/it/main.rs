@@ -9,6 +9,7 @@ mod examples;
 mod faults;
 mod faulty;
 mod fixture;
+mod hostile;
 mod incremental;
 mod loader;
 mod mount;

@@ -212,17 +212,19 @@ impl CatalogDb {
         let mut out = Vec::new();
         for row in rows {
             let (offset, size, blob) = row?;
+            // Offsets and sizes become file positions: a negative one is never cast.
+            let (Ok(offset), Ok(size)) = (u64::try_from(offset), u64::try_from(size)) else {
+                return Err(CatalogError::Invalid(format!(
+                    "chunk at offset {offset} has a negative offset or size ({size})"
+                )));
+            };
             let hash = ContentHash::from_blob(algo, &blob)
                 .ok()
                 .flatten()
                 .ok_or_else(|| {
                     CatalogError::Invalid(format!("chunk at offset {offset} has no valid hash"))
                 })?;
-            out.push(Chunk {
-                offset: offset as u64,
-                size: size as u64,
-                hash,
-            });
+            out.push(Chunk { offset, size, hash });
         }
         Ok(out)
     }
