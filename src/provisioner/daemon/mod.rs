@@ -261,9 +261,18 @@ impl Provisioner {
         let mp = self.mountpoint(key);
         // A dead mount left by a crash.
         let _ = crate::mount::fuse::unmount(&mp, true);
-        let result = self
-            .mounter
-            .mount(&key.fqrn, &key.path, at, &mp, Skeleton::mesos_rootfs());
+        // A panic while mounting must not leave other prepares of this image waiting on
+        // `mounting` for good: it is this prepare's error, and they are woken as for any other.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.mounter
+                .mount(&key.fqrn, &key.path, at, &mp, Skeleton::mesos_rootfs())
+        }))
+        .unwrap_or_else(|_| {
+            Err(ProvisionError::Internal(format!(
+                "mounting {} panicked",
+                mp.display()
+            )))
+        });
         let mut inner = self.inner.lock().expect("provisioner");
         inner.mounting.remove(&id);
         self.mounted.notify_all();

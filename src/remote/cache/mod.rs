@@ -186,7 +186,17 @@ impl Cache {
                 }
                 // The other download failed: try ourselves.
             }
-            let result = self.download(want, fetch, &path);
+            // A panic in a download must not leave the waiters below waiting for good: it
+            // becomes this download's error, and they are told as for any other failure.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.download(want, fetch, &path)
+            }))
+            .unwrap_or_else(|_| {
+                Err(CacheError::Object {
+                    name: hash.to_hex(),
+                    why: "the download panicked".into(),
+                })
+            });
             if mine {
                 self.inflight.lock().expect("inflight").remove(hash);
                 *flag.0.lock().expect("inflight flag") = true;
@@ -427,6 +437,53 @@ mod tests {
         assert!(cache.path(&h("pinned")).exists(), "pinned objects stay");
         assert!(cache.used() <= 2000);
         cache.unpin(&h("pinned"));
+    }
+
+    /// A download that panics fails its own request and wakes every waiter, which then
+    /// fetches for itself: nobody waits for good. (Bounded: a waiter left behind is a
+    /// timeout here, not a hung test.)
+    #[test]
+    fn a_panicking_download_leaves_no_waiter_behind() {
+        use std::sync::mpsc;
+        let d = tempfile::tempdir().unwrap();
+        let cache = Arc::new(Cache::open(d.path(), None).unwrap());
+        let h = HashAlgo::Sha1.digest(b"panics once");
+        let (started_tx, started_rx) = mpsc::channel::<()>();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let first = {
+            let cache = cache.clone();
+            std::thread::spawn(move || {
+                let fetch = |_: &mut sink::ObjectSink| -> Result<u64, DownloadError> {
+                    started_tx.send(()).unwrap();
+                    // Held until the second caller waits on this download, then a bug.
+                    go_rx.recv().unwrap();
+                    panic!("a bug in a download");
+                };
+                let kind = Kind::Data;
+                cache.get(&want(&h, Some(7), &kind, 7), &fetch).map(|_| ())
+            })
+        };
+        started_rx.recv().unwrap();
+        let (done_tx, done_rx) = mpsc::channel();
+        {
+            let cache = cache.clone();
+            std::thread::spawn(move || {
+                let calls = AtomicUsize::new(0);
+                let fetch = fetcher(b"content", &calls);
+                let kind = Kind::Data;
+                let r = cache.get(&want(&h, Some(7), &kind, 7), &fetch).map(|_| ());
+                let _ = done_tx.send(r.map_err(|e| e.to_string()));
+            });
+        }
+        // Let the second caller reach the wait on the first download.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        go_tx.send(()).unwrap();
+        let e = first.join().expect("the panic is caught").unwrap_err();
+        assert!(e.to_string().contains("panicked"), "{e}");
+        done_rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the waiter was left waiting")
+            .expect("the waiter fetched for itself");
     }
 
     #[test]
