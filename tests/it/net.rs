@@ -93,16 +93,18 @@ pub struct Nginx {
 }
 
 impl Nginx {
-    /// Serves the repository directory `repo` at `/cvmfs/<fqrn>/`.
+    /// Serves the repository directory `repo` at `/cvmfs/<fqrn>/`, with the README's rule
+    /// that keeps publisher-private files (`.lazyroot/`, `data/txn/`) from readers.
     pub fn start(fqrn: &str, repo: &Path) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
+        let deny = readme_nginx_deny_rule();
         let conf = format!(
             "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;
              events {{ worker_connections 256; }}
              http {{ access_log {d}/access.log; client_body_temp_path {d}; proxy_temp_path {d};
                fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};
-               server {{ listen 127.0.0.1:{port}; location /cvmfs/{fqrn}/ {{ alias {r}/; }} }} }}",
+               server {{ listen 127.0.0.1:{port}; {deny} location /cvmfs/{fqrn}/ {{ alias {r}/; }} }} }}",
             d = dir.path().display(),
             r = repo.display()
         );
@@ -123,6 +125,30 @@ impl Nginx {
     pub fn url(&self, fqrn: &str) -> String {
         format!("http://127.0.0.1:{}/cvmfs/{fqrn}", self.port)
     }
+}
+
+/// The nginx rule the README gives for serving a repository directory: the one line of its
+/// `nginx` block that starts with `location ~`. Tests use exactly what operators are told.
+pub fn readme_nginx_deny_rule() -> String {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    readme
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("location ~ ") && l.contains(".lazyroot"))
+        .expect("the README gives the nginx rule that hides .lazyroot/ and data/txn/")
+        .to_string()
+}
+
+/// The status code of a plain `GET target` on 127.0.0.1:`port` (bounded in time).
+pub fn get_status(port: u16, target: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {target} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).unwrap();
+    std::str::from_utf8(&head[9..12]).unwrap().parse().unwrap()
 }
 
 impl Drop for Nginx {

@@ -18,6 +18,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::common::{noise, write, TestRepo, FQRN};
+use crate::net::Nginx;
 
 /// Every network step of these tests finishes well within this, or the test fails.
 const STEP: Duration = Duration::from_secs(10);
@@ -551,4 +552,31 @@ fn serve_command_without_repositories_fails() {
     let o = crate::common::lazyroot(&["serve", "--listen", "127.0.0.1:0"]);
     assert!(!o.status.success());
     assert!(crate::common::stderr(&o).contains("nothing to serve"));
+}
+
+/// nginx with the README's rule serves a repository and none of the publisher's files:
+/// not the publish index (source paths, inode numbers, hashes), not objects being written.
+#[test]
+fn nginx_with_the_readme_rule_keeps_publisher_files_back() {
+    let t = published(false);
+    // nginx workers run as www-data: the tree must be readable by others.
+    for dir in [t.dir.path(), t.repo.as_path()] {
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let index = t.repo.join(".lazyroot/publish-index.sqlite");
+    assert!(index.exists(), "the publish made its index");
+    std::fs::write(t.repo.join("data/txn/pending.tmp"), b"half written").unwrap();
+    let nginx = Nginx::start(FQRN, &t.repo);
+    let at = |rel: &str| crate::net::get_status(nginx.port, &format!("/cvmfs/{FQRN}/{rel}"));
+    assert_eq!(at(".cvmfspublished"), 200);
+    assert_eq!(at(".cvmfswhitelist"), 200);
+    for hidden in [
+        ".lazyroot/publish-index.sqlite",
+        ".lazyroot/",
+        "data/txn/pending.tmp",
+        "data/txn/publish.lock",
+        "data/txn/",
+    ] {
+        assert_eq!(at(hidden), 404, "{hidden}");
+    }
 }
