@@ -21,6 +21,8 @@ pub enum Fault {
     None,
     /// The file with its middle byte flipped.
     FlipByte,
+    /// The file with 64 bytes of garbage after its end (Content-Length counting them).
+    AppendGarbage,
     /// This status and a short text body, on a connection kept alive.
     Status(u16),
     /// The full Content-Length, half the body, then the connection closed.
@@ -181,6 +183,10 @@ fn serve(mut s: TcpStream, sh: &Shared) {
                 if let Some(b) = body.get_mut(mid) {
                     *b ^= 0x01;
                 }
+                respond(&mut s, 200, &body).is_ok()
+            }
+            Fault::AppendGarbage => {
+                body.extend_from_slice(&[0x5a; 64]);
                 respond(&mut s, 200, &body).is_ok()
             }
             Fault::Status(code) => respond(&mut s, code, b"injected fault\n").is_ok(),

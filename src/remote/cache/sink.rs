@@ -99,7 +99,15 @@ impl Sink for ObjectSink {
 
     fn write(&mut self, data: &[u8]) -> io::Result<()> {
         match self.out.as_mut().expect("sink in use") {
-            Out::Inflate(d) => d.write_all(data),
+            // The decoder takes nothing after the end of the zlib stream (`WriteZero`):
+            // bytes there are the server's corruption, not a local failure.
+            Out::Inflate(d) => d.write_all(data).map_err(|e| match e.kind() {
+                io::ErrorKind::WriteZero => io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "bytes after the end of the object's zlib stream",
+                ),
+                _ => e,
+            }),
             Out::Raw(l) => l.write_all(data),
         }
     }

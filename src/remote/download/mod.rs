@@ -238,13 +238,31 @@ impl Downloader {
                                 no_cache = true;
                                 continue;
                             }
-                            break 'groups; // the host serves wrong bytes
+                            // Still wrong past the caches: a proxy that corrupts gives way
+                            // to the next proxy group (DIRECT too); without one, the host
+                            // itself serves wrong bytes.
+                            if proxy == Proxy::Direct {
+                                break 'groups;
+                            }
+                            self.counters
+                                .proxy_failovers
+                                .fetch_add(1, Ordering::Relaxed);
+                            continue 'groups;
                         }
                         Err(Failure::Transfer(e)) => {
                             self.counters.errors.fetch_add(1, Ordering::Relaxed);
                             attempts.push(format!("{host} via {proxy}: {e}"));
                             if !e.is_connection_level() {
-                                break 'groups; // the host answered: 404, 5xx
+                                // An error status (404, 5xx): the host's answer when direct;
+                                // through a proxy, the proxy's as likely, so the next proxy
+                                // group (DIRECT too) is asked before the next host.
+                                if proxy == Proxy::Direct {
+                                    break 'groups;
+                                }
+                                self.counters
+                                    .proxy_failovers
+                                    .fetch_add(1, Ordering::Relaxed);
+                                continue 'groups;
                             }
                             if tries < self.settings.retries {
                                 let backoff = (self.settings.backoff_min * 2u32.pow(tries))

@@ -297,6 +297,58 @@ fn flipped_byte_in_a_file_is_eio_and_a_healthy_second_server_is_used() {
     assert!(bad.faulted() > before, "the faulty server was asked first");
 }
 
+/// Garbage after the end of an object's zlib stream is the server's fault, like a flipped
+/// byte: the next server is asked, never EIO while a healthy one is configured.
+#[test]
+fn garbage_after_an_object_fails_over_to_a_healthy_server() {
+    let fx = fixture();
+    let d = fx.dir();
+    let obj = fx.file_object(BIG);
+    let bad = Faulty::start(&fx.repo.repo, FQRN);
+    bad.set_for(Fault::AppendGarbage, &obj);
+    let good = Server::start(&[&fx.repo.repo]);
+    let servers = format!("{};{}", bad.url(), good.url(FQRN));
+    let m = fx
+        .mount(&servers, &d.join("cache"), &d.join("mnt"), &[])
+        .unwrap();
+    let got = read_mounted(m.dir.join(BIG))
+        .unwrap_or_else(|e| panic!("garbage on the first server, healthy second: {e}"));
+    assert_bytes(&got, &fx.big, "with a healthy second server");
+    assert!(bad.faulted() >= 1, "the faulty server was asked first");
+}
+
+/// A proxy that answers with an error status (500, 404) is the proxy's failure as much as
+/// the server's: `proxy;DIRECT` goes on to DIRECT, and a proxy serving corrupt bytes too.
+#[test]
+fn a_proxy_answering_errors_or_wrong_bytes_fails_over_to_direct() {
+    let fx = fixture();
+    let d = fx.dir();
+    let obj = fx.file_object(BIG);
+    let server = Server::start(&[&fx.repo.repo]);
+    for (i, fault) in [Fault::Status(500), Fault::Status(404), Fault::FlipByte]
+        .into_iter()
+        .enumerate()
+    {
+        let proxy = Faulty::start(&fx.repo.repo, FQRN);
+        let shown = format!("{fault:?}");
+        proxy.set_for(fault, &obj);
+        let chain = format!("http://{};DIRECT", proxy.addr);
+        let m = fx
+            .mount(
+                &server.url(FQRN),
+                &d.join(format!("cache{i}")),
+                &d.join(format!("mnt{i}")),
+                &["--proxy", &chain],
+            )
+            .unwrap();
+        let got = read_mounted(m.dir.join(BIG))
+            .unwrap_or_else(|e| panic!("proxy answering {shown}: DIRECT was not tried: {e}"));
+        assert_bytes(&got, &fx.big, &shown);
+        assert!(proxy.faulted() >= 1, "{shown}: the proxy was asked first");
+        assert!(m.stop().success());
+    }
+}
+
 // --- b. A corrupt nested catalog -------------------------------------------------------
 
 #[test]
