@@ -60,6 +60,13 @@ pub struct MountArgs {
     /// Connect timeout and low-speed window in seconds.
     #[arg(long, default_value_t = 5)]
     pub timeout: u64,
+    /// Low-speed limit in bytes per second, averaged over --timeout: a slower server or
+    /// proxy is left for the next one (CernVM-FS's default; 0: no limit).
+    #[arg(long, default_value_t = 1024)]
+    pub low_speed_limit: u64,
+    /// The longest one attempt at one object may take, in seconds.
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub deadline: u64,
 }
 
 /// Blocks SIGINT and SIGTERM in this thread and every thread started after it, so they are
@@ -93,6 +100,8 @@ pub fn mount(a: MountArgs) -> anyhow::Result<ExitCode> {
         proxies: a.proxy.clone(),
         keys: a.keys.clone(),
         timeout: Duration::from_secs(a.timeout),
+        low_speed_limit: a.low_speed_limit,
+        deadline: Duration::from_secs(a.deadline),
     };
     let remote = Remote::new(&spec, cache)?;
     let opened = remote

@@ -76,6 +76,13 @@ pub struct Config {
     /// Connect timeout and low-speed window for downloads, in seconds.
     #[serde(default = "defaults::timeout_secs")]
     pub timeout_secs: u64,
+    /// The low-speed limit in bytes per second: a download slower than this on average over
+    /// `timeout_secs` moves to the next proxy or server (CernVM-FS's default, 1024).
+    #[serde(default = "defaults::low_speed_limit")]
+    pub low_speed_limit: u64,
+    /// The longest one attempt at one object may take, in seconds.
+    #[serde(default = "defaults::deadline_secs")]
+    pub deadline_secs: u64,
 }
 
 fn direct() -> String {
@@ -110,6 +117,12 @@ mod defaults {
     }
     pub fn timeout_secs() -> u64 {
         5
+    }
+    pub fn low_speed_limit() -> u64 {
+        1024
+    }
+    pub fn deadline_secs() -> u64 {
+        600
     }
 }
 
@@ -164,6 +177,9 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
+        if self.deadline_secs == 0 {
+            return Err("deadline_secs must be at least 1".into());
+        }
         if self.repositories.is_empty() {
             return Err("no repositories configured".into());
         }

@@ -72,6 +72,8 @@ impl Mounter {
                 proxies: r.proxies.clone(),
                 keys: r.keys.clone(),
                 timeout: Duration::from_secs(config.timeout_secs),
+                low_speed_limit: config.low_speed_limit,
+                deadline: Duration::from_secs(config.deadline_secs),
             };
             let remote = Remote::new(&spec, cache.clone()).map_err(|e| match e {
                 StackError::Downloader { .. } => ProvisionError::Internal(e.to_string()),

@@ -26,6 +26,10 @@ pub struct RemoteSpec {
     pub keys: Vec<PathBuf>,
     /// Connect timeout, and the window of the low-speed limit.
     pub timeout: Duration,
+    /// The low-speed limit in bytes per second (averaged over `timeout`).
+    pub low_speed_limit: u64,
+    /// The longest one attempt at one object may take.
+    pub deadline: Duration,
 }
 
 /// Why a repository's fetch stack could not be set up or opened.
@@ -109,6 +113,8 @@ impl Remote {
         let mut settings = Settings::new(hosts, proxies);
         settings.limits.connect_timeout = spec.timeout;
         settings.limits.low_speed_time = spec.timeout;
+        settings.limits.low_speed_limit = spec.low_speed_limit;
+        settings.limits.deadline = spec.deadline;
         let downloader = Downloader::new(settings).map_err(|source| StackError::Downloader {
             fqrn: fqrn(),
             source,

@@ -29,6 +29,8 @@ pub enum Fault {
     Truncate,
     /// The body at about 200 bytes/s.
     Slow,
+    /// The body at this many bytes per second (in pieces ten times a second).
+    Drip(u32),
     /// The request is read and never answered (until the client gives up).
     Hang,
     /// The headers (with the full Content-Length), then the connection closed.
@@ -202,6 +204,18 @@ fn serve(mut s: TcpStream, sh: &Shared) {
             Fault::Slow => {
                 let mut ok = s.write_all(head_of(200, body.len()).as_bytes()).is_ok();
                 for piece in body.chunks(20) {
+                    if !ok || sh.stop.load(Ordering::SeqCst) {
+                        ok = false;
+                        break;
+                    }
+                    ok = s.write_all(piece).is_ok();
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                ok
+            }
+            Fault::Drip(rate) => {
+                let mut ok = s.write_all(head_of(200, body.len()).as_bytes()).is_ok();
+                for piece in body.chunks((rate as usize / 10).max(1)) {
                     if !ok || sh.stop.load(Ordering::SeqCst) {
                         ok = false;
                         break;

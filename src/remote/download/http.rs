@@ -19,21 +19,36 @@ use super::chain::Endpoint;
 pub struct Limits {
     /// Longest wait for the TCP connection to open.
     pub connect_timeout: Duration,
-    /// A transfer that moves fewer than `low_speed_bytes` within `low_speed_time` fails.
-    pub low_speed_bytes: u64,
+    /// The low-speed limit in bytes per second: a transfer whose average over any
+    /// `low_speed_time` window falls below it fails (CernVM-FS's `CVMFS_LOW_SPEED_LIMIT`).
+    pub low_speed_limit: u64,
     /// The window of the low-speed limit. The response head must arrive within the longer
     /// of this and `connect_timeout`.
     pub low_speed_time: Duration,
+    /// The longest one attempt at one object may take, however fast it moves: a server
+    /// just above the low-speed limit must not keep a reader for hours.
+    pub deadline: Duration,
 }
 
 impl Default for Limits {
-    /// As CernVM-FS: 5 s to connect, slower than 1 kB/s over the timeout counts as dead.
+    /// As CernVM-FS: 5 s to connect, slower than 1024 bytes/s over the 5 s timeout counts
+    /// as dead; and at most 10 minutes for one attempt at one object (CernVM-FS has no such
+    /// bound; objects are at most a 16 MiB chunk, or a catalog, in practice).
     fn default() -> Self {
         Limits {
             connect_timeout: Duration::from_secs(5),
-            low_speed_bytes: 1024,
+            low_speed_limit: 1024,
             low_speed_time: Duration::from_secs(5),
+            deadline: Duration::from_secs(600),
         }
+    }
+}
+
+impl Limits {
+    /// The bytes a window of `low_speed_time` must carry.
+    fn window_minimum(&self) -> u64 {
+        let per_ms = self.low_speed_limit as u128 * self.low_speed_time.as_millis();
+        u64::try_from(per_ms / 1000).unwrap_or(u64::MAX)
     }
 }
 
@@ -46,9 +61,13 @@ pub enum TransferError {
     /// The server answered with a status other than 200.
     #[error("HTTP {0}")]
     Status(u16),
-    /// Under the low-speed limit (bytes, window); with 0 bytes: no response head in time.
-    #[error("transfer too slow (under {0} bytes in {1:?})")]
+    /// Under the low-speed limit (bytes per second, window); with 0: no response head in
+    /// time.
+    #[error("transfer too slow (under {0} bytes/s over {1:?})")]
     TooSlow(u64, Duration),
+    /// One attempt took longer than the per-object deadline.
+    #[error("transfer took longer than the {0:?} allowed for one object")]
+    Deadline(Duration),
     /// The connection broke, or the request could not be sent.
     #[error("connection failed: {0}")]
     Io(String),
@@ -152,7 +171,12 @@ pub struct Get {
 
 /// Performs the GET and streams the body into `tx`; failures are sent too.
 pub async fn get(pool: &Pool, g: Get, tx: mpsc::Sender<Msg>) {
-    if let Err(e) = transfer(pool, &g, &tx).await {
+    let deadline = g.limits.deadline;
+    let result = match tokio::time::timeout(deadline, transfer(pool, &g, &tx)).await {
+        Ok(r) => r,
+        Err(_) => Err(TransferError::Deadline(deadline)),
+    };
+    if let Err(e) = result {
         let _ = tx.send(Msg::Failed(e)).await;
     }
 }
@@ -210,14 +234,14 @@ async fn transfer(pool: &Pool, g: &Get, tx: &mpsc::Sender<Msg>) -> Result<(), Tr
         let left = limits.low_speed_time.saturating_sub(window_start.elapsed());
         let frame = match tokio::time::timeout(left, body.frame()).await {
             // The window ended while waiting: slow only if it carried too little.
-            Err(_) if window_bytes >= limits.low_speed_bytes => {
+            Err(_) if window_bytes >= limits.window_minimum() => {
                 window_start = Instant::now();
                 window_bytes = 0;
                 continue;
             }
             Err(_) => {
                 return Err(TransferError::TooSlow(
-                    limits.low_speed_bytes,
+                    limits.low_speed_limit,
                     limits.low_speed_time,
                 ))
             }
@@ -236,9 +260,9 @@ async fn transfer(pool: &Pool, g: &Get, tx: &mpsc::Sender<Msg>) -> Result<(), Tr
             }
         }
         if window_start.elapsed() >= limits.low_speed_time {
-            if window_bytes < limits.low_speed_bytes {
+            if window_bytes < limits.window_minimum() {
                 return Err(TransferError::TooSlow(
-                    limits.low_speed_bytes,
+                    limits.low_speed_limit,
                     limits.low_speed_time,
                 ));
             }

@@ -524,6 +524,58 @@ fn slower_than_the_low_speed_limit_fails_over() {
     transfer_fault(Fault::Slow, 2, &["too slow"]);
 }
 
+/// The low-speed limit is a rate (CernVM-FS's 1024 bytes/s, averaged over the window, here
+/// the fixture's 2 s): a server at 800 bytes/s is too slow and a healthy second server
+/// serves the file. (It was 1024 bytes per window, 512 bytes/s here and 205 with the 5 s
+/// default, and the 800 B/s server was never left.) Bounded: a read still waiting after
+/// 60 s fails the test.
+#[test]
+fn a_server_under_the_low_speed_rate_is_left_for_a_healthy_one() {
+    let fx = fixture();
+    let d = fx.dir();
+    let slow = Faulty::start(&fx.repo.repo, FQRN);
+    slow.set_for(Fault::Drip(800), &fx.file_object(BIG));
+    let good = Server::start(&[&fx.repo.repo]);
+    let servers = format!("{};{}", slow.url(), good.url(FQRN));
+    let m = fx
+        .mount(&servers, &d.join("cache"), &d.join("mnt"), &[])
+        .unwrap();
+    let got = bounded(60, "reading from an 800 B/s server", {
+        let p = m.dir.join(BIG);
+        move || read_mounted(p).map_err(|e| e.to_string())
+    })
+    .unwrap_or_else(|e| panic!("an 800 B/s server with a healthy second one: {e}"));
+    assert_bytes(&got, &fx.big, "from the healthy server");
+    assert!(slow.faulted() >= 1, "the slow server was asked first");
+}
+
+/// However fast a transfer moves, one attempt at one object ends at the deadline: a server
+/// above the low-speed limit that would take minutes for an object is left.
+#[test]
+fn the_per_object_deadline_ends_a_transfer_that_moves_but_takes_too_long() {
+    let fx = fixture();
+    let d = fx.dir();
+    let slow = Faulty::start(&fx.repo.repo, FQRN);
+    slow.set_for(Fault::Drip(4096), &fx.file_object(BIG));
+    let good = Server::start(&[&fx.repo.repo]);
+    let servers = format!("{};{}", slow.url(), good.url(FQRN));
+    let m = fx
+        .mount(
+            &servers,
+            &d.join("cache"),
+            &d.join("mnt"),
+            &["--deadline", "2"],
+        )
+        .unwrap();
+    let got = bounded(60, "reading past the deadline", {
+        let p = m.dir.join(BIG);
+        move || read_mounted(p).map_err(|e| e.to_string())
+    })
+    .unwrap_or_else(|e| panic!("a 4 kB/s server, a 2 s deadline, a healthy second one: {e}"));
+    assert_bytes(&got, &fx.big, "from the healthy server");
+    assert!(slow.faulted() >= 1, "the slow server was asked first");
+}
+
 #[test]
 fn hung_server_fails_over() {
     transfer_fault(Fault::Hang, 2, &["too slow", "timed out"]);
