@@ -9,7 +9,7 @@ pub mod breadcrumb;
 pub mod quota;
 pub mod sink;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
@@ -79,6 +79,8 @@ pub struct Cache {
     touched: Mutex<Vec<ContentHash>>,
     /// Reference counts of objects that must not be evicted.
     pins: Mutex<HashMap<ContentHash, u32>>,
+    /// Objects this process has checked against their recorded digest (or downloaded).
+    vouched: Mutex<HashSet<ContentHash>>,
 }
 
 /// What a caller needs from the cache.
@@ -134,6 +136,7 @@ impl Cache {
             inflight: Mutex::new(HashMap::new()),
             pins: Mutex::new(HashMap::new()),
             touched: Mutex::new(Vec::new()),
+            vouched: Mutex::new(HashSet::new()),
         })
     }
 
@@ -155,12 +158,31 @@ impl Cache {
     pub fn get(&self, want: &Want<'_>, fetch: &Fetch<'_>) -> Result<fs::File, CacheError> {
         let hash = want.hash;
         let path = self.path(hash);
+        let mut dropped = false;
         loop {
             match fs::File::open(&path) {
-                Ok(file) => {
-                    self.touch(hash);
-                    return Ok(file);
-                }
+                Ok(file) => match self.vouch(hash, &file, want.size) {
+                    Ok(()) => {
+                        self.touch(hash);
+                        return Ok(file);
+                    }
+                    // Damaged again right after a fresh copy: this disk is not to be trusted.
+                    Err(why) if dropped => {
+                        return Err(CacheError::Object {
+                            name: hash.to_hex(),
+                            why: format!("cached copy damaged twice: {why}"),
+                        })
+                    }
+                    Err(why) => {
+                        dropped = true;
+                        // Never served: dropped, and fetched again below.
+                        tracing::warn!(
+                            "cached object {}: {why}; dropping it and fetching it again",
+                            hash.to_hex()
+                        );
+                        self.drop_object(hash, &path);
+                    }
+                },
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io_err("opening", &path)(e)),
             }
@@ -233,7 +255,7 @@ impl Cache {
         let mut sink = sink::ObjectSink::new(file, limit, compressed)
             .map_err(io_err("opening", tmp.path()))?;
         fetch(&mut sink)?;
-        let (_, written) = sink.finish().map_err(|e| CacheError::Object {
+        let (_, written, digest) = sink.finish().map_err(|e| CacheError::Object {
             name: hash.to_hex(),
             why: format!("does not decompress: {e}"),
         })?;
@@ -245,6 +267,11 @@ impl Cache {
                 });
             }
         }
+        // On disk before it has its final name: after a power loss an object is whole or
+        // absent, never a short file under the right name.
+        tmp.as_file()
+            .sync_data()
+            .map_err(io_err("syncing", tmp.path()))?;
         let parent = dest.parent().expect("objects/XX");
         fs::create_dir_all(parent).map_err(io_err("creating", parent))?;
         let mut file = tmp.persist(dest).map_err(|e| CacheError::Io {
@@ -255,12 +282,52 @@ impl Cache {
         self.db
             .lock()
             .expect("cache db")
-            .insert(hash, written, kind)?;
+            .insert(hash, written, kind, &digest)?;
+        self.vouched.lock().expect("vouched").insert(*hash);
         // The object just written is about to be used: never its own eviction's victim.
         self.enforce_quota(hash);
         use std::io::Seek;
         file.rewind().map_err(io_err("rewinding", dest))?;
         Ok(file)
+    }
+
+    /// Whether the cached `file` of object `hash` is still what was verified when it was
+    /// downloaded: its size against the catalog's (every open; one `fstat`), and, the first
+    /// time this process uses it, its bytes against the SHA-256 recorded then. A damaged
+    /// object (bit rot, a short file after a crash, a hand edit) says why.
+    fn vouch(&self, hash: &ContentHash, file: &fs::File, size: Option<u64>) -> Result<(), String> {
+        let len = file.metadata().map_err(|e| format!("fstat: {e}"))?.len();
+        if let Some(want) = size {
+            if len != want {
+                return Err(format!("{len} bytes, its catalog says {want}"));
+            }
+        }
+        if self.vouched.lock().expect("vouched").contains(hash) {
+            return Ok(());
+        }
+        let recorded = self
+            .db
+            .lock()
+            .expect("cache db")
+            .digest_of(hash)
+            .map_err(|e| format!("bookkeeping: {e}"))?
+            .ok_or(
+                "no digest recorded for it (cached before digests were, or the record was lost)",
+            )?;
+        let actual = sha256_of(file).map_err(|e| format!("reading: {e}"))?;
+        if actual[..] != recorded[..] {
+            return Err("its bytes differ from those verified when it was downloaded".into());
+        }
+        self.vouched.lock().expect("vouched").insert(*hash);
+        Ok(())
+    }
+
+    /// Removes a damaged object and its record (another process may be using the name; its
+    /// open descriptor keeps what it has).
+    fn drop_object(&self, hash: &ContentHash, path: &Path) {
+        let _ = fs::remove_file(path);
+        let _ = self.db.lock().expect("cache db").remove(hash);
+        self.vouched.lock().expect("vouched").remove(hash);
     }
 
     /// Records a use for the LRU. Uses are written in batches: a database write on every
@@ -329,6 +396,26 @@ impl Cache {
             total = total.saturating_sub(size);
         }
     }
+}
+
+/// The SHA-256 of a file's bytes, read with `pread` (the descriptor's offset is left alone).
+fn sha256_of(file: &fs::File) -> std::io::Result<[u8; 32]> {
+    use sha2::Digest;
+    use std::os::unix::fs::FileExt;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    loop {
+        let n = match file.read_at(&mut buf, at) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        h.update(&buf[..n]);
+        at += n as u64;
+    }
+    Ok(h.finalize().into())
 }
 
 #[cfg(test)]

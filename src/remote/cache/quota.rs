@@ -37,18 +37,35 @@ impl Quota {
         conn.execute_batch(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=OFF;
              CREATE TABLE IF NOT EXISTS objects (hash TEXT PRIMARY KEY, size INTEGER, acseq INTEGER,
-               catalog_of TEXT, mountpoint BLOB, superseded INTEGER DEFAULT 0);
+               catalog_of TEXT, mountpoint BLOB, superseded INTEGER DEFAULT 0, digest BLOB);
              CREATE INDEX IF NOT EXISTS idx_lru ON objects (superseded DESC, acseq);",
         )?;
+        // Caches from before content digests were recorded: their objects have none and are
+        // fetched again on first use.
+        let has_digest: i64 = conn.query_row(
+            "SELECT count(*) FROM pragma_table_info('objects') WHERE name = 'digest'",
+            [],
+            |r| r.get(0),
+        )?;
+        if has_digest == 0 {
+            conn.execute_batch("ALTER TABLE objects ADD COLUMN digest BLOB")?;
+        }
         let seq = conn.query_row("SELECT COALESCE(MAX(acseq), 0) FROM objects", [], |r| {
             r.get(0)
         })?;
         Ok(Quota { conn, seq })
     }
 
-    /// Records object `hash` of `size` bytes (decompressed) as just used. A catalog marks the
-    /// other catalogs of its repository and mountpoint superseded.
-    pub fn insert(&mut self, hash: &ContentHash, size: u64, kind: &Kind) -> rusqlite::Result<()> {
+    /// Records object `hash` of `size` bytes (decompressed), whose decompressed bytes have
+    /// the SHA-256 `digest`, as just used. A catalog marks the other catalogs of its
+    /// repository and mountpoint superseded.
+    pub fn insert(
+        &mut self,
+        hash: &ContentHash,
+        size: u64,
+        kind: &Kind,
+        digest: &[u8; 32],
+    ) -> rusqlite::Result<()> {
         self.seq += 1;
         let (fqrn, mp): (Option<&str>, Option<&[u8]>) = match kind {
             Kind::Data => (None, None),
@@ -62,8 +79,8 @@ impl Quota {
             )?;
         }
         self.conn.execute(
-            "INSERT OR REPLACE INTO objects (hash, size, acseq, catalog_of, mountpoint, superseded) VALUES (?1,?2,?3,?4,?5,0)",
-            params![hash.to_hex(), size as i64, self.seq, fqrn, mp],
+            "INSERT OR REPLACE INTO objects (hash, size, acseq, catalog_of, mountpoint, superseded, digest) VALUES (?1,?2,?3,?4,?5,0,?6)",
+            params![hash.to_hex(), size as i64, self.seq, fqrn, mp, &digest[..]],
         )?;
         Ok(())
     }
@@ -111,6 +128,20 @@ impl Quota {
         self.conn
             .execute("DELETE FROM objects WHERE hash = ?1", [hash.to_hex()])?;
         Ok(())
+    }
+
+    /// The SHA-256 of object `hash`'s decompressed bytes, recorded when it was downloaded
+    /// and verified; `None` if nothing is recorded.
+    pub fn digest_of(&self, hash: &ContentHash) -> rusqlite::Result<Option<Vec<u8>>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT digest FROM objects WHERE hash = ?1",
+                [hash.to_hex()],
+                |r| r.get::<_, Option<Vec<u8>>>(0),
+            )
+            .optional()?
+            .flatten())
     }
 
     /// The recorded size of object `hash` in bytes; `None` if it is not recorded.

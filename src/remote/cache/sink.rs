@@ -6,6 +6,7 @@ use std::fs::File;
 use std::io::{self, Seek, Write};
 
 use flate2::write::ZlibDecoder;
+use sha2::{Digest, Sha256};
 
 use crate::remote::download::Sink;
 
@@ -14,6 +15,8 @@ struct Limited {
     file: File,
     written: u64,
     limit: u64,
+    /// Of the bytes written: the cache checks an object against it on first use.
+    digest: Sha256,
 }
 
 impl Write for Limited {
@@ -26,6 +29,7 @@ impl Write for Limited {
             return Err(io::Error::new(io::ErrorKind::InvalidData, msg));
         }
         let n = self.file.write(buf)?;
+        self.digest.update(&buf[..n]);
         self.written += n as u64;
         Ok(n)
     }
@@ -68,6 +72,7 @@ impl ObjectSink {
             file: self.file.try_clone()?,
             written: 0,
             limit: self.limit,
+            digest: Sha256::new(),
         };
         Ok(if self.compressed {
             Out::Inflate(ZlibDecoder::new(l))
@@ -76,13 +81,14 @@ impl ObjectSink {
         })
     }
 
-    /// Finishes the stream; returns the file and the decompressed size.
-    pub fn finish(mut self) -> io::Result<(File, u64)> {
-        let written = match self.out.take().expect("sink in use") {
-            Out::Inflate(d) => d.finish()?.written,
-            Out::Raw(l) => l.written,
+    /// Finishes the stream; returns the file, the decompressed size and the SHA-256 of the
+    /// decompressed bytes.
+    pub fn finish(mut self) -> io::Result<(File, u64, [u8; 32])> {
+        let l = match self.out.take().expect("sink in use") {
+            Out::Inflate(d) => d.finish()?,
+            Out::Raw(l) => l,
         };
-        Ok((self.file, written))
+        Ok((self.file, l.written, l.digest.finalize().into()))
     }
 }
 

@@ -221,3 +221,90 @@ fn the_chunk_being_read_is_pinned_against_the_quota() {
         "a released chunk stays evictable"
     );
 }
+
+/// A damaged cache never serves wrong bytes: an object flipped, replaced by other bytes of
+/// the same size, truncated or emptied after it was cached (bit rot, a hand edit, a short
+/// file after a power loss) is found by a new mount process (size on every open, content on
+/// first use), dropped and fetched again; with no server left to fetch from, the read fails
+/// with EIO. Catalogs are checked the same way.
+#[test]
+fn a_damaged_cache_never_serves_wrong_bytes() {
+    let fx = fixture();
+    let d = fx.dir();
+    let server = Server::start(&[&fx.repo.repo]);
+    let cache = d.join("cache");
+    {
+        let m = fx
+            .mount(&server.url(FQRN), &cache, &d.join("warm"), &[])
+            .unwrap();
+        assert_bytes(&read_mounted(m.dir.join(BIG)).unwrap(), &fx.big, "warming");
+        assert!(m.stop().success());
+    }
+    let rel = fx.file_object(BIG);
+    let hex: String = rel
+        .trim_start_matches("data/")
+        .chars()
+        .filter(|c| *c != '/')
+        .collect();
+    let cached = cache.join("objects").join(&hex[..2]).join(&hex[2..]);
+    assert!(cached.exists(), "{} was cached", cached.display());
+    type Damage = fn(&Path);
+    let damages: [(&str, Damage); 4] = [
+        ("a flipped byte", |p| {
+            let mut b = std::fs::read(p).unwrap();
+            let mid = b.len() / 2;
+            b[mid] ^= 1;
+            std::fs::write(p, b).unwrap();
+        }),
+        ("other bytes of the same size", |p| {
+            let n = std::fs::metadata(p).unwrap().len() as usize;
+            std::fs::write(p, noise(99, n)).unwrap();
+        }),
+        ("a truncated file", |p| {
+            let n = std::fs::metadata(p).unwrap().len();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_len(n / 2)
+                .unwrap();
+        }),
+        ("an empty file", |p| std::fs::write(p, b"").unwrap()),
+    ];
+    for (i, (what, damage)) in damages.into_iter().enumerate() {
+        if !cached.exists() {
+            // The previous round dropped it: cache it again.
+            let m = fx
+                .mount(&server.url(FQRN), &cache, &d.join(format!("re{i}")), &[])
+                .unwrap();
+            assert_bytes(
+                &read_mounted(m.dir.join(BIG)).unwrap(),
+                &fx.big,
+                "recaching",
+            );
+            assert!(m.stop().success());
+        }
+        damage(&cached);
+        let m = fx
+            .mount(&server.url(FQRN), &cache, &d.join(format!("on{i}")), &[])
+            .unwrap();
+        let got = read_mounted(m.dir.join(BIG))
+            .unwrap_or_else(|e| panic!("{what}, server up: fetched again, not {e}"));
+        assert_bytes(&got, &fx.big, &format!("{what}, server up"));
+        assert!(m.stop().success());
+        assert_eq!(std::fs::read(&cached).unwrap(), fx.big, "{what}: repaired");
+
+        damage(&cached);
+        let dead = format!("http://127.0.0.1:{}/cvmfs/@fqrn@", free_port());
+        let m = fx
+            .mount(&dead, &cache, &d.join(format!("off{i}")), &[])
+            .unwrap();
+        assert_eio(
+            read_mounted(m.dir.join(BIG)),
+            &fx.big,
+            &format!("{what}, no server"),
+        );
+        assert!(!cached.exists(), "{what}: the damaged copy was dropped");
+        drop(m);
+    }
+}
