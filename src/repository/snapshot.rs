@@ -50,7 +50,20 @@ impl<'r> Snapshot<'r> {
             root,
             root_size,
         };
-        s.repo.catalog(&root, root_size)?; // fail early on a missing or corrupt root catalog
+        // Fail early on a missing or corrupt root catalog, and on one without a root
+        // directory (a mount would come up and answer ENOENT at its root).
+        let db = s.repo.catalog(&root, root_size)?;
+        let entry = db
+            .lock()
+            .expect("catalog")
+            .lookup(PathKey::of(b""))
+            .map_err(Self::cat_err(&root))?;
+        if !entry.is_some_and(|e| e.is_dir()) {
+            return Err(RepoError::Invalid(format!(
+                "root catalog {} has no root directory entry",
+                root.to_hex()
+            )));
+        }
         Ok(s)
     }
 
@@ -89,14 +102,23 @@ impl<'r> Snapshot<'r> {
     pub fn lookup(&self, path: &[u8]) -> Result<Option<Found>, RepoError> {
         let path = normalize(path)?;
         let (hash, db) = self.catalog_for(&path)?;
-        let entry = db
+        let row = db
             .lock()
             .expect("catalog")
-            .lookup(PathKey::of(&path))
+            .lookup_row(PathKey::of(&path))
             .map_err(Self::cat_err(&hash))?;
-        Ok(entry.map(|entry| Found {
+        let Some(row) = row else { return Ok(None) };
+        // A row must hang below its parent directory: one that names itself (or any other
+        // key) as its parent is invisible in every listing; a hostile catalog, refused.
+        if !path.is_empty() && row.parent != PathKey::of(super::path::parent(&path)) {
+            return Err(RepoError::Invalid(format!(
+                "{}: its row does not name its parent directory as parent",
+                shown(&path)
+            )));
+        }
+        Ok(Some(Found {
             path,
-            entry,
+            entry: row.entry,
             catalog: hash,
         }))
     }
@@ -119,15 +141,35 @@ impl<'r> Snapshot<'r> {
             .expect("catalog")
             .children(PathKey::of(&dir.path))
             .map_err(Self::cat_err(&hash))?;
-        Ok(rows
-            .into_iter()
-            .filter(|r| !r.entry.is_hidden())
-            .map(|r| Found {
-                path: join(&dir.path, &r.entry.name),
+        let mut out: Vec<Found> = Vec::with_capacity(rows.len());
+        let mut previous: Option<Vec<u8>> = None;
+        for r in rows {
+            let path = join(&dir.path, &r.entry.name);
+            // A child whose key is not the md5 of its path is found by no lookup, and two
+            // children with one name cannot both be real: a hostile catalog, refused.
+            if PathKey::of(&path) != r.key {
+                return Err(RepoError::Invalid(format!(
+                    "{}: listed under a key that is not its path's",
+                    shown(&path)
+                )));
+            }
+            if previous.as_ref() == Some(&r.entry.name) {
+                return Err(RepoError::Invalid(format!(
+                    "{}: listed twice",
+                    shown(&path)
+                )));
+            }
+            previous = Some(r.entry.name.clone());
+            if r.entry.is_hidden() {
+                continue;
+            }
+            out.push(Found {
+                path,
                 entry: r.entry,
                 catalog: hash,
-            })
-            .collect())
+            });
+        }
+        Ok(out)
     }
 
     /// The chunk list of a chunked file.

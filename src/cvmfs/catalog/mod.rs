@@ -25,6 +25,9 @@ pub enum CatalogError {
     /// The database opened but its content breaks the catalog format.
     #[error("catalog is invalid: {0}")]
     Invalid(String),
+    /// The catalog file could not be examined.
+    #[error("catalog file: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 /// A parent's reference to a nested catalog.

@@ -28,6 +28,11 @@ const MAX_NAME: usize = 4096;
 impl CatalogDb {
     /// Opens a decompressed catalog held in memory.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CatalogError> {
+        if bytes.is_empty() {
+            return Err(CatalogError::Invalid(
+                "empty catalog database (0 bytes)".into(),
+            ));
+        }
         Self::init(crate::cvmfs::sqlite::from_bytes(bytes, true)?)
     }
 
@@ -35,6 +40,12 @@ impl CatalogDb {
     /// file through `/proc/self/fd`, so a name the cache has since unlinked does not matter.
     pub fn open_verified_file(file: &std::fs::File) -> Result<Self, CatalogError> {
         use std::os::fd::AsRawFd;
+        let len = file.metadata()?.len();
+        if len == 0 {
+            return Err(CatalogError::Invalid(
+                "empty catalog database (0 bytes)".into(),
+            ));
+        }
         Self::open_file(Path::new(&format!("/proc/self/fd/{}", file.as_raw_fd())))
     }
 
@@ -71,12 +82,41 @@ impl CatalogDb {
             [],
             |r| r.get::<_, i64>(0),
         )? > 0;
-        Ok(CatalogDb {
+        let db = CatalogDb {
             has_mtimens: cols.iter().any(|c| c == "mtimens"),
             has_xattr: cols.iter().any(|c| c == "xattr"),
             has_bind_mountpoints,
             conn,
-        })
+        };
+        db.check_schema()?;
+        Ok(db)
+    }
+
+    /// Refuses a schema newer than this reader knows: its rows may mean what it cannot
+    /// tell (stock checks the same, `CatalogDatabase::CheckSchemaCompatibility`).
+    fn check_schema(&self) -> Result<(), CatalogError> {
+        let version = self.property("schema")?;
+        let newer = match version.as_deref().map(str::parse::<f64>) {
+            None => false,
+            Some(Ok(v)) => v > 2.5 + 1e-6,
+            Some(Err(_)) => true,
+        };
+        let revision = self.property("schema_revision")?;
+        let too_new_revision = match revision.as_deref().map(str::parse::<u32>) {
+            None => false,
+            Some(Ok(r)) => r > super::schema::SCHEMA_REVISION,
+            Some(Err(_)) => true,
+        };
+        if newer || too_new_revision {
+            return Err(CatalogError::Invalid(format!(
+                "catalog schema {} revision {} is not one this reader knows (up to {} revision {})",
+                version.as_deref().unwrap_or("?"),
+                revision.as_deref().unwrap_or("?"),
+                super::schema::SCHEMA_VERSION,
+                super::schema::SCHEMA_REVISION
+            )));
+        }
+        Ok(())
     }
 
     fn columns(&self) -> String {
@@ -142,6 +182,18 @@ impl CatalogDb {
         let mut st = self.conn.prepare("SELECT counter, value FROM statistics")?;
         let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The row at `key`, with its parent key, if this catalog holds it.
+    pub fn lookup_row(&self, key: PathKey) -> Result<Option<Row>, CatalogError> {
+        let sql = format!(
+            "SELECT {} FROM catalog WHERE md5path_1 = ?1 AND md5path_2 = ?2",
+            self.columns()
+        );
+        let mut st = self.conn.prepare_cached(&sql)?;
+        st.query_row(params![key.0, key.1], read_row)
+            .optional()?
+            .transpose()
     }
 
     /// The entry whose path has key `key`, if this catalog holds it.
