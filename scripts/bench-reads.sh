@@ -28,22 +28,10 @@ fi
 root=$("$bin" info --repo "$w/repo" --keys "$w/keys" --json |
   python3 -c 'import json, sys; print(json.load(sys.stdin)["root_hash"])')
 
-pids=()
 mnt=$w/mnt
-cleanup() {
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  mountpoint -q "$mnt" 2>/dev/null && umount -l "$mnt" || true
-}
-trap cleanup EXIT
-wait_line() { for _ in $(seq 300); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "bench-reads: no '$2' in $1" >&2; exit 1; }
-secs() { local t0=$EPOCHREALTIME; "$@" >/dev/null; echo "$EPOCHREALTIME - $t0" | bc; }
-drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
-
-"$bin" serve --listen 127.0.0.1:0 --repo "$w/repo" >"$w/serve.log" 2>&1 &
-pids+=($!)
-wait_line "$w/serve.log" '^serving'
-url=$(awk '/^serving/ {print $NF}' "$w/serve.log")
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh
+serve_repo "$w/repo" "$w/serve.log"
 mkdir -p "$mnt"
 
 # mean of ROUNDS timings of "$@" after SETUP (a command string run before each timing)

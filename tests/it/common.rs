@@ -339,7 +339,6 @@ pub fn assert_stock_rows_at(repo: &Path) {
 /// repository's own keys, as a compromised or buggy publisher would.
 pub fn resign_root_catalog_with(repo: &TestRepo, sql: &str) {
     use lazyroot::cvmfs::catalog::NestedRef;
-    use lazyroot::cvmfs::keys::SigningKeys;
     use lazyroot::cvmfs::object::ObjectKind;
     let r = repo.open();
     let m = r.manifest().clone();
@@ -353,23 +352,40 @@ pub fn resign_root_catalog_with(repo: &TestRepo, sql: &str) {
     let name = store
         .put(ObjectKind::Catalog, m.hash_algo(), &bytes)
         .unwrap();
-    let keys = SigningKeys::load(&KeyPaths::new(&repo.keys, &repo.fqrn)).unwrap();
-    publish::commit::commit(publish::commit::CommitInput {
-        store: &store,
-        keys: &keys,
-        fqrn: &repo.fqrn,
-        algo: m.hash_algo(),
-        root: &NestedRef {
+    commit_root(
+        repo,
+        NestedRef {
             path: Vec::new(),
             hash: name.hash,
             size: bytes.len() as u64,
         },
+        Vec::new(),
+    );
+}
+
+/// Signs `root` (a root catalog already stored) as the next revision with the repository's
+/// own keys, setting `tags` (name, description) on it.
+pub fn commit_root(
+    repo: &TestRepo,
+    root: lazyroot::cvmfs::catalog::NestedRef,
+    tags: Vec<(String, String)>,
+) {
+    use lazyroot::cvmfs::keys::SigningKeys;
+    let r = repo.open();
+    let m = r.manifest().clone();
+    let keys = SigningKeys::load(&KeyPaths::new(&repo.keys, &repo.fqrn)).unwrap();
+    publish::commit::commit(publish::commit::CommitInput {
+        store: &LocalStore::new(&repo.repo),
+        keys: &keys,
+        fqrn: &repo.fqrn,
+        algo: m.hash_algo(),
+        root: &root,
         revision: m.revision + 1,
         now: m.timestamp + 1,
         ttl: m.ttl,
         old_manifest: Some(&m),
         history: r.history().unwrap(),
-        tags: Vec::new(),
+        tags,
         move_trunk: true,
     })
     .unwrap();

@@ -11,9 +11,7 @@ use std::path::Path;
 use lazyroot::cvmfs::catalog::writer::{self, CatalogProperties};
 use lazyroot::cvmfs::catalog::{CatalogContent, Counters, NestedRef};
 use lazyroot::cvmfs::hash::PathKey;
-use lazyroot::cvmfs::keys::{KeyPaths, SigningKeys};
 use lazyroot::cvmfs::object::ObjectKind;
-use lazyroot::publish::commit::{commit, CommitInput};
 use lazyroot::repository::check::check;
 use lazyroot::repository::local::LocalStore;
 use lazyroot::repository::At;
@@ -35,6 +33,15 @@ fn tree(root: &Path) {
     std::fs::hard_link(root.join("plain"), root.join("dir/hardlink_other_dir")).unwrap();
     std::fs::write(root.join("sub/deep/a"), b"two in one dir\n").unwrap();
     std::fs::hard_link(root.join("sub/deep/a"), root.join("sub/deep/b")).unwrap();
+}
+
+/// A repository with [`tree`] published at its root.
+fn published_tree() -> (TestRepo, tempfile::TempDir) {
+    let repo = TestRepo::new();
+    let src = tempfile::tempdir().unwrap();
+    tree(src.path());
+    repo.publish(src.path());
+    (repo, src)
 }
 
 fn raw_row<'a>(cats: &'a [RawCatalog], path: &[u8]) -> &'a RawRow {
@@ -81,10 +88,7 @@ fn every_catalog_starts_with_its_root_entry_and_nested_ones_have_markers() {
 
 #[test]
 fn hard_links_are_grouped_per_directory() {
-    let repo = TestRepo::new();
-    let src = tempfile::tempdir().unwrap();
-    tree(src.path());
-    repo.publish(src.path());
+    let (repo, _src) = published_tree();
     let cats = raw_catalogs(&repo.repo);
     let plain = raw_row(&cats, b"/plain");
     let same = raw_row(&cats, b"/hardlink_same_dir");
@@ -192,34 +196,20 @@ fn publish_as_the_old_writer(repo: &TestRepo) {
     let root_name = store
         .put(ObjectKind::Catalog, m.hash_algo(), &root_bytes)
         .unwrap();
-    let keys = SigningKeys::load(&KeyPaths::new(&repo.keys, &repo.fqrn)).unwrap();
-    commit(CommitInput {
-        store: &store,
-        keys: &keys,
-        fqrn: &repo.fqrn,
-        algo: m.hash_algo(),
-        root: &NestedRef {
+    commit_root(
+        repo,
+        NestedRef {
             path: Vec::new(),
             hash: root_name.hash,
             size: root_bytes.len() as u64,
         },
-        revision: m.revision + 1,
-        now: m.timestamp + 1,
-        ttl: m.ttl,
-        old_manifest: Some(&m),
-        history: r.history().unwrap(),
-        tags: vec![("old-writer".into(), String::new())],
-        move_trunk: true,
-    })
-    .unwrap();
+        vec![("old-writer".into(), String::new())],
+    );
 }
 
 #[test]
 fn check_names_what_the_old_writer_wrote_the_reader_reads_it_and_repair_rewrites_it() {
-    let repo = TestRepo::new();
-    let src = tempfile::tempdir().unwrap();
-    tree(src.path());
-    repo.publish(src.path());
+    let (repo, _src) = published_tree();
     let before = repo.listing();
     publish_as_the_old_writer(&repo);
 
@@ -313,10 +303,7 @@ fn check_names_what_the_old_writer_wrote_the_reader_reads_it_and_repair_rewrites
 /// Republishing the same source over catalogs the old writer made rewrites them.
 #[test]
 fn a_republish_rewrites_catalogs_the_old_writer_made() {
-    let repo = TestRepo::new();
-    let src = tempfile::tempdir().unwrap();
-    tree(src.path());
-    repo.publish(src.path());
+    let (repo, src) = published_tree();
     publish_as_the_old_writer(&repo);
     repo.publish(src.path());
     assert_stock_rows(&repo);

@@ -85,8 +85,8 @@ pub enum TransferError {
 }
 
 impl TransferError {
-    /// Whether a proxy (rather than the origin server) is the likely culprit when the
-    /// request went through one: connection-level failures, not HTTP answers.
+    /// Whether the failure is of the connection or the transfer (worth a retry on the same
+    /// route), rather than an HTTP answer.
     pub fn is_connection_level(&self) -> bool {
         !matches!(self, TransferError::Status(_))
     }

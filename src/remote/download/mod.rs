@@ -238,48 +238,31 @@ impl Downloader {
                                 no_cache = true;
                                 continue;
                             }
-                            // Still wrong past the caches: a proxy that corrupts gives way
-                            // to the next proxy group (DIRECT too); without one, the host
-                            // itself serves wrong bytes.
-                            if proxy == Proxy::Direct {
-                                break 'groups;
-                            }
-                            self.counters
-                                .proxy_failovers
-                                .fetch_add(1, Ordering::Relaxed);
-                            continue 'groups;
                         }
                         Err(Failure::Transfer(e)) => {
                             self.counters.errors.fetch_add(1, Ordering::Relaxed);
                             attempts.push(format!("{host} via {proxy}: {e}"));
-                            if !e.is_connection_level() {
-                                // An error status (404, 5xx): the host's answer when direct;
-                                // through a proxy, the proxy's as likely, so the next proxy
-                                // group (DIRECT too) is asked before the next host.
-                                if proxy == Proxy::Direct {
-                                    break 'groups;
-                                }
-                                self.counters
-                                    .proxy_failovers
-                                    .fetch_add(1, Ordering::Relaxed);
-                                continue 'groups;
-                            }
-                            if tries < self.settings.retries {
+                            // A connection-level failure may pass: retried with a backoff.
+                            if e.is_connection_level() && tries < self.settings.retries {
                                 let backoff = (self.settings.backoff_min * 2u32.pow(tries))
                                     .min(self.settings.backoff_max);
                                 tries += 1;
                                 std::thread::sleep(backoff);
                                 continue;
                             }
-                            if proxy == Proxy::Direct {
-                                break 'groups;
-                            }
-                            self.counters
-                                .proxy_failovers
-                                .fetch_add(1, Ordering::Relaxed);
-                            continue 'groups;
                         }
                     }
+                    // This route failed for good: wrong bytes past the caches, an error status
+                    // (404, 5xx) or a connection that keeps failing. Through a proxy the proxy
+                    // is as likely at fault as the host, so the next proxy group (DIRECT
+                    // too) is asked before the next host; going direct, the host is at fault.
+                    if proxy == Proxy::Direct {
+                        break 'groups;
+                    }
+                    self.counters
+                        .proxy_failovers
+                        .fetch_add(1, Ordering::Relaxed);
+                    continue 'groups;
                 }
             }
             self.counters.host_failovers.fetch_add(1, Ordering::Relaxed);
