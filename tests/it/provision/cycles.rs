@@ -23,12 +23,28 @@ fn two_hundred_cycles_leave_nothing_behind() {
     for i in 0..WARMUP {
         cycle(i);
     }
-    let mut seen = vec![footprint(pid)];
+    // Threads come and go with the runtime's blocking pool; with nothing mounted there
+    // can be no more than main, the workers and the pool.
+    let ceiling = 1 + lazyroot::provisioner::run::WORKERS + lazyroot::provisioner::run::BLOCKING;
+    // An unmounted image's session threads end shortly after the kernel closes the channel
+    // (later on a loaded machine): a leak is a thread that stays, so each sample waits up to
+    // 10 s for the count to settle.
+    let settled = || {
+        let t0 = std::time::Instant::now();
+        loop {
+            let f = footprint(pid);
+            if f.threads <= ceiling || t0.elapsed() > std::time::Duration::from_secs(10) {
+                return f;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    let mut seen = vec![settled()];
     for half in 0..2 {
         for i in 0..CYCLES / 2 {
             cycle(WARMUP + half * CYCLES / 2 + i);
         }
-        seen.push(footprint(pid));
+        seen.push(settled());
     }
     for (n, f) in [WARMUP, WARMUP + CYCLES / 2, WARMUP + CYCLES]
         .iter()
@@ -52,9 +68,6 @@ fn two_hundred_cycles_leave_nothing_behind() {
         seen[2].sockets <= seen[0].sockets + 4,
         "sockets leaked: {seen:?}"
     );
-    // Threads come and go with the runtime's blocking pool; with nothing mounted there
-    // can be no more than main, the workers and the pool.
-    let ceiling = 1 + lazyroot::provisioner::run::WORKERS + lazyroot::provisioner::run::BLOCKING;
     assert!(seen[2].threads <= ceiling, "threads leaked: {seen:?}");
     // The allocator settles in the first half (arenas of pool threads); a leak keeps
     // growing in the second. Even 20 KiB a cycle would show here.
