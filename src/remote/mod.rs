@@ -220,7 +220,10 @@ fn accept(
     let fqrn = repo.manifest().fqrn.clone();
     let m = repo.manifest();
     if let Some(seen) = state.breadcrumb() {
-        if m.revision < seen.revision || m.timestamp < seen.timestamp {
+        // Revisions decide, as upstream's catalog manager has it: a publisher whose clock
+        // stepped back still publishes newer revisions, and a replayed manifest has an older
+        // revision whatever its timestamp.
+        if m.revision < seen.revision {
             return Err(RemoteError::Rollback {
                 fqrn,
                 offered: m.revision,

@@ -115,3 +115,44 @@ fn older_revision_than_the_breadcrumb_is_a_rollback() {
     .unwrap();
     assert_eq!(r.manifest().revision, 2);
 }
+
+/// A newer revision signed by a publisher whose clock stepped back (an older timestamp) is
+/// no rollback: as upstream, revisions decide, and every client takes it.
+#[test]
+fn a_newer_revision_with_an_older_timestamp_is_accepted() {
+    let fx = fixture(); // revision 2
+    let d = fx.dir();
+    let cache = d.join("cache");
+    let server = Server::start(&[&fx.repo.repo]);
+    let (r, _) = open_remote(FQRN, &server.url(FQRN), &cache, fx.repo.trust()).unwrap();
+    let m = r.manifest().clone();
+    assert_eq!(m.revision, 2);
+    // Revision 3, its timestamp an hour before revision 2's.
+    let keys = lazyroot::cvmfs::keys::SigningKeys::load(&lazyroot::cvmfs::keys::KeyPaths::new(
+        &fx.repo.keys,
+        FQRN,
+    ))
+    .unwrap();
+    lazyroot::publish::commit::commit(lazyroot::publish::commit::CommitInput {
+        store: &lazyroot::repository::local::LocalStore::new(&fx.repo.repo),
+        keys: &keys,
+        fqrn: FQRN,
+        algo: m.hash_algo(),
+        root: &lazyroot::cvmfs::catalog::NestedRef {
+            path: Vec::new(),
+            hash: m.root_catalog,
+            size: m.root_catalog_size,
+        },
+        revision: 3,
+        now: m.timestamp - 3600,
+        ttl: m.ttl,
+        old_manifest: Some(&m),
+        history: r.history().unwrap(),
+        tags: Vec::new(),
+        move_trunk: true,
+    })
+    .unwrap();
+    let (r, mode) = open_remote(FQRN, &server.url(FQRN), &cache, fx.repo.trust())
+        .unwrap_or_else(|e| panic!("revision 3 with an older timestamp: {e}"));
+    assert_eq!((r.manifest().revision, mode), (3, Mode::Online));
+}
