@@ -27,13 +27,46 @@ impl RepoState {
         Ok(RepoState { dir })
     }
 
-    /// The newest revision accepted so far; `None` if none was recorded (or it is unreadable).
+    /// The newest revision accepted so far; `None` if none was ever recorded. A breadcrumb
+    /// that cannot be read (damaged, truncated) must not switch rollback protection off: the
+    /// saved manifest of the same revision stands in for it, with a warning.
     pub fn breadcrumb(&self) -> Option<Breadcrumb> {
-        let text = std::fs::read_to_string(self.dir.join("breadcrumb")).ok()?;
-        let mut it = text.split_whitespace();
+        let path = self.dir.join("breadcrumb");
+        let text = match std::fs::read(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return self.saved_revision(),
+            Err(e) => {
+                tracing::warn!(
+                    "{}: {e}; using the saved manifest's revision",
+                    path.display()
+                );
+                return self.saved_revision();
+            }
+        };
+        let parsed = std::str::from_utf8(&text).ok().and_then(|t| {
+            let mut it = t.split_whitespace();
+            Some(Breadcrumb {
+                revision: it.next()?.parse().ok()?,
+                timestamp: it.next()?.parse().ok()?,
+            })
+        });
+        if parsed.is_none() {
+            tracing::warn!(
+                "{} is damaged; rollback protection uses the saved manifest's revision",
+                path.display()
+            );
+            return self.saved_revision();
+        }
+        parsed
+    }
+
+    /// The revision of the saved manifest (saved with every breadcrumb), if it parses.
+    fn saved_revision(&self) -> Option<Breadcrumb> {
+        let bytes = std::fs::read(self.dir.join("manifest")).ok()?;
+        let (m, _) = crate::cvmfs::manifest::Manifest::parse_unverified(&bytes).ok()?;
         Some(Breadcrumb {
-            revision: it.next()?.parse().ok()?,
-            timestamp: it.next()?.parse().ok()?,
+            revision: m.revision,
+            timestamp: m.timestamp,
         })
     }
 

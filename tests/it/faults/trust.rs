@@ -156,3 +156,34 @@ fn a_newer_revision_with_an_older_timestamp_is_accepted() {
         .unwrap_or_else(|e| panic!("revision 3 with an older timestamp: {e}"));
     assert_eq!((r.manifest().revision, mode), (3, Mode::Online));
 }
+
+/// A damaged breadcrumb does not switch rollback protection off: the revision of the
+/// manifest saved with it still refuses an older one.
+#[test]
+fn a_damaged_breadcrumb_still_refuses_a_rollback() {
+    let fx = fixture(); // revision 2
+    let d = fx.dir();
+    let old = d.join("repo-r2");
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(&fx.repo.repo)
+        .arg(&old)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    write(&fx.src.join("etc/motd"), b"welcome to revision 3\n");
+    fx.repo.publish(&fx.src); // revision 3
+    let cache = d.join("cache");
+    let new_server = Server::start(&[&fx.repo.repo]);
+    let (r, _) = open_remote(FQRN, &new_server.url(FQRN), &cache, fx.repo.trust()).unwrap();
+    assert_eq!(r.manifest().revision, 3);
+    drop(new_server);
+    let crumb = cache.join("repos").join(FQRN).join("breadcrumb");
+    assert!(crumb.exists());
+    std::fs::write(&crumb, b"\x00garbage").unwrap();
+    let old_server = Server::start(&[&old]);
+    match open_err(FQRN, &old_server.url(FQRN), &cache, fx.repo.trust()) {
+        RemoteError::Rollback { offered, seen, .. } => assert_eq!((offered, seen), (2, 3)),
+        other => panic!("expected a rollback refusal with a damaged breadcrumb, got: {other}"),
+    }
+}
