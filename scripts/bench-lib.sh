@@ -24,3 +24,8 @@ serve_repo() {
   wait_line "$2" '^serving'
   url=$(awk '/^serving/ {print $NF}' "$2")
 }
+# root_hash REPO KEYS: the current root hash of the repository at REPO.
+root_hash() {
+  "$bin" info --repo "$1" --keys "$2" --json |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["root_hash"])'
+}

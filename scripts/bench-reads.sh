@@ -25,12 +25,10 @@ if [ ! -f "$w/ready" ]; then
   "$bin" publish "$w/tree" --repo "$w/repo" --keys "$w/keys" --path /whole --no-chunking >/dev/null
   touch "$w/ready"
 fi
-root=$("$bin" info --repo "$w/repo" --keys "$w/keys" --json |
-  python3 -c 'import json, sys; print(json.load(sys.stdin)["root_hash"])')
-
 mnt=$w/mnt
 # shellcheck source=scripts/bench-lib.sh
 source scripts/bench-lib.sh
+root=$(root_hash "$w/repo" "$w/keys")
 serve_repo "$w/repo" "$w/serve.log"
 mkdir -p "$mnt"
 

@@ -89,6 +89,12 @@ impl TestRepo {
         r
     }
 
+    /// `lazyroot SUBCOMMAND --repo … --keys … ARGS` on this repository.
+    pub fn cli(&self, subcommand: &str, args: &[&str]) -> Output {
+        let (repo, keys) = (self.repo.to_str().unwrap(), self.keys.to_str().unwrap());
+        lazyroot(&[&[subcommand, "--repo", repo, "--keys", keys], args].concat())
+    }
+
     pub fn listing(&self) -> Vec<String> {
         let r = self.open();
         let snap = r.snapshot(&lazyroot::repository::At::Latest).unwrap();

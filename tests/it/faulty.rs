@@ -27,8 +27,6 @@ pub enum Fault {
     Status(u16),
     /// The full Content-Length, half the body, then the connection closed.
     Truncate,
-    /// The body at about 200 bytes/s.
-    Slow,
     /// The body at this many bytes per second (in pieces ten times a second).
     Drip(u32),
     /// The request is read and never answered (until the client gives up).
@@ -200,18 +198,6 @@ fn serve(mut s: TcpStream, sh: &Shared) {
             Fault::Kill => {
                 let _ = s.write_all(head_of(200, body.len()).as_bytes());
                 false
-            }
-            Fault::Slow => {
-                let mut ok = s.write_all(head_of(200, body.len()).as_bytes()).is_ok();
-                for piece in body.chunks(20) {
-                    if !ok || sh.stop.load(Ordering::SeqCst) {
-                        ok = false;
-                        break;
-                    }
-                    ok = s.write_all(piece).is_ok();
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                ok
             }
             Fault::Drip(rate) => {
                 let mut ok = s.write_all(head_of(200, body.len()).as_bytes()).is_ok();

@@ -56,15 +56,14 @@ fn chunk_lists_that_do_not_cover_the_file_are_refused_by_every_reader() {
     ];
     for (what, sql) in cases {
         let repo = chunked_then(&sql);
-        let rp = repo.repo.to_str().unwrap();
         let keys = repo.keys.to_str().unwrap();
-        let cat = lazyroot(&["cat", "--repo", rp, "--keys", keys, "/big"]);
+        let cat = repo.cli("cat", &["/big"]);
         assert!(
             !cat.status.success(),
             "{what}: cat printed {} bytes",
             cat.stdout.len()
         );
-        let check = lazyroot(&["check", "--repo", rp, "--keys", keys]);
+        let check = repo.cli("check", &[]);
         assert!(!check.status.success(), "{what}: check found nothing");
 
         let server = Server::start(&[&repo.repo]);
@@ -133,13 +132,7 @@ fn try_mount(repo: &TestRepo, dir: &std::path::Path, server: &Server) -> Result<
 }
 
 fn check_fails(repo: &TestRepo, what: &str) {
-    let out = lazyroot(&[
-        "check",
-        "--repo",
-        repo.repo.to_str().unwrap(),
-        "--keys",
-        repo.keys.to_str().unwrap(),
-    ]);
+    let out = repo.cli("check", &[]);
     assert!(
         !out.status.success(),
         "{what}: check found nothing: {}",

@@ -235,13 +235,7 @@ fn check_names_what_the_old_writer_wrote_the_reader_reads_it_and_repair_rewrites
     );
     assert!(has("without a .cvmfscatalog marker"), "{problems:#?}");
     // The CLI says so and exits non-zero.
-    let out = lazyroot(&[
-        "check",
-        "--repo",
-        repo.repo.to_str().unwrap(),
-        "--keys",
-        repo.keys.to_str().unwrap(),
-    ]);
+    let out = repo.cli("check", &[]);
     assert!(!out.status.success());
 
     // lazyroot's reader reads catalogs written either way.
@@ -257,13 +251,7 @@ fn check_names_what_the_old_writer_wrote_the_reader_reads_it_and_repair_rewrites
         "the replayed revision lists the same tree"
     );
 
-    let out = lazyroot(&[
-        "repair",
-        "--repo",
-        repo.repo.to_str().unwrap(),
-        "--keys",
-        repo.keys.to_str().unwrap(),
-    ]);
+    let out = repo.cli("repair", &[]);
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -289,13 +277,7 @@ fn check_names_what_the_old_writer_wrote_the_reader_reads_it_and_repair_rewrites
 
     // A second repair finds nothing to do and publishes nothing.
     let revision = r.manifest().revision;
-    let out = lazyroot(&[
-        "repair",
-        "--repo",
-        repo.repo.to_str().unwrap(),
-        "--keys",
-        repo.keys.to_str().unwrap(),
-    ]);
+    let out = repo.cli("repair", &[]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("nothing published"));
     assert_eq!(repo.open().manifest().revision, revision);
 }

@@ -521,7 +521,7 @@ fn http_500_fails_over() {
 
 #[test]
 fn slower_than_the_low_speed_limit_fails_over() {
-    transfer_fault(Fault::Slow, 2, &["too slow"]);
+    transfer_fault(Fault::Drip(200), 2, &["too slow"]);
 }
 
 /// The low-speed limit is a rate (CernVM-FS's 1024 bytes/s, averaged over the window, here

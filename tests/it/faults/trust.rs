@@ -79,11 +79,10 @@ fn wrong_repository_name_is_refused_naming_both() {
     );
 }
 
-#[test]
-fn older_revision_than_the_breadcrumb_is_a_rollback() {
-    let fx = fixture(); // revision 2
-    let d = fx.dir();
-    let old = d.join("repo-r2");
+/// The fixture (revision 2) copied aside, then revision 3 published: (fixture, the copy).
+fn revision_3_beside_a_copy_of_revision_2() -> (Fixture, PathBuf) {
+    let fx = fixture();
+    let old = fx.dir().join("repo-r2");
     let st = Command::new("cp")
         .arg("-a")
         .arg(&fx.repo.repo)
@@ -92,7 +91,14 @@ fn older_revision_than_the_breadcrumb_is_a_rollback() {
         .unwrap();
     assert!(st.success());
     write(&fx.src.join("etc/motd"), b"welcome to revision 3\n");
-    fx.repo.publish(&fx.src); // revision 3
+    fx.repo.publish(&fx.src);
+    (fx, old)
+}
+
+#[test]
+fn older_revision_than_the_breadcrumb_is_a_rollback() {
+    let (fx, old) = revision_3_beside_a_copy_of_revision_2();
+    let d = fx.dir();
 
     let cache = d.join("cache");
     let new_server = Server::start(&[&fx.repo.repo]);
@@ -161,18 +167,8 @@ fn a_newer_revision_with_an_older_timestamp_is_accepted() {
 /// manifest saved with it still refuses an older one.
 #[test]
 fn a_damaged_breadcrumb_still_refuses_a_rollback() {
-    let fx = fixture(); // revision 2
+    let (fx, old) = revision_3_beside_a_copy_of_revision_2();
     let d = fx.dir();
-    let old = d.join("repo-r2");
-    let st = Command::new("cp")
-        .arg("-a")
-        .arg(&fx.repo.repo)
-        .arg(&old)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    write(&fx.src.join("etc/motd"), b"welcome to revision 3\n");
-    fx.repo.publish(&fx.src); // revision 3
     let cache = d.join("cache");
     let new_server = Server::start(&[&fx.repo.repo]);
     let (r, _) = open_remote(FQRN, &new_server.url(FQRN), &cache, fx.repo.trust()).unwrap();
