@@ -12,6 +12,7 @@ pub mod sink;
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 pub use quota::Kind;
@@ -81,6 +82,8 @@ pub struct Cache {
     pins: Mutex<HashMap<ContentHash, u32>>,
     /// Objects this process has checked against their recorded digest (or downloaded).
     vouched: Mutex<HashSet<ContentHash>>,
+    /// Set while one thread evicts: the others do not queue up to do the same.
+    evicting: AtomicBool,
 }
 
 /// What a caller needs from the cache.
@@ -137,6 +140,7 @@ impl Cache {
             pins: Mutex::new(HashMap::new()),
             touched: Mutex::new(Vec::new()),
             vouched: Mutex::new(HashSet::new()),
+            evicting: AtomicBool::new(false),
         })
     }
 
@@ -367,34 +371,81 @@ impl Cache {
 
     /// Bytes the cache holds, by its bookkeeping.
     pub fn used(&self) -> u64 {
-        self.db.lock().expect("cache db").total().unwrap_or(0)
+        self.db.lock().expect("cache db").total()
     }
 
     /// Over the soft limit: evict down to half of it, skipping pinned objects and `fresh`.
+    ///
+    /// Runs after every download, so the common case costs a comparison with a running
+    /// count, not a query. One thread evicts at a time; others carry on (the one running
+    /// frees space for all). The database lock is held only to choose and forget the
+    /// victims; their files are unlinked after it is released, so readers never wait for
+    /// the disk. A reader that opened a victim before the unlink keeps reading it.
     fn enforce_quota(&self, fresh: &ContentHash) {
         let Some(q) = self.quota else { return };
-        let mut db = self.db.lock().expect("cache db");
-        let Ok(mut total) = db.total() else { return };
-        if total > q {
-            // Eviction order must reflect every recent use.
-            self.flush_touches(&mut db);
-        }
-        if total <= q {
+        if self.db.lock().expect("cache db").total() <= q {
             return;
         }
-        let pins = self.pins.lock().expect("pins").clone();
-        for (h, size) in db.eviction_order().unwrap_or_default() {
-            if total <= q / 2 {
+        if self.evicting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let _done = EvictingGuard(&self.evicting);
+        // Downloads that finished while this thread evicted did not evict themselves: one
+        // more round covers them. Bounded, so a cache filling as fast as it is emptied
+        // cannot keep one reader here.
+        for _ in 0..4 {
+            if !self.evict_round(q, fresh) {
                 break;
             }
-            if pins.contains_key(&h) || h == *fresh {
-                continue;
-            }
-            // An open file descriptor keeps the data readable for whoever holds it.
-            let _ = fs::remove_file(self.path(&h));
-            let _ = db.remove(&h);
-            total = total.saturating_sub(size);
         }
+    }
+
+    /// One eviction down to half of `q`; false if nothing was over the limit.
+    fn evict_round(&self, q: u64, fresh: &ContentHash) -> bool {
+        let victims = {
+            let mut db = self.db.lock().expect("cache db");
+            // Eviction order must reflect every recent use, and the count what other
+            // processes sharing the directory added.
+            self.flush_touches(&mut db);
+            let total = db.recount().unwrap_or_else(|_| db.total());
+            if total <= q {
+                return false;
+            }
+            let pins = &self.pins;
+            match db.evict(total - q / 2, |h| {
+                h == fresh || pins.lock().expect("pins").contains_key(h)
+            }) {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!("cache quota: choosing objects to evict: {e}");
+                    return false;
+                }
+            }
+        };
+        let mut gone = Vec::with_capacity(victims.len());
+        for h in &victims {
+            // An open file descriptor keeps the data readable for whoever holds it.
+            match fs::remove_file(self.path(h)) {
+                Ok(()) => gone.push(*h),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => gone.push(*h),
+                Err(e) => tracing::warn!("cache quota: removing {}: {e}", h.to_hex()),
+            }
+        }
+        let mut vouched = self.vouched.lock().expect("vouched");
+        for h in &gone {
+            vouched.remove(h);
+        }
+        tracing::debug!("cache quota: evicted {} objects", gone.len());
+        !gone.is_empty()
+    }
+}
+
+/// Clears the "an eviction is running" flag however the eviction ends.
+struct EvictingGuard<'a>(&'a AtomicBool);
+
+impl Drop for EvictingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 

@@ -12,6 +12,9 @@ use crate::cvmfs::hash::ContentHash;
 pub struct Quota {
     conn: Connection,
     seq: i64,
+    /// `SUM(size)` of the table, kept up to date by every insert and remove: the quota is
+    /// checked after every download, and a full sum there would scan the table each time.
+    total: u64,
 }
 
 /// What an object is to the cache.
@@ -53,7 +56,13 @@ impl Quota {
         let seq = conn.query_row("SELECT COALESCE(MAX(acseq), 0) FROM objects", [], |r| {
             r.get(0)
         })?;
-        Ok(Quota { conn, seq })
+        let mut quota = Quota {
+            conn,
+            seq,
+            total: 0,
+        };
+        quota.recount()?;
+        Ok(quota)
     }
 
     /// Records object `hash` of `size` bytes (decompressed), whose decompressed bytes have
@@ -78,10 +87,13 @@ impl Quota {
                 params![f, m, hash.to_hex()],
             )?;
         }
+        // A replaced record (an object fetched again) must not be counted twice.
+        let before = self.size_of(hash)?.unwrap_or(0);
         self.conn.execute(
             "INSERT OR REPLACE INTO objects (hash, size, acseq, catalog_of, mountpoint, superseded, digest) VALUES (?1,?2,?3,?4,?5,0,?6)",
             params![hash.to_hex(), size as i64, self.seq, fqrn, mp, &digest[..]],
         )?;
+        self.total = self.total.saturating_sub(before) + size;
         Ok(())
     }
 
@@ -98,35 +110,69 @@ impl Quota {
         tx.commit()
     }
 
-    /// Bytes of all recorded objects.
-    pub fn total(&self) -> rusqlite::Result<u64> {
-        Ok(self
+    /// Bytes of all recorded objects (by this process's count; see [`Quota::recount`]).
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// Counts the recorded bytes again from the table: other processes sharing the cache
+    /// add and remove objects this process's running count does not see.
+    pub fn recount(&mut self) -> rusqlite::Result<u64> {
+        self.total = self
             .conn
             .query_row("SELECT COALESCE(SUM(size), 0) FROM objects", [], |r| {
                 r.get::<_, i64>(0)
-            })? as u64)
+            })?
+            .max(0) as u64;
+        Ok(self.total)
     }
 
-    /// Objects in eviction order: superseded catalogs first, then least recently used.
-    pub fn eviction_order(&self) -> rusqlite::Result<Vec<(ContentHash, u64)>> {
-        let mut st = self
-            .conn
-            .prepare("SELECT hash, size FROM objects ORDER BY superseded DESC, acseq")?;
-        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (h, s) = row?;
-            if let Ok(h) = ContentHash::parse(&h) {
-                out.push((h, s as u64));
+    /// Chooses objects to evict, in eviction order (superseded catalogs first, then least
+    /// recently used), skipping those `keep` says to keep, until their sizes add up to
+    /// `bytes`; forgets them in one transaction and returns them (their files are removed
+    /// by the caller). The index is walked only as far as needed, not the whole table.
+    pub fn evict(
+        &mut self,
+        bytes: u64,
+        keep: impl Fn(&ContentHash) -> bool,
+    ) -> rusqlite::Result<Vec<ContentHash>> {
+        let mut victims = Vec::new();
+        let mut freed = 0u64;
+        {
+            let mut st = self
+                .conn
+                .prepare_cached("SELECT hash, size FROM objects ORDER BY superseded DESC, acseq")?;
+            let mut rows = st.query([])?;
+            while freed < bytes {
+                let Some(row) = rows.next()? else { break };
+                let (hex, size): (String, i64) = (row.get(0)?, row.get(1)?);
+                // A record whose name does not parse cannot have a file: it only goes.
+                match ContentHash::parse(&hex) {
+                    Ok(h) if keep(&h) => continue,
+                    Ok(h) => victims.push((Some(h), hex, size.max(0) as u64)),
+                    Err(_) => victims.push((None, hex, size.max(0) as u64)),
+                }
+                freed += size.max(0) as u64;
             }
         }
-        Ok(out)
+        let tx = self.conn.transaction()?;
+        {
+            let mut del = tx.prepare_cached("DELETE FROM objects WHERE hash = ?1")?;
+            for (_, hex, _) in &victims {
+                del.execute([hex])?;
+            }
+        }
+        tx.commit()?;
+        self.total = self.total.saturating_sub(freed);
+        Ok(victims.into_iter().filter_map(|(h, _, _)| h).collect())
     }
 
     /// Forgets object `hash` (its file is removed by the caller).
     pub fn remove(&mut self, hash: &ContentHash) -> rusqlite::Result<()> {
+        let size = self.size_of(hash)?.unwrap_or(0);
         self.conn
             .execute("DELETE FROM objects WHERE hash = ?1", [hash.to_hex()])?;
+        self.total = self.total.saturating_sub(size);
         Ok(())
     }
 
@@ -154,5 +200,35 @@ impl Quota {
             )
             .optional()
             .map(|o| o.map(|s| s as u64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cvmfs::hash::HashAlgo;
+
+    /// The running count is what `SUM(size)` says after inserts, replacements, removals
+    /// and evictions, and eviction takes the least recently used first, skipping the kept.
+    #[test]
+    fn running_total_and_eviction_order() {
+        let d = tempfile::tempdir().unwrap();
+        let mut q = Quota::open(&d.path().join("db")).unwrap();
+        let h = |i: u32| HashAlgo::Sha1.digest(&i.to_le_bytes());
+        for i in 0..10 {
+            q.insert(&h(i), 100, &Kind::Data, &[0; 32]).unwrap();
+        }
+        q.insert(&h(3), 250, &Kind::Data, &[0; 32]).unwrap(); // fetched again, larger
+        q.remove(&h(9)).unwrap();
+        assert_eq!(q.total(), 8 * 100 + 250);
+        assert_eq!(q.total(), q.recount().unwrap());
+        // Oldest first: 0, 1, 2 (kept), 4 — 3 was used last but one.
+        let gone = q.evict(300, |x| *x == h(2)).unwrap();
+        assert_eq!(gone, vec![h(0), h(1), h(4)]);
+        assert_eq!(q.total(), 1050 - 300);
+        assert_eq!(q.total(), q.recount().unwrap());
+        // Reopened, the count is read back.
+        drop(q);
+        assert_eq!(Quota::open(&d.path().join("db")).unwrap().total(), 750);
     }
 }

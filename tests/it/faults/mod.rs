@@ -25,6 +25,7 @@ use crate::net::*;
 
 mod cache;
 mod proxies;
+mod soak;
 mod trust;
 
 const BIG: &str = "blobs/big.bin";
