@@ -116,19 +116,51 @@ pub fn commit(mut c: CommitInput<'_>) -> Result<Manifest, PublishError> {
     Ok(manifest)
 }
 
-/// The previous reflog if it matches the previous manifest; otherwise a new one (it is
-/// bookkeeping for garbage collection, never needed to read a revision).
+/// The reflog to extend: the previous one if it matches the previous manifest. One that
+/// does not (a publish killed between writing it and writing its manifest) still lists
+/// every root ever published, plus the killed publish's: kept, never replaced by an empty
+/// one. Only an unreadable one is started anew, from the previous manifest's objects.
 fn load_reflog(
     store: &LocalStore,
     old: Option<&Manifest>,
     fqrn: &str,
 ) -> Result<Reflog, PublishError> {
-    if let (Some(m), Ok(bytes)) = (old, store.fetch(reflog::PATH, 1 << 30)) {
-        if m.reflog.is_some_and(|y| y.algo.digest(&bytes) == y) {
-            if let Ok(r) = Reflog::from_bytes(&bytes) {
+    let bytes = store.fetch(reflog::PATH, 1 << 30).ok();
+    if let (Some(m), Some(bytes)) = (old, &bytes) {
+        if m.reflog.is_some_and(|y| y.algo.digest(bytes) == y) {
+            if let Ok(r) = Reflog::from_bytes(bytes) {
                 return Ok(r);
             }
         }
     }
-    Ok(Reflog::create(fqrn)?)
+    let Some(m) = old else {
+        return Ok(Reflog::create(fqrn)?);
+    };
+    let reflog = match bytes.as_deref().map(Reflog::from_bytes) {
+        // A database that is not a reflog (no `refs` table) counts as unreadable.
+        Some(Ok(r)) if r.count(RefType::Catalog).is_ok() => {
+            tracing::warn!(
+                "the reflog does not match the manifest (a publish was interrupted); \
+                 keeping its list of roots"
+            );
+            r
+        }
+        _ if m.reflog.is_none() => Reflog::create(fqrn)?,
+        _ => {
+            tracing::warn!(
+                "the reflog is missing or unreadable; starting a new one from revision {}",
+                m.revision
+            );
+            Reflog::create(fqrn)?
+        }
+    };
+    // Whatever was kept or started, the current revision's objects are in it.
+    reflog.add(&m.root_catalog, RefType::Catalog, m.timestamp)?;
+    if let Some(c) = &m.certificate {
+        reflog.add(c, RefType::Certificate, m.timestamp)?;
+    }
+    if let Some(h) = &m.history {
+        reflog.add(h, RefType::History, m.timestamp)?;
+    }
+    Ok(reflog)
 }

@@ -85,8 +85,11 @@ pub fn process_all(
     let mut todo = Vec::new();
     let mut stats = ContentStats::default();
     for (i, job) in jobs.iter().enumerate() {
-        match s.index.reusable(&job.repo_path, &job.meta, s.algo) {
-            Some(c) if c.objects().iter().all(|o| s.store.contains(o)) => {
+        match s
+            .index
+            .reusable(&job.repo_path, &job.meta, s.algo, |o| s.store.stored_len(o))
+        {
+            Some(c) => {
                 s.progress.bytes(job.meta.size);
                 stats.files_reused += 1;
                 out[i] = Some(c);

@@ -10,6 +10,7 @@ use rusqlite::{params, Connection};
 
 use crate::cvmfs::catalog::Chunk;
 use crate::cvmfs::hash::{ContentHash, HashAlgo};
+use crate::cvmfs::object::ObjectName;
 
 use super::content::FileContent;
 use super::walk::{FileJob, Meta};
@@ -18,6 +19,9 @@ use super::walk::{FileJob, Meta};
 struct Record {
     stat: [i64; 7],
     content: FileContent,
+    /// The stored length of each of the content's objects, in order: reuse checks them, so
+    /// an object cut short since (a crash that lost unsynced data) is written again.
+    stored: Vec<u64>,
 }
 
 fn stat_key(m: &Meta) -> [i64; 7] {
@@ -95,8 +99,10 @@ impl PublishIndex {
         let Ok(conn) = Connection::open(path) else {
             return idx;
         };
+        // An index from before stored lengths were recorded has no `stored` column: it does
+        // not load, and the next publish reads every file once.
         let Ok(mut st) = conn.prepare(
-            "SELECT path, dev, ino, size, mtime, mtime_ns, ctime, ctime_ns, content FROM files",
+            "SELECT path, dev, ino, size, mtime, mtime_ns, ctime, ctime_ns, content, stored FROM files",
         ) else {
             return idx;
         };
@@ -105,36 +111,71 @@ impl PublishIndex {
             for (i, s) in stat.iter_mut().enumerate() {
                 *s = r.get(i + 1)?;
             }
-            Ok((r.get::<_, Vec<u8>>(0)?, stat, r.get::<_, String>(8)?))
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                stat,
+                r.get::<_, String>(8)?,
+                r.get::<_, String>(9)?,
+            ))
         });
         if let Ok(rows) = rows {
-            for (path, stat, content) in rows.flatten() {
-                if let Some(content) = decode(&content) {
-                    idx.records.insert(path, Record { stat, content });
+            for (path, stat, content, stored) in rows.flatten() {
+                let stored: Option<Vec<u64>> = stored
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.parse().ok())
+                    .collect();
+                if let (Some(content), Some(stored)) = (decode(&content), stored) {
+                    if stored.len() == content.objects().len() {
+                        idx.records.insert(
+                            path,
+                            Record {
+                                stat,
+                                content,
+                                stored,
+                            },
+                        );
+                    }
                 }
             }
         }
         idx
     }
 
-    /// The content recorded for `repo_path` if the file's stat is exactly as recorded and
-    /// the algorithm is the same.
-    pub fn reusable(&self, repo_path: &[u8], meta: &Meta, algo: HashAlgo) -> Option<FileContent> {
+    /// The content recorded for `repo_path` if the file's stat is exactly as recorded, the
+    /// algorithm is the same and every object is stored at the length it had when recorded
+    /// (`stored_len`: an object's current length, `None` if absent).
+    pub fn reusable(
+        &self,
+        repo_path: &[u8],
+        meta: &Meta,
+        algo: HashAlgo,
+        stored_len: impl Fn(&ObjectName) -> Option<u64>,
+    ) -> Option<FileContent> {
         let r = self.records.get(repo_path)?;
         let algo_ok = match &r.content {
             FileContent::Whole { hash, .. } => hash.algo == algo,
             FileContent::Chunked { chunks, .. } => chunks.iter().all(|c| c.hash.algo == algo),
         };
-        (r.stat == stat_key(meta) && algo_ok).then(|| r.content.clone())
+        let stored_ok = || {
+            r.content
+                .objects()
+                .iter()
+                .zip(&r.stored)
+                .all(|(o, len)| stored_len(o) == Some(*len))
+        };
+        (r.stat == stat_key(meta) && algo_ok && stored_ok()).then(|| r.content.clone())
     }
 
     /// Replaces the index with this publish's files (those below `prefix` are replaced,
     /// the rest kept), written to a temporary file and renamed.
+    /// `stored_len` gives each new object's stored length (see [`PublishIndex::reusable`]).
     pub fn save(
         &self,
         prefix: &[u8],
         jobs: &[FileJob],
         contents: &[FileContent],
+        stored_len: impl Fn(&ObjectName) -> Option<u64>,
     ) -> Result<(), IndexError> {
         let Some(path) = &self.path else {
             return Ok(());
@@ -148,15 +189,16 @@ impl PublishIndex {
         let mut conn = Connection::open(&tmp).map_err(err)?;
         conn.execute_batch(
             "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;
-             CREATE TABLE files (path BLOB PRIMARY KEY, dev, ino, size, mtime, mtime_ns, ctime, ctime_ns, content TEXT);",
+             CREATE TABLE files (path BLOB PRIMARY KEY, dev, ino, size, mtime, mtime_ns, ctime, ctime_ns, content TEXT, stored TEXT);",
         )
         .map_err(err)?;
         let tx = conn.transaction().map_err(err)?;
         {
             let mut ins = tx
-                .prepare("INSERT OR REPLACE INTO files VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)")
+                .prepare("INSERT OR REPLACE INTO files VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)")
                 .map_err(err)?;
-            let mut put = |path: &[u8], s: [i64; 7], c: &FileContent| {
+            let mut put = |path: &[u8], s: [i64; 7], c: &FileContent, stored: &[u64]| {
+                let stored: Vec<String> = stored.iter().map(u64::to_string).collect();
                 ins.execute(params![
                     path,
                     s[0],
@@ -166,18 +208,24 @@ impl PublishIndex {
                     s[4],
                     s[5],
                     s[6],
-                    encode(c)
+                    encode(c),
+                    stored.join(",")
                 ])
                 .map(|_| ())
                 .map_err(err)
             };
             for (p, r) in &self.records {
                 if !crate::repository::path::is_within(p, prefix) {
-                    put(p, r.stat, &r.content)?;
+                    put(p, r.stat, &r.content, &r.stored)?;
                 }
             }
             for (job, c) in jobs.iter().zip(contents) {
-                put(&job.repo_path, stat_key(&job.meta), c)?;
+                // An object whose length cannot be read now is not recorded: its file is
+                // read again next time rather than trusted blindly.
+                let stored: Option<Vec<u64>> = c.objects().iter().map(&stored_len).collect();
+                if let Some(stored) = stored {
+                    put(&job.repo_path, stat_key(&job.meta), c, &stored)?;
+                }
             }
         }
         tx.commit().map_err(err)?;

@@ -16,6 +16,7 @@ pub mod lifecycle;
 pub mod old;
 pub mod partition;
 pub mod repair;
+pub mod undo;
 pub mod walk;
 
 use std::path::{Path, PathBuf};
@@ -281,21 +282,36 @@ pub fn publish(
     opts: &PublishOptions,
     progress: &dyn Progress,
 ) -> Result<PublishReport, PublishError> {
+    let store = LocalStore::journaled(&opts.repo);
+    let _lock = lock(&store)?;
+    let before = undo::remember(&store);
     // Deep trees recurse deeply; give the work a stack that cannot be the limit.
-    std::thread::scope(|s| {
+    let result = std::thread::scope(|s| {
         std::thread::Builder::new()
             .name("publish".into())
             .stack_size(256 << 20)
-            .spawn_scoped(s, || publish_inner(opts, progress))
+            .spawn_scoped(s, || publish_inner(opts, progress, &store))
             .expect("spawning the publish thread")
             .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p))
-    })
+    });
+    match result {
+        Ok(Ok(report)) => Ok(report),
+        Ok(Err(e)) => {
+            undo::undo(&store, &before);
+            Err(e)
+        }
+        Err(panic) => {
+            undo::undo(&store, &before);
+            std::panic::resume_unwind(panic)
+        }
+    }
 }
 
+/// The publish itself, under the lock `publish` holds.
 fn publish_inner(
     opts: &PublishOptions,
     progress: &dyn Progress,
+    store: &LocalStore,
 ) -> Result<PublishReport, PublishError> {
     let started = Instant::now();
     let target = crate::repository::path::normalize(&opts.path)?;
@@ -305,10 +321,8 @@ fn publish_inner(
     if let Some(c) = &opts.chunking {
         c.validate().map_err(PublishError::Invalid)?;
     }
-    let store = LocalStore::new(&opts.repo);
-    let _lock = lock(&store)?;
     crate::cvmfs::object::set_compression_level(opts.compression_level);
-    let (repo, key_paths) = open_current(&store, &opts.keys)?;
+    let (repo, key_paths) = open_current(store, &opts.keys)?;
 
     let keys = signing_keys(&repo, &key_paths)?;
     let old_manifest = repo.manifest().clone();
@@ -335,7 +349,7 @@ fn publish_inner(
     };
     progress.start(walker.jobs.iter().map(|j| j.meta.size).sum());
     let settings = content::ContentSettings {
-        store: &store,
+        store,
         algo,
         chunking: opts.chunking,
         progress,
@@ -352,7 +366,7 @@ fn publish_inner(
     let roots = partition::catalog_roots(&root_node, &target, &dirtab, opts.auto_catalogs);
     let old = old::OldRevision::new(&repo);
     let mut ctx = build::BuildCtx {
-        store: &store,
+        store,
         algo,
         revision,
         now,
@@ -411,7 +425,7 @@ fn publish_inner(
         .map(|t| (t.clone(), opts.tag_description.clone()))
         .collect();
     commit::commit(commit::CommitInput {
-        store: &store,
+        store,
         keys: &keys,
         fqrn: &old_manifest.fqrn,
         algo,
@@ -424,7 +438,7 @@ fn publish_inner(
         tags,
         move_trunk: true,
     })?;
-    if let Err(e) = index.save(&target, &walker.jobs, &contents) {
+    if let Err(e) = index.save(&target, &walker.jobs, &contents, |o| store.stored_len(o)) {
         progress.warn(&format!(
             "{e}; the publish itself stands, but the next one may read unchanged files again"
         ));

@@ -7,23 +7,71 @@ use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use crate::cvmfs::hash::HashAlgo;
 use crate::cvmfs::object::{compress_and_hash, CompressingWriter, ObjectKind, ObjectName};
 
 use super::source::{IoContext, IoError, ObjectSource, SourceError};
 
+/// What is at an object's final name before it is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Existing {
+    /// Nothing: the object is new.
+    Absent,
+    /// The object, whole: nothing to write.
+    Whole,
+    /// A file of the wrong length or content: replaced.
+    Damaged,
+}
+
 /// A repository directory on local disk, as a Stratum 0 keeps it.
 #[derive(Debug, Clone)]
 pub struct LocalStore {
     root: PathBuf,
+    /// Objects this store created, when it keeps count (a publish that fails removes them).
+    created: Option<Arc<Mutex<Vec<PathBuf>>>>,
 }
+
+/// Objects up to this size that exist already are hashed before they are trusted as the
+/// object their name says; larger ones get the length check only (reading a large object
+/// back would cost as much as writing it again).
+const HASH_EXISTING_MAX: u64 = 1 << 20;
 
 impl LocalStore {
     /// A store for the repository directory `root` (nothing is created; see
     /// [`LocalStore::create_layout`]).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        LocalStore { root: root.into() }
+        LocalStore {
+            root: root.into(),
+            created: None,
+        }
+    }
+
+    /// Like [`LocalStore::new`], and keeps a list of the objects it creates, for
+    /// [`LocalStore::remove_created`].
+    pub fn journaled(root: impl Into<PathBuf>) -> Self {
+        LocalStore {
+            root: root.into(),
+            created: Some(Arc::default()),
+        }
+    }
+
+    /// Removes every object this (journaled) store created; returns how many. For a publish
+    /// that failed before its manifest was written: nothing references them.
+    pub fn remove_created(&self) -> usize {
+        let Some(created) = &self.created else {
+            return 0;
+        };
+        let paths = std::mem::take(&mut *created.lock().expect("created objects"));
+        paths.iter().filter(|p| fs::remove_file(p).is_ok()).count()
+    }
+
+    /// The length in bytes of stored object `name`, if it is stored.
+    pub fn stored_len(&self, name: &ObjectName) -> Option<u64> {
+        fs::metadata(self.path_of(&name.path()))
+            .ok()
+            .map(|m| m.len())
     }
 
     /// The repository directory.
@@ -55,16 +103,17 @@ impl LocalStore {
         self.path_of(&name.path()).exists()
     }
 
-    /// Stores already compressed bytes under `name`; a no-op if the object exists.
+    /// Stores already compressed bytes under `name`; a no-op if the object exists whole.
     /// Returns whether bytes were written.
     pub fn put_compressed(&self, name: &ObjectName, compressed: &[u8]) -> Result<bool, IoError> {
         let dest = self.path_of(&name.path());
-        if dest.exists() {
+        let existing = self.existing(name, &dest, compressed.len() as u64)?;
+        if existing == Existing::Whole {
             return Ok(false);
         }
         let mut p = self.pending()?;
         p.file.write_all(compressed).ctx("writing", &p.shown)?;
-        self.commit(p, &dest)
+        self.commit(p, &dest, existing)
     }
 
     /// Compresses, hashes and stores `data` as an object of `kind`.
@@ -98,11 +147,42 @@ impl LocalStore {
             .map_err(|e| IoError::new("writing", &shown, e.into_error()))?;
         let name = ObjectName::new(hash, kind);
         let dest = self.path_of(&name.path());
-        if dest.exists() {
+        let len = p.file.metadata().ctx("reading the size of", &shown)?.len();
+        let existing = self.existing(&name, &dest, len)?;
+        if existing == Existing::Whole {
             return Ok((name, size, false));
         }
-        let new = self.commit(p, &dest)?;
+        let new = self.commit(p, &dest, existing)?;
         Ok((name, size, new))
+    }
+
+    /// Whether object `name` is already stored at `dest` as the `len` bytes just made for
+    /// it. An object from an earlier run is not trusted for existing: a crash that lost
+    /// unsynced data leaves short or empty files under their final names, and a manifest
+    /// must never be signed over one. The length is checked always (one `stat`), the hash
+    /// for objects small enough to read back cheaply.
+    fn existing(&self, name: &ObjectName, dest: &Path, len: u64) -> Result<Existing, IoError> {
+        let on_disk = match fs::metadata(dest) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Existing::Absent),
+            Err(e) => return Err(IoError::new("reading the size of", dest, e)),
+        };
+        let why = if on_disk != len {
+            format!("{on_disk} bytes where {len} are due")
+        } else if len <= HASH_EXISTING_MAX {
+            let bytes = fs::read(dest).ctx("reading", dest)?;
+            if name.hash.algo.digest(&bytes) == name.hash {
+                return Ok(Existing::Whole);
+            }
+            "its bytes do not hash to its name".to_string()
+        } else {
+            return Ok(Existing::Whole);
+        };
+        tracing::warn!(
+            "stored object {} is damaged ({why}); writing it again",
+            dest.display()
+        );
+        Ok(Existing::Damaged)
     }
 
     /// A file for an object being written. Anonymous (`O_TMPFILE`) where the filesystem
@@ -143,8 +223,10 @@ impl LocalStore {
         })
     }
 
-    /// Puts a pending object at `dest`; `false` if another writer put it there first.
-    fn commit(&self, p: Pending, dest: &Path) -> Result<bool, IoError> {
+    /// Puts a pending object at `dest` (over a damaged one: by rename, so readers see the
+    /// old file or the new one, never a missing name); `false` if another writer put it
+    /// there first.
+    fn commit(&self, p: Pending, dest: &Path, existing: Existing) -> Result<bool, IoError> {
         // Objects are world-readable: a web server serves them as they are.
         p.file
             .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
@@ -153,6 +235,9 @@ impl LocalStore {
             Some(path) => path.to_path_buf(),
             None => PathBuf::from(format!("/proc/self/fd/{}", p.file.as_raw_fd())),
         };
+        if existing == Existing::Damaged {
+            return self.replace(&p, &from, dest);
+        }
         let linked = nix::unistd::linkat(
             nix::fcntl::AT_FDCWD,
             &from,
@@ -162,9 +247,49 @@ impl LocalStore {
         );
         // A named temporary file is removed when `p` drops, whatever happened.
         match linked {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                self.note_created(dest);
+                Ok(true)
+            }
             Err(nix::errno::Errno::EEXIST) => Ok(false),
             Err(e) => Err(IoError::new("linking into", dest, e.into())),
+        }
+    }
+
+    /// Renames a pending object over a damaged one. The damaged file is not this run's, so
+    /// a failed publish does not remove its replacement either (it is whole, and its name
+    /// may be referenced by a published revision).
+    fn replace(&self, p: &Pending, from: &Path, dest: &Path) -> Result<bool, IoError> {
+        let named = match &p.named {
+            Some(path) => path.to_path_buf(),
+            None => {
+                let tmp = self.txn_dir().join(format!(
+                    "replace.{}.{}",
+                    std::process::id(),
+                    p.file.as_raw_fd()
+                ));
+                let _ = fs::remove_file(&tmp);
+                nix::unistd::linkat(
+                    nix::fcntl::AT_FDCWD,
+                    from,
+                    nix::fcntl::AT_FDCWD,
+                    &tmp,
+                    nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW,
+                )
+                .map_err(|e| IoError::new("linking into", &tmp, e.into()))?;
+                tmp
+            }
+        };
+        fs::rename(&named, dest).ctx("renaming into", dest)?;
+        Ok(true)
+    }
+
+    fn note_created(&self, dest: &Path) {
+        if let Some(created) = &self.created {
+            created
+                .lock()
+                .expect("created objects")
+                .push(dest.to_path_buf());
         }
     }
 

@@ -14,7 +14,7 @@ use lazyroot::publish::{self, lifecycle, Progress, PublishError};
 use lazyroot::repository::local::LocalStore;
 use lazyroot::repository::At;
 
-use crate::common::{lazyroot, noise, stderr, write, TestRepo, FQRN};
+use crate::common::{lazyroot, noise, object_names, stderr, write, TestRepo, FQRN};
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -662,8 +662,14 @@ fn full_disk_is_reported_and_cleaned_up() {
     populate_v1(&v1);
     repo.publish(&v1);
     let before = repo.listing();
+    let objects = object_names(&repo.repo);
+    let reflog = std::fs::read(repo.repo.join(".cvmfsreflog")).unwrap();
 
     let src = source(repo, "v2");
+    // Files that fit, stored before the one that does not.
+    for i in 0..20 {
+        write(&src.join(format!("small/{i}")), &noise(100 + i, 20_000));
+    }
     write(&src.join("huge"), &noise(7, 12 << 20));
     let e = match publish::publish(&repo.options(&src), &publish::NoProgress) {
         Ok(r) => panic!(
@@ -679,6 +685,16 @@ fn full_disk_is_reported_and_cleaned_up() {
         "the error should name a path: {msg}"
     );
     assert_intact(repo, &before);
+    assert_eq!(
+        object_names(&repo.repo),
+        objects,
+        "the failed publish's objects are taken back"
+    );
+    assert_eq!(
+        std::fs::read(repo.repo.join(".cvmfsreflog")).unwrap(),
+        reflog,
+        "the reflog is as before"
+    );
     let txn = repo.repo.join("data/txn");
     assert_eq!(
         leftovers(&txn, &["publish.lock"]),

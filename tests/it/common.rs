@@ -396,3 +396,18 @@ pub fn commit_root(
     })
     .unwrap();
 }
+
+/// Every object file under `repo/data/00`…`ff`, as `XX/rest`, sorted.
+pub fn object_names(repo: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for i in 0..=255u8 {
+        let d = format!("{i:02x}");
+        if let Ok(rd) = std::fs::read_dir(repo.join("data").join(&d)) {
+            for e in rd.flatten() {
+                out.push(format!("{d}/{}", e.file_name().to_string_lossy()));
+            }
+        }
+    }
+    out.sort();
+    out
+}

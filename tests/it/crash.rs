@@ -7,13 +7,7 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 
 fn object_count(repo: &std::path::Path) -> usize {
-    (0..=255u8)
-        .map(|i| {
-            std::fs::read_dir(repo.join(format!("data/{i:02x}")))
-                .map(|d| d.count())
-                .unwrap_or(0)
-        })
-        .sum()
+    object_names(repo).len()
 }
 
 #[test]

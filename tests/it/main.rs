@@ -15,6 +15,7 @@ mod loader;
 mod mount;
 mod net;
 mod provision;
+mod publisher_state;
 mod revisions;
 mod rootfs;
 mod roundtrip;
