@@ -208,7 +208,20 @@ impl MountedTree {
             }
             *last = Instant::now();
         }
-        if let Ok((repo, mode)) = remote::open(self.source.clone(), &self.trust) {
+        // The clock of now, not of the mount's start: a whitelist that has expired since
+        // must stop new revisions (the one mounted stays, as it was verified).
+        let trust = Trust {
+            now: crate::cvmfs::timefmt::now(),
+            ..self.trust.clone()
+        };
+        let opened = match remote::open(self.source.clone(), &trust) {
+            Ok(o) => Some(o),
+            Err(e) => {
+                tracing::warn!("checking for a newer revision: {e}; staying on the one mounted");
+                None
+            }
+        };
+        if let Some((repo, mode)) = opened {
             let m = repo.manifest().clone();
             let mut cur = self.current.write().expect("revision");
             if m.revision > cur.repo.manifest().revision {

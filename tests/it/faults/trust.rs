@@ -183,3 +183,81 @@ fn a_damaged_breadcrumb_still_refuses_a_rollback() {
         other => panic!("expected a rollback refusal with a damaged breadcrumb, got: {other}"),
     }
 }
+
+/// Writes a whitelist of the fixture's repository, signed by its master key, valid from
+/// `created` to `expires` (Unix seconds), into repository directory `dir`.
+fn write_whitelist(fx: &Fixture, dir: &Path, created: i64, expires: i64) {
+    let trust = fx.repo.trust();
+    let path = fx.repo.repo.join(".cvmfswhitelist");
+    let current = Whitelist::verify(&std::fs::read(&path).unwrap(), &trust.master_keys).unwrap();
+    let master = load_private_key(&fx.repo.keys.join(format!("{FQRN}.masterkey"))).unwrap();
+    let w = Whitelist {
+        created,
+        expires,
+        ..current
+    };
+    std::fs::write(dir.join(".cvmfswhitelist"), w.sign(&master).unwrap()).unwrap();
+}
+
+/// A long-lived unpinned mount checks the whitelist against the clock at every refresh,
+/// not at its start: a mount that started 50 days ago, when the whitelist was valid, must
+/// not take a new revision under a whitelist that expired 10 days ago. Once the whitelist
+/// is re-signed, the same mount moves on.
+#[test]
+fn a_refresh_checks_whitelist_expiry_against_the_clock_now() {
+    let fx = fixture();
+    // Revisions with a one-second TTL, so the mount looks for a newer one at once.
+    let publish = |fx: &Fixture| {
+        let mut o = fx.repo.options(&fx.src);
+        o.ttl = 1;
+        lazyroot::publish::publish(&o, &lazyroot::publish::NoProgress).unwrap();
+    };
+    publish(&fx);
+    let served = fx.dir().join("served");
+    let copy = |from: &Path| {
+        let st = Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", from.display()))
+            .arg(&served)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    };
+    std::fs::create_dir_all(&served).unwrap();
+    copy(&fx.repo.repo);
+    let now = lazyroot::cvmfs::timefmt::now();
+    write_whitelist(&fx, &served, now - 100 * 86_400, now - 10 * 86_400);
+
+    let server = Server::start(&[&served]);
+    let mut trust = fx.repo.trust();
+    trust.now = now - 50 * 86_400;
+    let src = source(FQRN, &server.url(FQRN), &fx.dir().join("cache"));
+    let (repo, mode) = remote::open(src.clone(), &trust).unwrap();
+    let (root, size) = (
+        repo.manifest().root_catalog,
+        repo.manifest().root_catalog_size,
+    );
+    let opened = lazyroot::remote::stack::Opened { repo, mode, trust };
+    let tree = MountedTree::new(src, opened, root, size, false).unwrap();
+    let etc = tree.lookup(ROOT, b"etc").unwrap().ino;
+    assert!(tree.lookup(etc, b"added").is_err());
+
+    // A new revision on the server, still under the expired whitelist.
+    write(&fx.src.join("etc/added"), b"new in the next revision\n");
+    publish(&fx);
+    copy(&fx.repo.repo);
+    write_whitelist(&fx, &served, now - 100 * 86_400, now - 10 * 86_400);
+    std::thread::sleep(Duration::from_millis(1500));
+    let etc = tree.lookup(ROOT, b"etc").unwrap().ino;
+    assert!(
+        tree.lookup(etc, b"added").is_err(),
+        "a revision under a whitelist expired 10 days ago was taken"
+    );
+
+    // Re-signed: the next refresh takes it.
+    write_whitelist(&fx, &served, now - 86_400, now + 30 * 86_400);
+    std::thread::sleep(Duration::from_millis(1500));
+    let etc = tree.lookup(ROOT, b"etc").unwrap().ino;
+    tree.lookup(etc, b"added")
+        .expect("the new revision, once the whitelist is valid");
+}
