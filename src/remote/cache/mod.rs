@@ -130,8 +130,21 @@ impl Cache {
         let probe = dir.join("txn/.probe");
         fs::write(&probe, b"x").map_err(|e| unusable(format!("not writable: {e}")))?;
         let _ = fs::remove_file(&probe);
-        let db = quota::Quota::open(&dir.join("cachedb.sqlite"))
-            .map_err(|e| unusable(format!("bookkeeping database: {e}")))?;
+        let db_path = dir.join("cachedb.sqlite");
+        let db = match quota::Quota::open(&db_path) {
+            Ok(db) => db,
+            // Bookkeeping, not data: a damaged database must not stop every mount until an
+            // operator deletes the cache.
+            Err(e) => {
+                tracing::warn!(
+                    "cache bookkeeping {}: {e}; rebuilding it from the objects (the damaged \
+                     one is kept as cachedb.sqlite.corrupt)",
+                    db_path.display()
+                );
+                quota::Quota::rebuild(&db_path, &dir.join("objects"))
+                    .map_err(|e| unusable(format!("rebuilding the bookkeeping database: {e}")))?
+            }
+        };
         Ok(Cache {
             dir: dir.to_path_buf(),
             quota: quota_bytes,

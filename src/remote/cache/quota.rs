@@ -36,6 +36,15 @@ impl Quota {
     /// costs only a few LRU positions.
     pub fn open(path: &Path) -> rusqlite::Result<Self> {
         let conn = Connection::open(path)?;
+        // A damaged database (a torn write, a disk error) can still open; its pages fail
+        // only later, in the middle of a download. Found here, it is rebuilt instead.
+        let verdict: String = conn.query_row("PRAGMA quick_check(1)", [], |r| r.get(0))?;
+        if verdict != "ok" {
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+                Some(verdict),
+            ));
+        }
         // Bookkeeping, not data: losing the last writes costs a few LRU positions only.
         conn.execute_batch(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=OFF;
@@ -61,6 +70,47 @@ impl Quota {
             seq,
             total: 0,
         };
+        quota.recount()?;
+        Ok(quota)
+    }
+
+    /// Replaces the database at `path` (moved aside to `<path>.corrupt`, for a look) with
+    /// one listing every object file under `objects`, with its size and no digest: the
+    /// quota accounts for them again at once, and each is checked before it is used (an
+    /// object without a recorded digest is fetched again on first use, so nothing the
+    /// damaged database vouched for is taken on trust). Catalog roles are lost: those
+    /// objects age out as data.
+    pub fn rebuild(path: &Path, objects: &Path) -> rusqlite::Result<Self> {
+        let aside = path.with_extension("sqlite.corrupt");
+        let _ = std::fs::rename(path, &aside);
+        for ext in ["sqlite-wal", "sqlite-shm"] {
+            let _ = std::fs::remove_file(path.with_extension(ext));
+        }
+        let mut quota = Quota::open(path)?;
+        let tx = quota.conn.transaction()?;
+        let mut n = 0i64;
+        {
+            let mut ins = tx.prepare(
+                "INSERT OR REPLACE INTO objects (hash, size, acseq, superseded, digest) VALUES (?1, ?2, ?3, 0, NULL)",
+            )?;
+            for prefix in std::fs::read_dir(objects).into_iter().flatten().flatten() {
+                let p = prefix.file_name().to_string_lossy().into_owned();
+                for e in std::fs::read_dir(prefix.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    let name = format!("{p}{}", e.file_name().to_string_lossy());
+                    let (Ok(hash), Ok(md)) = (ContentHash::parse(&name), e.metadata()) else {
+                        continue;
+                    };
+                    n += 1;
+                    ins.execute(params![hash.to_hex(), md.len() as i64, n])?;
+                }
+            }
+        }
+        tx.commit()?;
+        quota.seq = n;
         quota.recount()?;
         Ok(quota)
     }

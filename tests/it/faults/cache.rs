@@ -308,3 +308,68 @@ fn a_damaged_cache_never_serves_wrong_bytes() {
         drop(m);
     }
 }
+
+/// A damaged bookkeeping database (`cachedb.sqlite` overwritten, as by a torn write) does
+/// not stop the next mount: it is moved aside and rebuilt from the objects, so the quota
+/// counts them again, and each object is still checked before use (without a recorded
+/// digest it is fetched again). Before, every mount failed until the cache was deleted.
+#[test]
+fn a_damaged_cache_database_is_rebuilt_from_the_objects() {
+    let fx = fixture();
+    let d = fx.dir();
+    let server = Server::start(&[&fx.repo.repo]);
+    let cache = d.join("cache");
+    let m = fx
+        .mount(&server.url(FQRN), &cache, &d.join("warm"), &[])
+        .unwrap();
+    assert_bytes(&read_mounted(m.dir.join(BIG)).unwrap(), &fx.big, "warming");
+    assert!(m.stop().success());
+    let objects = walk_files(&cache.join("objects"));
+    assert!(objects >= 2, "catalog and file cached: {objects}");
+
+    let db = cache.join("cachedb.sqlite");
+    for ext in ["sqlite-wal", "sqlite-shm"] {
+        let _ = std::fs::remove_file(db.with_extension(ext));
+    }
+    let len = std::fs::metadata(&db).unwrap().len() as usize;
+    std::fs::write(&db, noise(5, len.max(4096))).unwrap();
+
+    let m = fx
+        .mount(&server.url(FQRN), &cache, &d.join("after"), &[])
+        .unwrap_or_else(|e| panic!("a damaged cache database stopped the mount: {e}"));
+    assert_bytes(
+        &read_mounted(m.dir.join(BIG)).unwrap(),
+        &fx.big,
+        "after the rebuild",
+    );
+    assert_bytes(
+        &read_mounted(m.dir.join("etc/hello.txt")).unwrap(),
+        b"hello\n",
+        "after the rebuild",
+    );
+    assert!(m.stop().success());
+    assert!(cache.join("cachedb.sqlite.corrupt").exists(), "kept aside");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let rows: i64 = conn
+        .query_row("SELECT count(*) FROM objects", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        rows as usize,
+        walk_files(&cache.join("objects")),
+        "every cached object is recorded again"
+    );
+}
+
+fn walk_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            if e.file_type().unwrap().is_dir() {
+                walk_files(&e.path())
+            } else {
+                1
+            }
+        })
+        .sum()
+}
