@@ -18,7 +18,12 @@ use super::{elf, loader, ClientError, MountedTree};
 /// Where an open file's bytes are.
 #[derive(Clone)]
 pub(super) enum Handle {
-    Whole { file: Arc<File>, hash: ContentHash },
+    /// A file of no bytes: nothing to fetch (and nothing that could be wrong).
+    Empty,
+    Whole {
+        file: Arc<File>,
+        hash: ContentHash,
+    },
     Chunked(Arc<ChunkedFile>),
 }
 
@@ -43,7 +48,10 @@ impl MountedTree {
             EntryKind::File => {}
             _ => return Err(ClientError::Io("not a regular file".into())),
         }
-        let handle = if e.is_chunked() {
+        let handle = if e.size == 0 {
+            // Published empty files and the skeleton's (which have no object anywhere).
+            Handle::Empty
+        } else if e.is_chunked() {
             let chunks = self.note(self.with_snapshot(|s| Ok(s.chunks(&f)?)))?;
             Handle::Chunked(Arc::new(ChunkedFile {
                 chunks,
@@ -54,9 +62,6 @@ impl MountedTree {
         } else {
             let hash = match e.hash {
                 Some(h) => h,
-                None if e.size == 0 => {
-                    crate::cvmfs::object::compress_and_hash(e.hash_algo(), b"").1
-                }
                 None => return self.note(Err(ClientError::Io("file without content hash".into()))),
             };
             let file = self.note(self.object_file(
@@ -129,6 +134,7 @@ impl MountedTree {
             .cloned()
             .ok_or(ClientError::BadHandle)?;
         match handle {
+            Handle::Empty => Ok(0),
             Handle::Whole { file, .. } => {
                 read_full(&file, out, offset).map_err(|e| ClientError::Io(e.to_string()))
             }
@@ -209,7 +215,7 @@ impl MountedTree {
     pub fn whole_file(&self, fh: u64) -> Option<Arc<File>> {
         match self.handles.lock().expect("handles").get(&fh)? {
             Handle::Whole { file, .. } => Some(file.clone()),
-            Handle::Chunked(_) => None,
+            Handle::Empty | Handle::Chunked(_) => None,
         }
     }
 
@@ -218,12 +224,12 @@ impl MountedTree {
         let handle = self.handles.lock().expect("handles").remove(&fh);
         match handle {
             Some(Handle::Whole { hash, .. }) => self.source.cache.unpin(&hash),
+            Some(Handle::Empty) | None => {}
             Some(Handle::Chunked(c)) => {
                 if let Some((i, _)) = c.current.lock().expect("current chunk").take() {
                     self.source.cache.unpin(&c.chunks[i].hash);
                 }
             }
-            None => {}
         }
     }
 }

@@ -315,19 +315,22 @@ impl MountedTree {
         rest.strip_prefix(b"/")
     }
 
-    /// A skeleton directory at `path`, when the skeleton has one there.
+    /// A skeleton directory or file at `path`, when the skeleton has one there.
     fn skeleton_entry(
         &self,
         s: &crate::repository::Snapshot<'_>,
         path: &[u8],
     ) -> Result<Option<Found>, ClientError> {
-        match self.relative(path) {
-            Some(rel) if self.skeleton.contains(rel) => {
+        match self
+            .relative(path)
+            .and_then(|rel| Some((rel, self.skeleton.part(rel)?)))
+        {
+            Some((rel, part)) => {
                 let root = s.lookup(&self.base)?.ok_or(ClientError::NotFound)?;
                 let name = rel.rsplit(|&b| b == b'/').next().unwrap_or(rel);
                 Ok(Some(Found {
                     path: path.to_vec(),
-                    entry: Skeleton::entry(name, &root.entry),
+                    entry: Skeleton::entry(name, part, &root.entry),
                     catalog: root.catalog,
                 }))
             }

@@ -9,6 +9,9 @@ use std::process::Stdio;
 use super::harness::*;
 use crate::rootfs::run;
 
+/// The host files Mesos's `network/cni` isolator binds into every container's root.
+const HOST_FILES: [&str; 3] = ["etc/hostname", "etc/hosts", "etc/resolv.conf"];
+
 /// The appc store's view: `images/<id>/manifest` and `rootfs`.
 fn read_appc_entry(img: &lazyroot::provisioner::api::Image) -> serde_json::Value {
     let dir = Path::new(&img.appc_dir);
@@ -42,6 +45,12 @@ fn bind_and_overlay_backends_run_tasks_and_versions_switch_under_a_running_task(
     for d in ["proc", "sys", "dev", "tmp", "mnt/mesos/sandbox"] {
         assert!(rootfs.join(d).is_dir(), "{d} missing");
     }
+    // What `network/cni` binds the host's files onto (issue 11: the bind backend failed on
+    // an image without /etc/hostname): empty files, since the image has none.
+    for f in HOST_FILES {
+        let md = std::fs::metadata(rootfs.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        assert!(md.is_file() && md.len() == 0, "{f}: {md:?}");
+    }
     // The same request again is the same image.
     assert_eq!(w.prepare("").unwrap().id, v1.id);
     w.pin("task-1", &v1.id).unwrap();
@@ -51,14 +60,29 @@ fn bind_and_overlay_backends_run_tasks_and_versions_switch_under_a_running_task(
     // Bind backend: read-only root.
     let bound = scratch.join("bind-rootfs");
     bind(&rootfs, &bound);
+    // As `network/cni` does on a real agent: the host's files bound onto the root's.
+    for f in HOST_FILES {
+        bind(&Path::new("/").join(f), &bound.join(f));
+    }
     let b1 = scratch.join("bundle-bind");
     bundle(
         &b1,
         &bound,
         true,
-        &["/bin/sh", "-c", "cat /etc/version; id -u"],
+        &[
+            "/bin/sh",
+            "-c",
+            "cat /etc/version; id -u; cat /etc/hostname",
+        ],
     );
-    assert_eq!(run(&mut runc(&state, &b1, "bind")), "v1\n0\n");
+    let hostname = std::fs::read_to_string("/etc/hostname").unwrap();
+    assert_eq!(
+        run(&mut runc(&state, &b1, "bind")),
+        format!("v1\n0\n{hostname}")
+    );
+    for f in HOST_FILES {
+        umount(&bound.join(f));
+    }
 
     // Overlay backend: a writable upper layer over the lazy mount.
     let ov = scratch.join("overlay");

@@ -253,7 +253,9 @@ pub fn runc(state: &Path, bundle: &Path, id: &str) -> Command {
 
 /// Bind-mounts `src` (following a symlink, as Mesos's bind backend does) at `dst`.
 pub fn bind(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
+    if src.is_dir() {
+        std::fs::create_dir_all(dst).unwrap();
+    }
     crate::rootfs::run(Command::new("mount").arg("--bind").arg(src).arg(dst));
 }
 
