@@ -3,19 +3,20 @@
 
 use std::future::Future;
 use std::io::BufRead;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use lazyroot::cvmfs::manifest::Manifest;
 use lazyroot::cvmfs::object::{ObjectKind, ObjectName};
 use lazyroot::publish::{self, NoProgress};
 use lazyroot::server::{self, ServedRepo};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::common::{noise, write, TestRepo, FQRN};
 use crate::net::Nginx;
@@ -579,4 +580,142 @@ fn nginx_with_the_readme_rule_keeps_publisher_files_back() {
     ] {
         assert_eq!(at(hidden), 404, "{hidden}");
     }
+}
+
+/// Raises this process's open-file soft limit to its hard limit and returns it: a flood
+/// needs a descriptor per client socket, and the server here shares the process.
+fn raise_nofile() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        lim.rlim_cur = lim.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+    }
+    lim.rlim_cur as usize
+}
+
+/// The `i`-th flood client's source address: 127.0.0.2 to 127.0.0.250 in turn, so the
+/// flood looks like many hosts (all of 127/8 is loopback on Linux) and none of them
+/// reaches a per-client limit; 127.0.0.1 is left to the client the test measures.
+fn flood_source(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, 0, 2 + (i % 249) as u8)
+}
+
+/// Connects from `from`; `None` if the server does not take the connection in `limit` (a
+/// server whose accept queue is full leaves the SYN unanswered).
+async fn connect_from(from: Ipv4Addr, to: SocketAddr, limit: Duration) -> Option<TcpStream> {
+    let s = TcpSocket::new_v4().unwrap();
+    s.bind(SocketAddr::from((from, 0))).unwrap();
+    tokio::time::timeout(limit, s.connect(to)).await.ok()?.ok()
+}
+
+/// Runs `client(i)` for `i` in `0..n`, at most 256 at once, and keeps what they return:
+/// the open connections of the flood.
+async fn flood<T, F, Fut>(n: usize, client: F) -> Vec<T>
+where
+    T: Send + 'static,
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = Option<T>> + Send + 'static,
+{
+    let gate = Arc::new(tokio::sync::Semaphore::new(256));
+    let mut set = JoinSet::new();
+    for i in 0..n {
+        let permit = gate.clone().acquire_owned().await.unwrap();
+        let fut = client(i);
+        set.spawn(async move {
+            let r = fut.await;
+            drop(permit);
+            r
+        });
+    }
+    let mut kept = Vec::new();
+    while let Some(r) = set.join_next().await {
+        kept.extend(r.unwrap());
+    }
+    kept
+}
+
+/// How long a flood client waits for its connection or its answer before giving up.
+const FLOOD_STEP: Duration = Duration::from_secs(2);
+/// Slow-loris clients: each sends part of a request head and then nothing.
+const SLOW_LORIS: usize = 1100;
+
+/// A fresh client's manifest GET from 127.0.0.1, timed; it must be answered in full.
+async fn timed_manifest_get(addr: SocketAddr, expected: &[u8]) -> Duration {
+    let t0 = Instant::now();
+    let s = within(
+        "a new client connecting during the flood",
+        TcpStream::connect(addr),
+    )
+    .await
+    .unwrap();
+    let r = Conn(BufReader::new(s))
+        .request("GET", &url(".cvmfspublished"), "")
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, expected);
+    t0.elapsed()
+}
+
+/// Issue 10: 1,100 slow-loris clients and thousands of idle keep-alive clients, more than
+/// the server has slots for, must not lock new clients out (nginx answers them in 10 ms).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_slow_and_idle_clients_does_not_lock_out_new_ones() {
+    let nofile = raise_nofile();
+    let t = published(false);
+    let expected = std::fs::read(t.repo.join(".cvmfspublished")).unwrap();
+    let srv = Server::start(served(&t)).await;
+    let addr = srv.addr;
+
+    let partial = format!("GET {} HTTP/1.1\r\nHost: test\r\n", url(".cvmfspublished"));
+    let slow = flood(SLOW_LORIS, |i| {
+        let partial = partial.clone();
+        async move {
+            let mut s = connect_from(flood_source(i), addr, FLOOD_STEP).await?;
+            s.write_all(partial.as_bytes()).await.ok()?;
+            Some(s)
+        }
+    })
+    .await;
+    // Keep-alive clients that got their answer and stay connected, as many as descriptors
+    // allow beside the slow ones (each connection costs two here: client and server side).
+    let idle_n = (nofile.saturating_sub(SLOW_LORIS + 2048) / 2).min(3000);
+    let idle = flood(idle_n, |i| async move {
+        let s = connect_from(flood_source(i), addr, FLOOD_STEP).await?;
+        let mut c = Conn(BufReader::new(s));
+        let req = format!(
+            "GET {} HTTP/1.1\r\nHost: test\r\n\r\n",
+            url(".cvmfspublished")
+        );
+        c.0.get_mut().write_all(req.as_bytes()).await.ok()?;
+        let mut line = String::new();
+        tokio::time::timeout(FLOOD_STEP, c.0.read_line(&mut line))
+            .await
+            .ok()?
+            .ok()?;
+        line.starts_with("HTTP/1.1 200").then_some(c)
+    })
+    .await;
+    eprintln!(
+        "flood: {} of {SLOW_LORIS} slow-loris clients connected, {} of {idle_n} keep-alive \
+         clients answered",
+        slow.len(),
+        idle.len()
+    );
+
+    let mut worst = Duration::ZERO;
+    for _ in 0..10 {
+        worst = worst.max(timed_manifest_get(addr, &expected).await);
+    }
+    eprintln!("new clients during the flood: slowest full answer in {worst:?}");
+    assert!(
+        worst < Duration::from_secs(1),
+        "new clients waited {worst:?}"
+    );
+    drop((slow, idle));
+    srv.stop().await;
 }
