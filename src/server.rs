@@ -8,14 +8,16 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fs::{File, Metadata, OpenOptions};
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::io::{self, Read};
+use std::net::IpAddr;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::sync::Arc;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -25,19 +27,31 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, Notify};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Sleep;
 
 use crate::cvmfs::manifest::{Manifest, ManifestError};
 use crate::cvmfs::timefmt;
 
-/// Connections served at once; further clients wait in the kernel's accept queue.
-pub const MAX_CONNECTIONS: usize = 1024;
-/// A request head must arrive within this time, and so must the next one on an idle
-/// keep-alive connection: idle and slow-loris clients cannot hold a connection slot.
+/// The most connections [`Limits::default`] allows, whatever the descriptor limit: each
+/// costs some 20 KiB of buffers, and a Stratum 1's clients are mostly proxies.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Descriptors [`Limits::default`] leaves beside its connections: the listener, files
+/// being read for responses, the runtime's own.
+const DESCRIPTOR_HEADROOM: usize = 128;
+/// Connections one client address may hold by default. Generous, because a site's clients
+/// often reach the server through one proxy or NAT address.
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 256;
+/// A new connection's first request head must arrive within this time.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// A client that reads nothing of a response for this long is dropped, for the same reason.
+/// A keep-alive connection may wait this long for its next request head.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Both of the above shrink to this while more than half the connection slots are taken,
+/// so slow-loris and idle clients give their slots up quickly when others need them.
+pub const PRESSURE_TIMEOUT: Duration = Duration::from_secs(2);
+/// A client that reads nothing of a response for this long is dropped: it would hold its
+/// connection slot (and, at shutdown, the drain) indefinitely.
 pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// After shutdown, in-flight responses get this long to finish before they are cut.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -112,18 +126,97 @@ pub fn discover(dir: &Path) -> Result<ServedRepo, ServeError> {
     })
 }
 
-/// Serves `repos` on `listener` until `shutdown` resolves; then stops accepting, lets
-/// in-flight responses finish (at most [`DRAIN_TIMEOUT`]) and returns.
-/// Fails only if two repositories share a name.
+/// How many clients the server holds and for how long; [`Limits::default`] is what
+/// `lazyroot serve` uses unless told otherwise.
+///
+/// A connection waiting for a request head (a new one, an idle keep-alive one, a slow-loris
+/// one still sending its head) is *idle* and can be closed when its slot is needed: the
+/// oldest idle one first. A connection whose request is being answered is never cut for
+/// another. A client that finds every slot busy answering is refused at once (503) instead
+/// of waiting in the kernel's accept queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections held at once.
+    pub max_connections: usize,
+    /// Connections held at once for one client IP address.
+    pub max_connections_per_client: usize,
+    /// Time a new connection has for its first request head.
+    pub header_timeout: Duration,
+    /// Time a keep-alive connection may wait for its next request head.
+    pub idle_timeout: Duration,
+    /// What both timeouts shrink to while more than half of `max_connections` are held.
+    pub pressure_timeout: Duration,
+    /// Time a client may read nothing of a response before it is dropped.
+    pub write_stall_timeout: Duration,
+}
+
+impl Default for Limits {
+    /// [`default_max_connections`] and the timeouts of this module's constants.
+    fn default() -> Self {
+        Limits {
+            max_connections: default_max_connections(),
+            max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+            header_timeout: HEADER_READ_TIMEOUT,
+            idle_timeout: IDLE_TIMEOUT,
+            pressure_timeout: PRESSURE_TIMEOUT,
+            write_stall_timeout: WRITE_STALL_TIMEOUT,
+        }
+    }
+}
+
+/// [`DEFAULT_MAX_CONNECTIONS`], or the open-file soft limit less some headroom if that is
+/// lower: past it, accept fails with EMFILE and new clients cannot even be refused.
+#[allow(unsafe_code)]
+pub fn default_max_connections() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given.
+    let nofile = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
+    } else {
+        1024
+    };
+    nofile
+        .saturating_sub(DESCRIPTOR_HEADROOM)
+        .clamp(16, DEFAULT_MAX_CONNECTIONS)
+}
+
+/// Serves `repos` on `listener` with [`Limits::default`]; see [`run_with`].
 pub async fn run(
     listener: TcpListener,
     repos: Vec<ServedRepo>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    run_with(listener, repos, Limits::default(), shutdown).await
+}
+
+/// Serves `repos` on `listener` within `limits` until `shutdown` resolves; then stops
+/// accepting, closes idle connections, lets in-flight responses finish (at most
+/// [`DRAIN_TIMEOUT`]) and returns. Fails only if two repositories share a name or a limit
+/// is zero.
+pub async fn run_with(
+    listener: TcpListener,
+    repos: Vec<ServedRepo>,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    if limits.max_connections == 0 || limits.max_connections_per_client == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the connection limits must be at least 1",
+        ));
+    }
     let repos = Arc::new(repo_table(repos)?);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let write_stall = limits.write_stall_timeout;
+    let table = Arc::new(Mutex::new(Table::new(limits)));
     let mut conns = JoinSet::new();
+    // Timeouts are enforced by a sweep over all connections rather than a timer in each:
+    // the limit a connection is held to changes with the pressure on all of them.
+    let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -131,8 +224,22 @@ pub async fn run(
             () = &mut shutdown => break,
             // Reap finished connections so the set does not grow with every client.
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            (stream, slot) = next_connection(&listener, &slots) => {
-                conns.spawn(serve_connection(stream, repos.clone(), stop_rx.clone(), slot));
+            _ = sweep.tick() => lock(&table).sweep(Instant::now()),
+            (stream, peer) = next_connection(&listener) => {
+                let admitted = lock(&table).admit(peer, Instant::now());
+                match admitted {
+                    Some(ticket) => {
+                        let conn = Connection {
+                            repos: repos.clone(),
+                            stop: stop_rx.clone(),
+                            table: table.clone(),
+                            ticket,
+                            write_stall,
+                        };
+                        conns.spawn(conn.serve(stream));
+                    }
+                    None => refuse(stream),
+                }
             }
         }
     }
@@ -163,17 +270,15 @@ fn repo_table(repos: Vec<ServedRepo>) -> io::Result<Repos> {
     Ok(table)
 }
 
-/// Waits for a free slot, then for a client. Accept errors (a client that reset before it
-/// was accepted, running out of file descriptors) are logged and retried after a pause,
-/// so one bad moment does not end the server or spin the CPU.
-async fn next_connection(
-    listener: &TcpListener,
-    slots: &Arc<Semaphore>,
-) -> (TcpStream, OwnedSemaphorePermit) {
-    let slot = slots.clone().acquire_owned().await.expect("never closed");
+/// The next client, and its address. Never waits for a free slot: a client the server
+/// cannot take is better refused at once than left in the kernel's accept queue. Accept
+/// errors (a client that reset before it was accepted, running out of file descriptors)
+/// are logged and retried after a pause, so one bad moment does not end the server or
+/// spin the CPU.
+async fn next_connection(listener: &TcpListener) -> (TcpStream, IpAddr) {
     loop {
         match listener.accept().await {
-            Ok((stream, _)) => return (stream, slot),
+            Ok((stream, peer)) => return (stream, peer.ip()),
             Err(e) => {
                 tracing::warn!("accepting a connection: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -197,44 +302,394 @@ async fn drain(mut conns: JoinSet<()>) {
     }
 }
 
-/// One client connection: requests in order over keep-alive until the client leaves, a
-/// timeout hits, or shutdown asks the connection to end after its current response.
-async fn serve_connection(
-    stream: TcpStream,
+/// How often timeouts are checked; a timeout hits at most this much late.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
+/// Refusals and reclaims are summed up in the log at most this often, not one line each.
+const REPORT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The table, even if a panic poisoned its lock: the worst a panic there leaves is a
+/// counter off by one, better than every later connection panicking too.
+fn lock(table: &Mutex<Table>) -> MutexGuard<'_, Table> {
+    table
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Every open connection, for admission and timeouts. Connections that were asked to close
+/// but have not yet are no longer counted against the limits: they are on their way out,
+/// and the client that asked for their slot should not wait for that.
+struct Table {
+    limits: Limits,
+    next_id: u64,
+    conns: HashMap<u64, Slot>,
+    /// Counted connections per client address; an address with none has no entry.
+    per_client: HashMap<IpAddr, usize>,
+    /// Connections counted against `limits`: open and not asked to close.
+    counted: usize,
+    /// Since the last report: clients refused, idle connections closed for a newcomer.
+    refused: u64,
+    reclaimed: u64,
+    reported: Instant,
+}
+
+struct Slot {
+    client: IpAddr,
+    /// Since when the connection has been idle (waiting for a request head); `None` while
+    /// it answers one.
+    idle_since: Option<Instant>,
+    /// Whether it has answered a request: a keep-alive connection, held to `idle_timeout`.
+    answered: bool,
+    /// Asked to close, and no longer counted.
+    closing: bool,
+    kick: Arc<Notify>,
+}
+
+/// A connection's place in the table; it leaves the table when this is dropped.
+struct Ticket {
+    table: Arc<Mutex<Table>>,
+    id: u64,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        lock(&self.table).remove(self.id);
+    }
+}
+
+impl Table {
+    fn new(limits: Limits) -> Self {
+        Table {
+            limits,
+            next_id: 0,
+            conns: HashMap::new(),
+            per_client: HashMap::new(),
+            counted: 0,
+            refused: 0,
+            reclaimed: 0,
+            reported: Instant::now(),
+        }
+    }
+
+    /// Takes a new connection from `client`, making room by closing the oldest idle
+    /// connection (of that client, if it is the client that is at its limit); `None` if
+    /// every connection that would have to go is answering a request.
+    fn admit(&mut self, client: IpAddr, now: Instant) -> Option<(u64, Arc<Notify>)> {
+        let own = self.per_client.get(&client).copied().unwrap_or(0);
+        let victim = if own >= self.limits.max_connections_per_client {
+            Some(self.oldest_idle(Some(client)))
+        } else if self.counted >= self.limits.max_connections {
+            Some(self.oldest_idle(None))
+        } else {
+            None
+        };
+        match victim {
+            Some(Some(id)) => {
+                self.close(id);
+                self.reclaimed += 1;
+            }
+            Some(None) => {
+                self.refused += 1;
+                self.report(now);
+                return None;
+            }
+            None => {}
+        }
+        self.report(now);
+        let id = self.next_id;
+        self.next_id += 1;
+        let kick = Arc::new(Notify::new());
+        self.conns.insert(
+            id,
+            Slot {
+                client,
+                idle_since: Some(now),
+                answered: false,
+                closing: false,
+                kick: kick.clone(),
+            },
+        );
+        self.count(client, 1);
+        Some((id, kick))
+    }
+
+    /// The counted connection idle the longest, of `client` or of anyone. A linear scan:
+    /// it runs only when the server is full, and a few thousand entries take microseconds.
+    fn oldest_idle(&self, client: Option<IpAddr>) -> Option<u64> {
+        self.conns
+            .iter()
+            .filter(|(_, s)| !s.closing && client.is_none_or(|c| c == s.client))
+            .filter_map(|(&id, s)| s.idle_since.map(|t| (t, id)))
+            .min()
+            .map(|(_, id)| id)
+    }
+
+    /// Asks connection `id` to close if it is idle, and stops counting it.
+    fn close(&mut self, id: u64) {
+        let Some(slot) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if slot.closing {
+            return;
+        }
+        slot.closing = true;
+        // A stored permit: the connection sees the request even if it is not waiting now.
+        slot.kick.notify_one();
+        let client = slot.client;
+        self.count(client, -1);
+    }
+
+    /// Connection `id` was asked to close but had started answering a request meanwhile
+    /// (a request that arrived as the decision was made): it stays, and counts again.
+    fn keep(&mut self, id: u64) {
+        if let Some(slot) = self.conns.get_mut(&id) {
+            if slot.closing {
+                slot.closing = false;
+                let client = slot.client;
+                self.count(client, 1);
+            }
+        }
+    }
+
+    /// Connection `id` went idle (`true`) or started answering a request.
+    fn set_idle(&mut self, id: u64, idle: bool, now: Instant) {
+        if let Some(slot) = self.conns.get_mut(&id) {
+            if idle {
+                slot.idle_since = Some(now);
+                slot.answered = true;
+            } else {
+                slot.idle_since = None;
+            }
+        }
+    }
+
+    fn remove(&mut self, id: u64) {
+        if let Some(slot) = self.conns.remove(&id) {
+            if !slot.closing {
+                self.count(slot.client, -1);
+            }
+        }
+    }
+
+    fn count(&mut self, client: IpAddr, delta: isize) {
+        self.counted = self.counted.saturating_add_signed(delta);
+        let n = self.per_client.entry(client).or_insert(0);
+        *n = n.saturating_add_signed(delta);
+        if *n == 0 {
+            self.per_client.remove(&client);
+        }
+    }
+
+    /// Under pressure: more than half the slots held. Then every timeout for idle
+    /// connections is `pressure_timeout`, as nginx-style servers shed keep-alive clients
+    /// first when they run short of connections.
+    fn under_pressure(&self) -> bool {
+        self.counted > self.limits.max_connections / 2
+    }
+
+    /// Closes the idle connections that waited longer than they may.
+    fn sweep(&mut self, now: Instant) {
+        let l = &self.limits;
+        let pressure = self.under_pressure();
+        let expired: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, s)| !s.closing)
+            .filter_map(|(&id, s)| {
+                let since = s.idle_since?;
+                let mut limit = if s.answered {
+                    l.idle_timeout
+                } else {
+                    l.header_timeout
+                };
+                if pressure {
+                    limit = limit.min(l.pressure_timeout);
+                }
+                (now.duration_since(since) >= limit).then_some(id)
+            })
+            .collect();
+        for id in expired {
+            self.close(id);
+        }
+        self.report(now);
+    }
+
+    /// Logs refusals and reclaims of the last interval, if any: under a flood one line per
+    /// client would be a flood of its own.
+    fn report(&mut self, now: Instant) {
+        if now.duration_since(self.reported) < REPORT_INTERVAL {
+            return;
+        }
+        if self.refused > 0 {
+            tracing::warn!(
+                "{} client(s) refused: all {} connection slots busy answering requests \
+                 (--max-connections, --max-connections-per-client)",
+                self.refused,
+                self.counted
+            );
+        }
+        if self.reclaimed > 0 {
+            tracing::info!(
+                "{} idle connection(s) closed to make room for new clients",
+                self.reclaimed
+            );
+        }
+        self.refused = 0;
+        self.reclaimed = 0;
+        self.reported = now;
+    }
+}
+
+/// A client the server cannot take: told so in one write that never waits, then closed.
+/// A CernVM-FS client moves on to its next server or proxy on a 503 or a closed
+/// connection alike; the write is only a courtesy.
+fn refuse(stream: TcpStream) {
+    const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\
+        Retry-After: 1\r\nConnection: close\r\n\r\n";
+    let _ = stream.try_write(BUSY);
+}
+
+/// What a connection's parts tell each other about its requests: how many were handed to
+/// the service and how many responses were sent whole, and whether a write waits for the
+/// client. The connection is idle when every request has been answered and written.
+#[derive(Default)]
+struct Activity {
+    started: AtomicU64,
+    finished: AtomicU64,
+    write_pending: AtomicBool,
+}
+
+impl Activity {
+    fn idle(&self) -> bool {
+        self.started.load(Ordering::Relaxed) == self.finished.load(Ordering::Relaxed)
+            && !self.write_pending.load(Ordering::Relaxed)
+    }
+}
+
+/// One client connection and what it needs from the server.
+struct Connection {
     repos: Arc<Repos>,
-    mut stop: watch::Receiver<bool>,
-    _slot: OwnedSemaphorePermit,
-) {
-    // Responses are written whole by hyper; waiting for ACKs (Nagle) would only add latency.
-    let _ = stream.set_nodelay(true);
-    let io = TokioIo::new(WriteStall::new(stream, WRITE_STALL_TIMEOUT));
-    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let repos = repos.clone();
-        async move { Ok::<_, Infallible>(respond(&repos, &req).await) }
-    });
-    let conn = http1::Builder::new()
-        .keep_alive(true)
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .serve_connection(io, service);
-    tokio::pin!(conn);
-    // The guard `wait_for` returns is not Send; only the wake-up matters.
-    let stopped = async move {
-        let _ = stop.wait_for(|stopped| *stopped).await;
-    };
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        () = stopped => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    stop: watch::Receiver<bool>,
+    table: Arc<Mutex<Table>>,
+    ticket: (u64, Arc<Notify>),
+    write_stall: Duration,
+}
+
+impl Connection {
+    /// Requests in order over keep-alive until the client leaves, the connection is
+    /// closed while idle (a timeout, or its slot given to a newcomer), or shutdown asks it
+    /// to end after its current response.
+    async fn serve(self, stream: TcpStream) {
+        let (id, kick) = self.ticket;
+        let _ticket = Ticket {
+            table: self.table.clone(),
+            id,
+        };
+        // Responses are written whole by hyper; waiting for ACKs (Nagle) would only add
+        // latency.
+        let _ = stream.set_nodelay(true);
+        let activity = Arc::new(Activity::default());
+        let io = TokioIo::new(WriteStall::new(stream, self.write_stall, activity.clone()));
+        let repos = self.repos;
+        let counter = activity.clone();
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            // Counted when hyper hands the request over, in the same poll that parsed its
+            // head: from then on the connection is answering, not idle.
+            counter.started.fetch_add(1, Ordering::Relaxed);
+            let repos = repos.clone();
+            let done = Finished(counter.clone());
+            async move {
+                let resp = respond(&repos, &req).await;
+                Ok::<_, Infallible>(resp.map(|body| CountedBody { body, _done: done }))
+            }
+        });
+        // Header and idle timeouts are the table's sweep (they shrink under pressure);
+        // hyper's own header timeout is fixed per connection, so it is off.
+        let conn = http1::Builder::new()
+            .keep_alive(true)
+            .timer(TokioTimer::new())
+            .header_read_timeout(None)
+            .serve_connection(io, service);
+        let mut conn = pin!(conn);
+        let mut stop = self.stop;
+        let mut stopped = pin!(async move {
+            // The guard `wait_for` returns is not Send; only the wake-up matters.
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        });
+        let mut kicked = pin!(kick.notified());
+        let mut stopping = false;
+        let mut idle = true;
+        // A hand-written poll so the connection's state is looked at between polls of
+        // hyper's future, when it cannot change: a connection found idle there has no
+        // response half written, and closing it loses nothing but the keep-alive.
+        let result = poll_fn(|cx| {
+            if !stopping && stopped.as_mut().poll(cx).is_ready() {
+                stopping = true;
+                if activity.idle() {
+                    return Poll::Ready(Ok(()));
+                }
+                conn.as_mut().graceful_shutdown();
+            }
+            while kicked.as_mut().poll(cx).is_ready() {
+                if activity.idle() {
+                    return Poll::Ready(Ok(()));
+                }
+                lock(&self.table).keep(id);
+                kicked.set(kick.notified());
+            }
+            let r = conn.as_mut().poll(cx);
+            if r.is_pending() {
+                let now_idle = activity.idle();
+                if now_idle != idle {
+                    idle = now_idle;
+                    lock(&self.table).set_idle(id, idle, Instant::now());
+                }
+            }
+            r
+        })
+        .await;
+        // Client-side failures (resets, timeouts, garbage) are the client's business and
+        // would flood the log; a user error means this module built an invalid response.
+        if let Err(e) = result {
+            if e.is_user() {
+                tracing::debug!("connection: {e}");
+            }
         }
-    };
-    // Client-side failures (resets, timeouts, garbage) are the client's business and would
-    // flood the log; a user error means this module built an invalid response.
-    if let Err(e) = result {
-        if e.is_user() {
-            tracing::debug!("connection: {e}");
-        }
+    }
+}
+
+/// Counts a response as sent whole when hyper drops its body: after the last frame, which
+/// hyper writes (or leaves pending in [`WriteStall`]) in the same poll.
+struct Finished(Arc<Activity>);
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        self.0.finished.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A [`ServeBody`] that counts itself finished when dropped.
+struct CountedBody {
+    body: ServeBody,
+    _done: Finished,
+}
+
+impl Body for CountedBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -574,23 +1029,31 @@ fn read_chunk(file: &File, n: u64) -> io::Result<Vec<u8>> {
 /// A TCP stream whose writes fail once the peer has accepted nothing for `limit`: hyper
 /// only bounds reading the request head, and a client that stops reading a large response
 /// would otherwise hold its connection slot (and, at shutdown, the drain) indefinitely.
+///
+/// It also tells the connection whether a write is waiting for the client: a response that
+/// is still on its way out is not finished, so its connection is not idle.
 struct WriteStall {
     inner: TcpStream,
     limit: Duration,
     timer: Option<Pin<Box<Sleep>>>,
+    activity: Arc<Activity>,
 }
 
 impl WriteStall {
-    fn new(inner: TcpStream, limit: Duration) -> Self {
+    fn new(inner: TcpStream, limit: Duration, activity: Arc<Activity>) -> Self {
         WriteStall {
             inner,
             limit,
             timer: None,
+            activity,
         }
     }
 
     /// Progress clears the timer; the first Pending starts it; its expiry is an error.
     fn watch<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        self.activity
+            .write_pending
+            .store(r.is_pending(), Ordering::Relaxed);
         if r.is_ready() {
             self.timer = None;
             return r;
@@ -772,6 +1235,91 @@ mod tests {
         };
         assert!(repo_table(vec![r("/x"), r("/y")]).is_err());
         assert_eq!(repo_table(vec![r("/x")]).unwrap().len(), 1);
+    }
+
+    fn limits(max: usize, per_client: usize) -> Limits {
+        Limits {
+            max_connections: max,
+            max_connections_per_client: per_client,
+            ..Limits::default()
+        }
+    }
+
+    #[test]
+    fn a_full_table_gives_the_oldest_idle_slot_away_and_never_a_busy_one() {
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut t = Table::new(limits(3, 10));
+        let ids: Vec<u64> = (0..3).map(|i| t.admit(a, at(i)).unwrap().0).collect();
+        // 0 is answering a request; 2 went idle again after one, later than 1 was admitted.
+        t.set_idle(ids[0], false, at(3));
+        t.set_idle(ids[2], false, at(4));
+        t.set_idle(ids[2], true, at(5));
+        let (d, _) = t.admit(b, at(6)).expect("1 is idle");
+        assert!(t.conns[&ids[1]].closing && !t.conns[&ids[2]].closing);
+        assert_eq!(t.counted, 3);
+        // 1 is on its way out; 2 is the only idle one left, then none.
+        let (e, _) = t.admit(b, at(7)).unwrap();
+        assert!(t.conns[&ids[2]].closing);
+        t.set_idle(d, false, at(8));
+        t.set_idle(e, false, at(8));
+        assert!(
+            t.admit(b, at(9)).is_none(),
+            "busy connections are never cut"
+        );
+        // A connection that raced into a request keeps its slot and counts again.
+        t.keep(ids[2]);
+        assert_eq!(t.counted, 4);
+        for id in ids {
+            t.remove(id);
+        }
+        assert_eq!(t.counted, 2);
+        assert_eq!(t.per_client.get(&a), None);
+    }
+
+    #[test]
+    fn a_client_at_its_limit_gives_up_its_own_idle_slot() {
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let now = Instant::now();
+        let mut t = Table::new(limits(100, 2));
+        let other = t.admit(b, now).unwrap().0;
+        let first = t.admit(a, now).unwrap().0;
+        let second = t.admit(a, now).unwrap().0;
+        assert!(t.admit(a, now).is_some());
+        assert!(t.conns[&first].closing);
+        assert!(!t.conns[&other].closing, "other clients keep theirs");
+        t.set_idle(second, false, now);
+        let third = t.conns.keys().copied().max().unwrap();
+        t.set_idle(third, false, now);
+        assert!(t.admit(a, now).is_none(), "both of a's are busy");
+        assert!(t.admit(b, now).is_some());
+    }
+
+    #[test]
+    fn timeouts_shrink_under_pressure() {
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let t0 = Instant::now();
+        let mut t = Table::new(limits(4, 4));
+        let first = t.admit(a, t0).unwrap().0;
+        let keep_alive = t.admit(a, t0).unwrap().0;
+        t.set_idle(keep_alive, false, t0);
+        t.set_idle(keep_alive, true, t0);
+        // Two of four: no pressure; the header timeout applies to the new connection,
+        // the idle timeout to the keep-alive one.
+        t.sweep(t0 + PRESSURE_TIMEOUT * 2);
+        assert_eq!(t.counted, 2);
+        t.sweep(t0 + HEADER_READ_TIMEOUT);
+        assert!(t.conns[&first].closing && !t.conns[&keep_alive].closing);
+        t.sweep(t0 + IDLE_TIMEOUT);
+        assert!(t.conns[&keep_alive].closing);
+        // Three of four: pressure; anything idle past the short timeout goes.
+        let mut t = Table::new(limits(4, 4));
+        let ids: Vec<u64> = (0..3).map(|_| t.admit(a, t0).unwrap().0).collect();
+        t.sweep(t0 + PRESSURE_TIMEOUT / 2);
+        assert_eq!(t.counted, 3);
+        t.sweep(t0 + PRESSURE_TIMEOUT);
+        assert!(ids.iter().all(|id| t.conns[id].closing));
     }
 
     #[test]

@@ -18,21 +18,41 @@ pub struct ServeArgs {
     /// Serve every subdirectory of DIR that holds a .cvmfspublished, as /srv/cvmfs does.
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
+    /// Connections held at once [default: 4096, or fewer if the open-file limit is lower].
+    /// When all are taken, the oldest idle one is closed for a newcomer.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
+    /// Connections held at once for one client address (a proxy or NAT counts as one).
+    #[arg(long, value_name = "N", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_client: u32,
 }
 
 pub fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     let repos = repositories(&a)?;
+    raise_open_file_limit();
+    let mut limits = server::Limits {
+        max_connections_per_client: a.max_connections_per_client as usize,
+        ..server::Limits::default()
+    };
+    if let Some(n) = a.max_connections {
+        limits.max_connections = n as usize;
+    }
     // Files are read on the blocking pool; two workers keep the network side busy enough.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve_until_signal(&a.listen, repos))?;
+    runtime.block_on(serve_until_signal(&a.listen, repos, limits))?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve_until_signal(listen: &str, repos: Vec<ServedRepo>) -> anyhow::Result<()> {
+async fn serve_until_signal(
+    listen: &str,
+    repos: Vec<ServedRepo>,
+    limits: server::Limits,
+) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
@@ -54,9 +74,33 @@ async fn serve_until_signal(listen: &str, repos: Vec<ServedRepo>) -> anyhow::Res
             _ = terminate.recv() => {}
         }
     };
-    server::run(listener, repos, shutdown)
+    server::run_with(listener, repos, limits, shutdown)
         .await
         .with_context(|| format!("serving on {addr}"))
+}
+
+/// Raises the open-file soft limit to the hard one: every connection is a descriptor, and
+/// the soft limit is often 1024 where the hard one is far higher (systemd's defaults). The
+/// default connection cap is then computed from the raised limit.
+#[allow(unsafe_code)]
+fn raise_open_file_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct they are given.
+    let raised = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0
+        }
+    };
+    if !raised {
+        tracing::debug!(
+            "cannot raise the open-file limit: {}",
+            std::io::Error::last_os_error()
+        );
+    }
 }
 
 /// Every `--repo`, then every repository directly under `--root`, in name order.

@@ -3,19 +3,20 @@
 
 use std::future::Future;
 use std::io::BufRead;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use lazyroot::cvmfs::manifest::Manifest;
 use lazyroot::cvmfs::object::{ObjectKind, ObjectName};
 use lazyroot::publish::{self, NoProgress};
-use lazyroot::server::{self, ServedRepo};
+use lazyroot::server::{self, Limits, ServedRepo};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::common::{noise, write, TestRepo, FQRN};
 use crate::net::Nginx;
@@ -38,10 +39,14 @@ struct Server {
 
 impl Server {
     async fn start(repos: Vec<ServedRepo>) -> Server {
+        Server::start_with(repos, Limits::default()).await
+    }
+
+    async fn start_with(repos: Vec<ServedRepo>, limits: Limits) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(server::run(listener, repos, async {
+        let task = tokio::spawn(server::run_with(listener, repos, limits, async {
             let _ = rx.await;
         }));
         Server {
@@ -526,7 +531,14 @@ async fn fetch_manifest_from(addr: SocketAddr, base: &str, repo: &Path) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_command_stops_cleanly_on_sigterm() {
     let t = published(false);
-    let (p, line) = ServeProcess::start(&["--repo", t.repo.to_str().unwrap()]);
+    let (p, line) = ServeProcess::start(&[
+        "--repo",
+        t.repo.to_str().unwrap(),
+        "--max-connections",
+        "64",
+        "--max-connections-per-client",
+        "8",
+    ]);
     assert!(line.starts_with(&format!("serving {FQRN} from ")), "{line}");
     let (addr, base) = parse_serving_line(&line);
     assert_eq!(base, format!("/cvmfs/{FQRN}"));
@@ -545,6 +557,17 @@ async fn serve_command_finds_repositories_under_root_and_stops_on_sigint() {
     fetch_manifest_from(addr, &base, &t.repo).await;
     p.signal(libc::SIGINT);
     assert!(p.wait().await.success());
+}
+
+#[test]
+fn serve_command_refuses_a_zero_connection_cap() {
+    let t = TestRepo::new();
+    for flag in ["--max-connections", "--max-connections-per-client"] {
+        let repo = t.repo.to_str().unwrap();
+        let o = crate::common::lazyroot(&["serve", "--repo", repo, flag, "0"]);
+        assert!(!o.status.success(), "{flag}");
+        assert!(crate::common::stderr(&o).contains(flag), "{flag}");
+    }
 }
 
 #[test]
@@ -579,4 +602,285 @@ fn nginx_with_the_readme_rule_keeps_publisher_files_back() {
     ] {
         assert_eq!(at(hidden), 404, "{hidden}");
     }
+}
+
+#[allow(unsafe_code)]
+/// Raises this process's open-file soft limit to its hard limit and returns it: a flood
+/// needs a descriptor per client socket, and the server here shares the process.
+fn raise_nofile() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        lim.rlim_cur = lim.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+    }
+    lim.rlim_cur as usize
+}
+
+/// The `i`-th flood client's source address: 127.0.0.2 to 127.0.0.250 in turn, so the
+/// flood looks like many hosts (all of 127/8 is loopback on Linux) and none of them
+/// reaches a per-client limit; 127.0.0.1 is left to the client the test measures.
+fn flood_source(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, 0, 2 + (i % 249) as u8)
+}
+
+/// Connects from `from`; `None` if the server does not take the connection in `limit` (a
+/// server whose accept queue is full leaves the SYN unanswered).
+async fn connect_from(from: Ipv4Addr, to: SocketAddr, limit: Duration) -> Option<TcpStream> {
+    let s = TcpSocket::new_v4().unwrap();
+    s.bind(SocketAddr::from((from, 0))).unwrap();
+    tokio::time::timeout(limit, s.connect(to)).await.ok()?.ok()
+}
+
+/// Runs `client(i)` for `i` in `0..n`, at most 256 at once, and keeps what they return:
+/// the open connections of the flood.
+async fn flood<T, F, Fut>(n: usize, client: F) -> Vec<T>
+where
+    T: Send + 'static,
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = Option<T>> + Send + 'static,
+{
+    let gate = Arc::new(tokio::sync::Semaphore::new(256));
+    let mut set = JoinSet::new();
+    for i in 0..n {
+        let permit = gate.clone().acquire_owned().await.unwrap();
+        let fut = client(i);
+        set.spawn(async move {
+            let r = fut.await;
+            drop(permit);
+            r
+        });
+    }
+    let mut kept = Vec::new();
+    while let Some(r) = set.join_next().await {
+        kept.extend(r.unwrap());
+    }
+    kept
+}
+
+/// How long a flood client waits for its connection or its answer before giving up.
+const FLOOD_STEP: Duration = Duration::from_secs(2);
+/// Slow-loris clients: each sends part of a request head and then nothing.
+const SLOW_LORIS: usize = 1100;
+
+/// A fresh client's manifest GET from 127.0.0.1, timed; it must be answered in full.
+async fn timed_manifest_get(addr: SocketAddr, expected: &[u8]) -> Duration {
+    let t0 = Instant::now();
+    let s = within(
+        "a new client connecting during the flood",
+        TcpStream::connect(addr),
+    )
+    .await
+    .unwrap();
+    let r = Conn(BufReader::new(s))
+        .request("GET", &url(".cvmfspublished"), "")
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, expected);
+    t0.elapsed()
+}
+
+/// Issue 10: 1,100 slow-loris clients and thousands of idle keep-alive clients, more than
+/// the server has slots for, must not lock new clients out (nginx answers them in 10 ms).
+/// The cap is set below the flood, as a default cap would be below a larger one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_slow_and_idle_clients_does_not_lock_out_new_ones() {
+    let nofile = raise_nofile();
+    let t = published(false);
+    let expected = std::fs::read(t.repo.join(".cvmfspublished")).unwrap();
+    let limits = Limits {
+        max_connections: 512,
+        ..Limits::default()
+    };
+    let srv = Server::start_with(served(&t), limits).await;
+    let addr = srv.addr;
+
+    let partial = format!("GET {} HTTP/1.1\r\nHost: test\r\n", url(".cvmfspublished"));
+    let slow = flood(SLOW_LORIS, |i| {
+        let partial = partial.clone();
+        async move {
+            let mut s = connect_from(flood_source(i), addr, FLOOD_STEP).await?;
+            s.write_all(partial.as_bytes()).await.ok()?;
+            Some(s)
+        }
+    })
+    .await;
+    // Keep-alive clients that got their answer and stay connected, as many as descriptors
+    // allow beside the slow ones (each connection costs two here: client and server side).
+    let idle_n = (nofile.saturating_sub(SLOW_LORIS + 2048) / 2).min(3000);
+    let idle = flood(idle_n, |i| async move {
+        let s = connect_from(flood_source(i), addr, FLOOD_STEP).await?;
+        let mut c = Conn(BufReader::new(s));
+        let req = format!(
+            "GET {} HTTP/1.1\r\nHost: test\r\n\r\n",
+            url(".cvmfspublished")
+        );
+        c.0.get_mut().write_all(req.as_bytes()).await.ok()?;
+        let mut line = String::new();
+        tokio::time::timeout(FLOOD_STEP, c.0.read_line(&mut line))
+            .await
+            .ok()?
+            .ok()?;
+        line.starts_with("HTTP/1.1 200").then_some(c)
+    })
+    .await;
+    eprintln!(
+        "flood: {} of {SLOW_LORIS} slow-loris clients connected, {} of {idle_n} keep-alive \
+         clients answered",
+        slow.len(),
+        idle.len()
+    );
+
+    let mut worst = Duration::ZERO;
+    for _ in 0..10 {
+        worst = worst.max(timed_manifest_get(addr, &expected).await);
+    }
+    eprintln!("new clients during the flood: slowest full answer in {worst:?}");
+    assert!(
+        worst < Duration::from_secs(1),
+        "new clients waited {worst:?}"
+    );
+    // Every flood client got in, and every keep-alive one its answer: room was made by
+    // closing idle connections, not by leaving anyone waiting.
+    assert_eq!(slow.len(), SLOW_LORIS);
+    assert_eq!(idle.len(), idle_n);
+    drop((slow, idle));
+    srv.stop().await;
+}
+
+/// A client at its per-address limit gets a new connection by losing its oldest idle one;
+/// other clients keep theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_at_its_limit_loses_its_oldest_idle_connection() {
+    let t = published(false);
+    let expected = std::fs::read(t.repo.join(".cvmfspublished")).unwrap();
+    let limits = Limits {
+        max_connections_per_client: 3,
+        ..Limits::default()
+    };
+    let srv = Server::start_with(served(&t), limits).await;
+    let greedy = Ipv4Addr::new(127, 0, 0, 7);
+    let other = connect_from(Ipv4Addr::new(127, 0, 0, 8), srv.addr, STEP).await;
+    let mut other = Conn(BufReader::new(other.unwrap()));
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let s = connect_from(greedy, srv.addr, STEP).await.unwrap();
+        let mut c = Conn(BufReader::new(s));
+        assert_eq!(
+            c.request("GET", &url(".cvmfspublished"), "").await.status,
+            200
+        );
+        held.push(c);
+    }
+    let s = connect_from(greedy, srv.addr, STEP).await.unwrap();
+    let r = Conn(BufReader::new(s))
+        .request("GET", &url(".cvmfspublished"), "")
+        .await;
+    assert_eq!((r.status, r.body), (200, expected));
+    assert!(
+        held[0].closed().await,
+        "the oldest idle connection made room"
+    );
+    for c in &mut held[1..] {
+        assert_eq!(
+            c.request("GET", &url(".cvmfspublished"), "").await.status,
+            200
+        );
+    }
+    assert_eq!(
+        other
+            .request("GET", &url(".cvmfspublished"), "")
+            .await
+            .status,
+        200
+    );
+    srv.stop().await;
+}
+
+/// With every slot answering a request (two stalled downloads), a newcomer is refused at
+/// once with a 503 rather than left waiting; the downloads are not cut for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_server_refuses_at_once_and_keeps_its_downloads() {
+    let t = published(true);
+    let rel = largest_object(&t.repo);
+    let limits = Limits {
+        max_connections: 2,
+        ..Limits::default()
+    };
+    let srv = Server::start_with(served(&t), limits).await;
+    let mut downloads = Vec::new();
+    for _ in 0..2 {
+        let mut c = srv.connect().await;
+        c.send("GET", &url(&rel), "").await;
+        assert_eq!(c.head().await.0, 200);
+        downloads.push(c);
+    }
+    // The 20 MiB body fills the socket buffers; the server waits on these clients.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t0 = Instant::now();
+    let mut c = srv.connect().await;
+    let (status, _) = c.head().await;
+    assert_eq!(status, 503);
+    assert!(c.closed().await);
+    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+    for c in &mut downloads {
+        let _ = c.body(1 << 20).await;
+    }
+    drop(downloads);
+    srv.stop().await;
+}
+
+/// Past half the slots, waiting for a request head is held to the short pressure timeout;
+/// below it, to the normal one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_time_out_quickly_only_under_pressure() {
+    let t = published(false);
+    let limits = Limits {
+        max_connections: 8,
+        pressure_timeout: Duration::from_millis(500),
+        ..Limits::default()
+    };
+    let srv = Server::start_with(served(&t), limits).await;
+    let partial = format!("GET {} HTTP/1.1\r\nHost: test\r\n", url(".cvmfspublished"));
+    let (at, partial) = (&srv, partial.as_str());
+    let open = |n: usize| async move {
+        let mut v = Vec::new();
+        for _ in 0..n {
+            let mut c = at.connect().await;
+            c.0.get_mut().write_all(partial.as_bytes()).await.unwrap();
+            v.push(c);
+        }
+        v
+    };
+    // Four of eight: no pressure; the 30 s header timeout holds.
+    let mut old = open(4).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for c in &mut old {
+        assert!(still_open(c).await, "closed without pressure");
+    }
+    // Six of eight: pressure. The four that waited longer than the short timeout go at
+    // the next sweep; that ends the pressure, so the two new ones are left alone.
+    let t0 = Instant::now();
+    let mut new = open(2).await;
+    for c in &mut old {
+        assert!(c.closed().await);
+    }
+    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    for c in &mut new {
+        assert!(still_open(c).await, "closed after the pressure ended");
+    }
+    srv.stop().await;
+}
+
+/// True if nothing arrives on `c` and it is not closed, checked for a moment.
+async fn still_open(c: &mut Conn) -> bool {
+    let mut b = [0u8; 1];
+    tokio::time::timeout(Duration::from_millis(10), c.0.read(&mut b))
+        .await
+        .is_err()
 }
