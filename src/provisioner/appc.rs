@@ -4,7 +4,7 @@
 //! its bind or overlay backend then mounts `rootfs` (following the symlink) as the root.
 //!
 //! Entries appear whole or not at all: written in `<store>/staging`, then renamed into
-//! place; removed by renaming out first.
+//! place (or exchanged with the entry they replace); removed by renaming out first.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -58,24 +58,40 @@ impl AppcStore {
         })
     }
 
-    /// Writes (or rewrites) the entry of `key` pointing at `rootfs`.
+    /// Writes (or rewrites) the entry of `key` pointing at `rootfs`. An entry already as it
+    /// would be written is left alone; one that differs is swapped for the new one in one
+    /// `renameat2(RENAME_EXCHANGE)`, so the agent never finds the id missing (a missing
+    /// entry makes its store fetch the image again) nor half written.
     pub fn put(&self, key: &ImageKey, revision: u64, rootfs: &Path) -> io::Result<PathBuf> {
         let id = key.id();
         let target = self.entry_dir(&id);
+        let manifest = serde_json::to_vec_pretty(&Self::manifest(key, revision))?;
+        let same = std::fs::read(target.join("manifest")).is_ok_and(|m| m == manifest)
+            && std::fs::read_link(target.join("rootfs")).is_ok_and(|l| l == rootfs);
+        if same {
+            return Ok(target);
+        }
         let staging = tempfile::Builder::new()
             .prefix(&format!("{id}."))
             .tempdir_in(self.dir.join("staging"))?;
-        let manifest = serde_json::to_vec_pretty(&Self::manifest(key, revision))?;
         std::fs::write(staging.path().join("manifest"), manifest)?;
         std::os::unix::fs::symlink(rootfs, staging.path().join("rootfs"))?;
         let staged = staging.keep();
-        if target.exists() {
-            self.remove(&id)?;
-        }
-        std::fs::rename(&staged, &target).map_err(|e| {
-            let _ = std::fs::remove_dir_all(&staged);
-            io::Error::new(e.kind(), format!("{}: {e}", target.display()))
-        })?;
+        let placed = match std::fs::symlink_metadata(&target) {
+            Ok(_) => nix::fcntl::renameat2(
+                nix::fcntl::AT_FDCWD,
+                &staged,
+                nix::fcntl::AT_FDCWD,
+                &target,
+                nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+            )
+            .map_err(io::Error::from),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::rename(&staged, &target),
+            Err(e) => Err(e),
+        };
+        // After an exchange the old entry is at `staged`; after a failure, the new one.
+        let _ = std::fs::remove_dir_all(&staged);
+        placed.map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", target.display())))?;
         Ok(target)
     }
 
@@ -142,5 +158,47 @@ mod tests {
         store.remove(&key.id()).unwrap();
         store.remove(&key.id()).unwrap();
         assert!(store.ids().unwrap().is_empty());
+    }
+
+    /// The agent reads entries while the daemon rewrites them: the id must never be missing
+    /// (its store would fetch the image again), and an unchanged entry is not rewritten.
+    #[test]
+    fn a_rewritten_entry_is_never_absent() {
+        use std::os::unix::fs::MetadataExt;
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let store = AppcStore::new(dir.path()).unwrap();
+        let key = ImageKey {
+            fqrn: "demo.example.org".into(),
+            path: "/images/a".into(),
+            root_hash: "0a1b".into(),
+        };
+        let entry = store.put(&key, 1, Path::new("/mnt/a")).unwrap();
+        let ino = std::fs::metadata(&entry).unwrap().ino();
+        store.put(&key, 1, Path::new("/mnt/a")).unwrap();
+        assert_eq!(
+            std::fs::metadata(&entry).unwrap().ino(),
+            ino,
+            "not rewritten"
+        );
+        let (done, misses) = (AtomicBool::new(false), AtomicUsize::new(0));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !done.load(Ordering::Relaxed) {
+                    if std::fs::read_link(entry.join("rootfs")).is_err()
+                        || std::fs::metadata(entry.join("manifest")).is_err()
+                    {
+                        misses.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+            for i in 0..300u64 {
+                let at = if i % 2 == 0 { "/mnt/b" } else { "/mnt/a" };
+                store.put(&key, i, Path::new(at)).unwrap();
+            }
+            done.store(true, Ordering::Relaxed);
+        });
+        assert_eq!(misses.load(Ordering::Relaxed), 0, "the entry was absent");
+        assert_eq!(store.ids().unwrap(), vec![key.id()]);
     }
 }
