@@ -272,6 +272,13 @@ impl CatalogDb {
                     "chunk at offset {offset} has a negative offset or size ({size})"
                 )));
             };
+            // ORDER BY walks the primary key's index; in a damaged file its order need not
+            // be the rows' (see `index_disagrees`), and callers rely on offset order.
+            if out.last().is_some_and(|c: &Chunk| c.offset > offset) {
+                return Err(CatalogError::Invalid(format!(
+                    "chunk at offset {offset} is listed after a later one: the chunk index disagrees with the rows; the database is damaged"
+                )));
+            }
             let hash = ContentHash::from_blob(algo, &blob)
                 .ok()
                 .flatten()
