@@ -172,7 +172,12 @@ impl Manifest {
                 'N' => m.fqrn = val.to_string(),
                 'X' => m.certificate = Some(hash()?),
                 'H' => m.history = Some(hash()?),
-                'T' => m.timestamp = num()? as i64,
+                // A cast would wrap a value past i64::MAX to a time before 1970, which
+                // the next signing would write as a negative number no reader takes.
+                'T' => {
+                    m.timestamp =
+                        i64::try_from(num()?).map_err(|_| field(key, "is out of range"))?
+                }
                 'M' => m.meta_info = Some(hash()?),
                 'Y' => m.reflog = Some(hash()?),
                 _ => {} // reserved or newer fields (L, Z, …) do not concern a reader

@@ -21,6 +21,7 @@ const MAX_DYNAMIC: u64 = 1024;
 const MAX_NEEDED: usize = 64;
 const MAX_STRING: usize = 4096;
 
+/// What the dynamic loader will open after a program.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Needs {
     /// The interpreter's path, as written (absolute).

@@ -4,7 +4,8 @@
 //! translates between the kernel and the tree.
 
 pub mod attr;
-mod elf;
+// Public for the fuzzing harness in tests/it/fuzz: ELF headers come from the network.
+pub mod elf;
 mod files;
 pub mod fuse;
 pub mod inodes;

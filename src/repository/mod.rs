@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use rsa::RsaPublicKey;
 
-pub use snapshot::{Found, Snapshot};
+pub use snapshot::{covers, Found, Snapshot};
 
 use crate::cvmfs::catalog::{CatalogDb, CatalogError, NestedRef};
 use crate::cvmfs::certificate::{CertificateError, RepoCertificate};

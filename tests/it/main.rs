@@ -9,6 +9,7 @@ mod examples;
 mod faults;
 mod faulty;
 mod fixture;
+mod fuzz;
 mod hostile;
 mod incremental;
 mod loader;

@@ -80,7 +80,7 @@ impl CatalogContent {
         Ok(c)
     }
 
-    /// Keys of `key` and everything below it, following parent links.
+    /// Keys of `key` and everything below it, following parent links, each once.
     pub fn subtree_keys(&self, key: PathKey) -> Vec<PathKey> {
         let mut by_parent: BTreeMap<PathKey, Vec<PathKey>> = BTreeMap::new();
         for r in self.rows.values() {
@@ -90,7 +90,13 @@ impl CatalogContent {
         }
         let mut out = Vec::new();
         let mut stack = vec![key];
+        // Parent links of a hostile or damaged catalog can form a cycle (a directory whose
+        // parent is its own child): each key is visited once, or the walk never ends.
+        let mut seen = std::collections::BTreeSet::new();
         while let Some(k) = stack.pop() {
+            if !seen.insert(k) {
+                continue;
+            }
             if self.rows.contains_key(&k) {
                 out.push(k);
             }

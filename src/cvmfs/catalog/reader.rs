@@ -191,20 +191,19 @@ impl CatalogDb {
             self.columns()
         );
         let mut st = self.conn.prepare_cached(&sql)?;
-        st.query_row(params![key.0, key.1], read_row)
+        let row = st
+            .query_row(params![key.0, key.1], read_row)
             .optional()?
-            .transpose()
+            .transpose()?;
+        match row {
+            Some(r) if r.key != key => Err(index_disagrees("path", &r)),
+            row => Ok(row),
+        }
     }
 
     /// The entry whose path has key `key`, if this catalog holds it.
     pub fn lookup(&self, key: PathKey) -> Result<Option<Entry>, CatalogError> {
-        let sql = format!(
-            "SELECT {} FROM catalog WHERE md5path_1 = ?1 AND md5path_2 = ?2",
-            self.columns()
-        );
-        let mut st = self.conn.prepare_cached(&sql)?;
-        let row = st.query_row(params![key.0, key.1], read_row).optional()?;
-        row.map(|r| r.map(|r| r.entry)).transpose()
+        Ok(self.lookup_row(key)?.map(|r| r.entry))
     }
 
     /// The SQLite row id of the entry at `key`. Stock clients derive inode numbers from
@@ -230,6 +229,9 @@ impl CatalogDb {
         let mut rows = st
             .query_map(params![parent.0, parent.1], read_row)?
             .collect::<Result<Result<Vec<_>, _>, _>>()??;
+        if let Some(r) = rows.iter().find(|r| r.parent != parent) {
+            return Err(index_disagrees("parent", r));
+        }
         rows.retain(|r| r.key != parent); // the root row is its own child nowhere, but be safe
         rows.sort_by(|a, b| a.entry.name.cmp(&b.entry.name));
         Ok(rows)
@@ -270,6 +272,13 @@ impl CatalogDb {
                     "chunk at offset {offset} has a negative offset or size ({size})"
                 )));
             };
+            // ORDER BY walks the primary key's index; in a damaged file its order need not
+            // be the rows' (see `index_disagrees`), and callers rely on offset order.
+            if out.last().is_some_and(|c: &Chunk| c.offset > offset) {
+                return Err(CatalogError::Invalid(format!(
+                    "chunk at offset {offset} is listed after a later one: the chunk index disagrees with the rows; the database is damaged"
+                )));
+            }
             let hash = ContentHash::from_blob(algo, &blob)
                 .ok()
                 .flatten()
@@ -314,6 +323,16 @@ impl CatalogDb {
         out.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(out)
     }
+}
+
+/// A damaged database file whose index (`what`: path or parent keys) no longer matches the
+/// rows: SQLite answers from the index without checking it against the table, so the reader
+/// does, rather than return a row under a key it does not have.
+fn index_disagrees(what: &str, r: &Row) -> CatalogError {
+    CatalogError::Invalid(format!(
+        "entry {:?}: the {what} index disagrees with the row; the database is damaged",
+        String::from_utf8_lossy(&r.entry.name)
+    ))
 }
 
 fn text_bytes(v: ValueRef<'_>) -> Vec<u8> {

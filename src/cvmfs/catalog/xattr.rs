@@ -44,7 +44,8 @@ pub fn encode(attrs: &Xattrs) -> Result<Vec<u8>, XattrError> {
     Ok(out)
 }
 
-/// Decodes a version-1 blob; rejects other versions, truncated attributes and trailing bytes.
+/// Decodes a version-1 blob; rejects other versions, empty names, truncated attributes and
+/// trailing bytes.
 pub fn decode(blob: &[u8]) -> Result<Xattrs, XattrError> {
     let (&version, rest) = blob.split_first().ok_or(XattrError::Malformed("empty"))?;
     if version != 1 {
@@ -59,6 +60,11 @@ pub fn decode(blob: &[u8]) -> Result<Xattrs, XattrError> {
             return Err(XattrError::Malformed("truncated header"));
         }
         let (kl, vl) = (rest[0] as usize, rest[1] as usize);
+        // No attribute has an empty name; `encode` refuses one, so accepting it here would
+        // give rows a publisher cannot write back (and an empty entry in `listxattr`).
+        if kl == 0 {
+            return Err(XattrError::Malformed("empty name"));
+        }
         rest = &rest[2..];
         if rest.len() < kl + vl {
             return Err(XattrError::Malformed("truncated attribute"));
