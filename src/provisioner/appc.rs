@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 
 use super::image::ImageKey;
 
+/// What this daemon's staging directories are named with, so it never removes the agent's.
+const OURS: &str = ".lazyroot-";
+
 /// The appc spec version the manifest follows.
 const AC_VERSION: &str = "0.8.11";
 
@@ -72,7 +75,7 @@ impl AppcStore {
             return Ok(target);
         }
         let staging = tempfile::Builder::new()
-            .prefix(&format!("{id}."))
+            .prefix(&format!("{OURS}{id}."))
             .tempdir_in(self.dir.join("staging"))?;
         std::fs::write(staging.path().join("manifest"), manifest)?;
         std::os::unix::fs::symlink(rootfs, staging.path().join("rootfs"))?;
@@ -98,7 +101,7 @@ impl AppcStore {
     /// Removes the entry of `id` (renamed out of `images` first); a missing entry is fine.
     pub fn remove(&self, id: &str) -> io::Result<()> {
         let target = self.entry_dir(id);
-        let doomed = self.dir.join("staging").join(format!("{id}.removed"));
+        let doomed = self.dir.join("staging").join(format!("{OURS}{id}.removed"));
         match std::fs::rename(&target, &doomed) {
             Ok(()) => std::fs::remove_dir_all(&doomed),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -106,10 +109,14 @@ impl AppcStore {
         }
     }
 
-    /// Ids of every entry present, and leftovers of interrupted writes removed.
+    /// Ids of every entry present, and leftovers of this daemon's interrupted writes
+    /// removed (the agent stages its own fetches in the same directory: those stay).
     pub fn ids(&self) -> io::Result<Vec<String>> {
         for e in std::fs::read_dir(self.dir.join("staging"))? {
-            let _ = std::fs::remove_dir_all(e?.path());
+            let e = e?;
+            if e.file_name().to_string_lossy().starts_with(OURS) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
         }
         let mut ids = Vec::new();
         for e in std::fs::read_dir(self.dir.join("images"))? {
@@ -122,7 +129,7 @@ impl AppcStore {
 }
 
 /// The appc name of this machine's architecture.
-fn arch() -> &'static str {
+pub fn arch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "aarch64",

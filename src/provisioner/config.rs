@@ -16,10 +16,12 @@
 //!   "state": "/var/lib/lazyroot/provisioner.sqlite",
 //!   "control_socket": "/run/lazyroot/control.sock",
 //!   "csi_socket": "/run/lazyroot/csi.sock",
-//!   "grace_secs": 600
+//!   "grace_secs": 600,
+//!   "discovery_listen": "127.0.0.1:7475"
 //! }
 //! ```
-//! Every field but `repositories` has the default shown. Unknown fields are refused (a
+//! Every field but `repositories` has the default shown, except `discovery_listen`, which
+//! is off unless set. Unknown fields are refused (a
 //! misspelt setting must not be silently ignored).
 
 use std::collections::BTreeMap;
@@ -83,6 +85,10 @@ pub struct Config {
     /// The longest one attempt at one object may take, in seconds.
     #[serde(default = "defaults::deadline_secs")]
     pub deadline_secs: u64,
+    /// Where to serve appc simple discovery (a loopback `host:port`; the agent's
+    /// `--appc_simple_discovery_uri_prefix` is `http://<this>/`); absent: not served.
+    #[serde(default)]
+    pub discovery_listen: Option<std::net::SocketAddr>,
 }
 
 fn direct() -> String {

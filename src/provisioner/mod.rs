@@ -8,6 +8,7 @@ pub mod control;
 pub mod control_client;
 pub mod csi;
 pub mod daemon;
+pub mod discovery;
 pub mod error;
 pub mod image;
 pub mod mounts;

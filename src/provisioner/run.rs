@@ -21,6 +21,7 @@ pub const BLOCKING: usize = 4;
 pub fn run(config: Config) -> anyhow::Result<()> {
     let control_socket = config.control_socket.clone();
     let csi_socket = config.csi_socket.clone();
+    let discovery_listen = config.discovery_listen;
     let grace = Duration::from_secs(config.grace_secs);
     // One daemon per state: a second one would remount (and so break) the first one's images.
     let _lock = lock_state(&config.state)?;
@@ -44,6 +45,19 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             stop.clone(),
         ))];
         tasks.push(tokio::spawn(release_loop(p.clone(), grace, stop.clone())));
+        let discovery = match discovery_listen {
+            Some(addr) => {
+                let l = super::discovery::http::bind(addr).await?;
+                let at = l.local_addr()?;
+                tasks.push(tokio::spawn(super::discovery::http::serve(
+                    l,
+                    p.clone(),
+                    stop.clone(),
+                )));
+                Some(at)
+            }
+            None => None,
+        };
         if let Some(socket) = csi_socket.clone() {
             let publisher = Arc::new(super::csi::Volumes(p.clone()));
             let mut stop = stop.clone();
@@ -57,11 +71,14 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             }));
         }
         println!(
-            "provisioner ready: control {}{} (pid {})",
+            "provisioner ready: control {}{}{} (pid {})",
             control_socket.display(),
             csi_socket
                 .as_ref()
                 .map(|s| format!(", CSI {}", s.display()))
+                .unwrap_or_default(),
+            discovery
+                .map(|a| format!(", discovery http://{a}/"))
                 .unwrap_or_default(),
             std::process::id()
         );

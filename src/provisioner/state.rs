@@ -32,6 +32,12 @@ CREATE TABLE IF NOT EXISTS volumes (
   path       TEXT NOT NULL,
   root_hash  TEXT NOT NULL
 );
+-- appc entries the agent wrote from an ACI this daemon served through simple discovery:
+-- the daemon knows their ids (its ACIs are deterministic) and removes them with the image
+CREATE TABLE IF NOT EXISTS discovered (
+  entry      TEXT PRIMARY KEY,
+  image_id   TEXT NOT NULL
+);
 PRAGMA user_version = 1;
 ";
 
@@ -131,6 +137,32 @@ impl State {
     /// Deletes the image with id `id` (its pins must be gone first).
     pub fn remove_image(&self, id: &str) -> rusqlite::Result<()> {
         self.db.execute("DELETE FROM images WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
+    /// Records that the agent's appc entry `entry` is of image `image_id` (served by
+    /// discovery): the daemon owns it.
+    pub fn add_discovered(&self, entry: &str, image_id: &str) -> rusqlite::Result<()> {
+        self.db.execute(
+            "INSERT OR REPLACE INTO discovered (entry, image_id) VALUES (?1, ?2)",
+            [entry, image_id],
+        )?;
+        Ok(())
+    }
+
+    /// The discovered appc entries of image `image_id`.
+    pub fn discovered_of(&self, image_id: &str) -> rusqlite::Result<Vec<String>> {
+        let mut st = self
+            .db
+            .prepare("SELECT entry FROM discovered WHERE image_id = ?1 ORDER BY entry")?;
+        let rows = st.query_map([image_id], |r| r.get(0))?;
+        rows.collect()
+    }
+
+    /// Forgets discovered entry `entry`.
+    pub fn remove_discovered(&self, entry: &str) -> rusqlite::Result<()> {
+        self.db
+            .execute("DELETE FROM discovered WHERE entry = ?1", [entry])?;
         Ok(())
     }
 

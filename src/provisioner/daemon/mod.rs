@@ -18,6 +18,7 @@ use super::image::{check_fqrn, normalize_path, revision_at, ImageKey};
 use super::mounts::{Mount, Mounter, Resolved};
 use super::state::{now, ImageRow, State};
 
+mod discover;
 mod release;
 mod volumes;
 
@@ -139,16 +140,12 @@ impl Provisioner {
                 Err(e) => tracing::error!("cannot remount volume {}: {e}", target.display()),
             }
         }
-        let known: Vec<&str> = images.iter().map(|i| i.id.as_str()).collect();
-        for id in self
-            .appc
+        // Entries of images the state no longer lists were removed with them (entries go
+        // before the state row); any other entry is the agent's own, never touched. Only
+        // interrupted writes in the staging directory are cleaned.
+        self.appc
             .ids()
-            .map_err(|e| ProvisionError::Internal(format!("appc store: {e}")))?
-        {
-            if !known.contains(&id.as_str()) {
-                let _ = self.appc.remove(&id);
-            }
-        }
+            .map_err(|e| ProvisionError::Internal(format!("appc store: {e}")))?;
         Ok(())
     }
 

@@ -31,16 +31,27 @@ impl Provisioner {
         if inner.state.pin_count(&row.id)? > 0 {
             return Ok(false);
         }
+        // Entries first: an entry must never point at an unmounted directory (the agent
+        // would run a task on an empty root). A task that names the image after this gets
+        // it through discovery again.
+        let entry_err =
+            |e: std::io::Error| ProvisionError::Internal(format!("appc entry of {}: {e}", row.id));
+        for entry in inner.state.discovered_of(&row.id)? {
+            self.appc.remove(&entry).map_err(entry_err)?;
+            inner.state.remove_discovered(&entry)?;
+        }
+        self.appc.remove(&row.id).map_err(entry_err)?;
         if let Some(mut m) = inner.mounts.remove(&row.id) {
             if let Err(e) = m.unmount() {
                 tracing::info!("keeping image {} mounted: {e}", row.id);
                 inner.mounts.insert(row.id.clone(), m);
+                // Still served: its own entry back (discovered ones come back on demand).
+                self.appc
+                    .put(&row.key, row.revision, &self.mountpoint(&row.key))
+                    .map_err(entry_err)?;
                 return Ok(false);
             }
         }
-        self.appc
-            .remove(&row.id)
-            .map_err(|e| ProvisionError::Internal(format!("appc entry of {}: {e}", row.id)))?;
         inner.state.remove_image(&row.id)?;
         let mp = self.mountpoint(&row.key);
         let _ = std::fs::remove_dir(&mp);

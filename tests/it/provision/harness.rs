@@ -88,6 +88,7 @@ impl World {
             "control_socket": work.join("control.sock"),
             "csi_socket": work.join("csi.sock"),
             "grace_secs": grace_secs,
+            "discovery_listen": "127.0.0.1:0",
             // Faults end in failures sooner.
             "timeout_secs": if faults { 1 } else { 5 },
         });
@@ -107,6 +108,14 @@ impl World {
     pub fn stop_server(&mut self) {
         self._server.take();
         self.faulty.take();
+    }
+
+    /// The daemon's appc simple-discovery prefix (`http://127.0.0.1:PORT/`), from its ready
+    /// line: what the agent's `--appc_simple_discovery_uri_prefix` is set to.
+    pub fn discovery_prefix(&self) -> String {
+        let ready = &self.daemon.as_ref().expect("daemon running").ready;
+        let at = ready.find("discovery ").expect("discovery is served") + "discovery ".len();
+        ready[at..].split([' ', ',']).next().unwrap().to_string()
     }
 
     pub fn client(&self) -> ControlClient {
@@ -189,6 +198,8 @@ impl Drop for World {
 /// The daemon process; SIGTERM (bounded) when dropped.
 pub struct Daemon {
     pub child: Child,
+    /// Its "provisioner ready: …" line.
+    pub ready: String,
 }
 
 impl Daemon {
@@ -197,12 +208,12 @@ impl Daemon {
     pub fn start(config: &Path) -> Result<Daemon, String> {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_lazyroot"));
         cmd.arg("provisioner").arg("--config").arg(config);
-        let (mut child, _) = spawn_until_ready(&mut cmd, "provisioner ready")?;
+        let (mut child, ready) = spawn_until_ready(&mut cmd, "provisioner ready")?;
         let stderr = child.stderr.take().unwrap();
         std::thread::spawn(move || {
             let _ = std::io::copy(&mut BufReader::new(stderr), &mut std::io::stderr());
         });
-        Ok(Daemon { child })
+        Ok(Daemon { child, ready })
     }
 
     pub fn pid(&self) -> i32 {

@@ -6,6 +6,7 @@
 mod bad_input;
 mod csi_volumes;
 mod cycles;
+mod discovery;
 mod e2e;
 pub mod harness;
 mod isolator_client;
