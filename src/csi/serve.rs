@@ -27,7 +27,7 @@ pub async fn serve(
     let result = tonic::transport::Server::builder()
         .add_service(IdentityServer::new(IdentityService))
         .add_service(NodeServer::new(NodeService::new(publisher)))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(root_only(UnixListenerStream::new(listener)), shutdown)
         .await
         .with_context(|| format!("serving CSI on {}", socket.display()));
     // Only our own socket: a successor may already have replaced it.
@@ -37,6 +37,24 @@ pub async fn serve(
         }
     }
     result
+}
+
+/// Connections of root only, as on the control socket: the socket's mode is one guard, the
+/// peer's credentials (checked on every connection) the other. Others are closed at once.
+fn root_only(
+    incoming: UnixListenerStream,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::UnixStream>> {
+    use tokio_stream::StreamExt;
+    incoming.filter(|c| match c {
+        Ok(stream) => {
+            let root = stream.peer_cred().is_ok_and(|p| p.uid() == 0);
+            if !root {
+                tracing::warn!("CSI: refused a connection from a process not run by root");
+            }
+            root
+        }
+        Err(_) => true,
+    })
 }
 
 /// Binds a listener at `socket` with mode [`SOCKET_MODE`]. The socket is bound in a private

@@ -16,6 +16,7 @@
 //!   "state": "/var/lib/lazyroot/provisioner.sqlite",
 //!   "control_socket": "/run/lazyroot/control.sock",
 //!   "csi_socket": "/run/lazyroot/csi.sock",
+//!   "csi_target_roots": ["/var/lib/mesos", "/var/lib/kubelet"],
 //!   "grace_secs": 600,
 //!   "discovery_listen": "127.0.0.1:7475"
 //! }
@@ -85,6 +86,11 @@ pub struct Config {
     /// The longest one attempt at one object may take, in seconds.
     #[serde(default = "defaults::deadline_secs")]
     pub deadline_secs: u64,
+    /// The directories CSI target paths must lie under (the CO's: Mesos's `--work_dir`,
+    /// kubelet's root). A volume is never mounted anywhere else, so a CSI call can never
+    /// cover `/etc` or `/usr`.
+    #[serde(default = "defaults::csi_target_roots")]
+    pub csi_target_roots: Vec<PathBuf>,
     /// Where to serve appc simple discovery (a loopback `host:port`; the agent's
     /// `--appc_simple_discovery_uri_prefix` is `http://<this>/`); absent: not served.
     #[serde(default)]
@@ -117,6 +123,9 @@ mod defaults {
     }
     pub fn csi_socket() -> Option<PathBuf> {
         Some("/run/lazyroot/csi.sock".into())
+    }
+    pub fn csi_target_roots() -> Vec<PathBuf> {
+        vec!["/var/lib/mesos".into(), "/var/lib/kubelet".into()]
     }
     pub fn grace_secs() -> u64 {
         600
@@ -214,6 +223,20 @@ impl Config {
                 return Err(format!(
                     "{name} must be an absolute path, not {}",
                     p.display()
+                ));
+            }
+        }
+        for root in &self.csi_target_roots {
+            // A root of `/` or a system directory would let a CSI call cover what the host
+            // runs on.
+            let system = [
+                "/", "/etc", "/usr", "/bin", "/sbin", "/lib", "/lib64", "/boot", "/proc", "/sys",
+                "/dev",
+            ];
+            if !root.is_absolute() || system.iter().any(|s| root == std::path::Path::new(s)) {
+                return Err(format!(
+                    "csi_target_roots: {} is not a directory volumes may be mounted under",
+                    root.display()
                 ));
             }
         }

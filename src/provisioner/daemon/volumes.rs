@@ -8,6 +8,34 @@ use crate::provisioner::image::{check_fqrn, normalize_path, ImageKey};
 use crate::repository::At;
 
 impl Provisioner {
+    /// A target must lie under one of `csi_target_roots`, with its existing parent resolved
+    /// (a symlink on the way must not lead out of the root).
+    fn check_target(&self, target: &std::path::Path) -> Result<(), ProvisionError> {
+        let parent = target.parent().unwrap_or(target);
+        let real = std::fs::canonicalize(parent).map_err(|e| {
+            ProvisionError::Invalid(format!("target path {}: {e}", target.display()))
+        })?;
+        let under = self
+            .config
+            .csi_target_roots
+            .iter()
+            .any(|root| std::fs::canonicalize(root).is_ok_and(|r| real.starts_with(r)));
+        if under {
+            Ok(())
+        } else {
+            Err(ProvisionError::Invalid(format!(
+                "target path {} is not under any of csi_target_roots ({})",
+                target.display(),
+                self.config
+                    .csi_target_roots
+                    .iter()
+                    .map(|r| r.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )))
+        }
+    }
+
     /// Mounts a repository directory at a revision read-only at `target` (CSI
     /// NodePublishVolume). The same volume at the same target again is a no-op.
     pub fn publish_volume(
@@ -19,6 +47,7 @@ impl Provisioner {
     ) -> Result<(), ProvisionError> {
         check_fqrn(fqrn).map_err(ProvisionError::Invalid)?;
         let path = normalize_path(path).map_err(ProvisionError::Invalid)?;
+        self.check_target(target)?;
         let resolved = self.mounter.resolve(fqrn, at)?;
         let key = ImageKey {
             fqrn: fqrn.to_string(),

@@ -101,4 +101,77 @@ async fn csi_volumes_mount_read_unpublish_and_survive_a_restart() {
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
     assert!(!Path::new(&target2).exists());
     assert_eq!(w.image_mounts(), 1, "only the prepared image");
+
+    // Targets outside csi_target_roots, plainly or through a symlink on the way: refused,
+    // nothing created or mounted there.
+    let spec = format!("{}:/images/busybox@{root_hash}", w.repo.fqrn);
+    let outside = w.repo.dir.path().join("elsewhere");
+    std::fs::create_dir_all(&outside).unwrap();
+    let escape = mounts.join("escape");
+    std::os::unix::fs::symlink(&outside, &escape).unwrap();
+    for target in [
+        Path::new("/etc/lazyroot-csi-target").to_path_buf(),
+        outside.join("target"),
+        escape.join("target"),
+    ] {
+        let e = node
+            .node_publish_volume(publish_request(&spec, &target))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.code(),
+            Code::InvalidArgument,
+            "{}: {e:?}",
+            target.display()
+        );
+        assert!(e.message().contains("csi_target_roots"), "{e:?}");
+        assert!(!target.exists(), "{} was created", target.display());
+    }
+    assert_eq!(w.image_mounts(), 1);
+}
+
+/// The CSI socket takes root's connections only, as the control socket does: a process
+/// of another user that reaches the socket is hung up on before it is answered.
+#[test]
+fn csi_refuses_callers_that_are_not_root() {
+    let w = World::new(600);
+    let socket = w.work.join("csi.sock");
+    // The CSI service binds its socket just after the daemon says it is ready.
+    let t0 = std::time::Instant::now();
+    while !socket.exists() && t0.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Reachable despite its mode, to test the credential check itself.
+    std::fs::set_permissions(&socket, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let parents = [w.work.clone(), w.work.parent().unwrap().to_path_buf()];
+    for d in parents {
+        std::fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    // HTTP/2's client preface: a server that takes the connection answers with SETTINGS.
+    let probe = format!(
+        "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.settimeout(10)\ns.connect({:?})\ntry:\n  s.sendall(b'PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n\\x00\\x00\\x00\\x04\\x00\\x00\\x00\\x00\\x00')\n  d=s.recv(64)\nexcept (ConnectionResetError, BrokenPipeError):\n  d=b''\nprint(len(d))",
+        socket.to_str().unwrap()
+    );
+    let run_as = |who: &[&str]| {
+        let out = std::process::Command::new("setpriv")
+            .args(who)
+            .args(["/usr/bin/python3", "-c", &probe])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<usize>()
+            .unwrap()
+    };
+    assert!(run_as(&["--reuid=0"]) > 0, "root is answered");
+    assert_eq!(
+        run_as(&["--reuid=65534", "--regid=65534", "--clear-groups"]),
+        0,
+        "another user is hung up on"
+    );
 }

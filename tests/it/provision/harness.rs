@@ -74,6 +74,8 @@ impl World {
         )
         .unwrap();
         let config = work.join("provisioner.json");
+        let csi_targets = repo.dir.path().join("csi-mounts");
+        std::fs::create_dir_all(&csi_targets).unwrap();
         let c = serde_json::json!({
             "repositories": {
                 (repo.fqrn.clone()): {
@@ -89,6 +91,7 @@ impl World {
             "csi_socket": work.join("csi.sock"),
             "grace_secs": grace_secs,
             "discovery_listen": "127.0.0.1:0",
+            "csi_target_roots": [csi_targets],
             // Faults end in failures sooner.
             "timeout_secs": if faults { 1 } else { 5 },
         });
