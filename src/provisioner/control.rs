@@ -128,19 +128,20 @@ async fn dispatch(
         .await
         .map_err(|e| ProvisionError::Invalid(format!("request body: {e}")))?
         .to_bytes();
-    // Each method may mount or ask servers: off the async threads.
-    let run = move || match method.as_str() {
-        "PrepareImage" => call(&body, |r| p.prepare(&r)),
+    // Off the async threads, in two lanes: a prepare may wait on a dead server; the
+    // module's pins and unpins must not wait for it (see `lanes`).
+    if method == "PrepareImage" {
+        return super::lanes::slow(move || call(&body, |r| p.prepare(&r))).await;
+    }
+    super::lanes::fast(move || match method.as_str() {
         "Pin" => call(&body, |r| p.pin(&r)),
         "Unpin" => call(&body, |r| p.unpin(&r)),
         "SyncPins" => call(&body, |r| p.sync_pins(&r)),
         "ListImages" => call(&body, |_: api::ListImagesRequest| p.list()),
         "Health" => call(&body, |_: api::HealthRequest| p.health()),
         other => Err(ProvisionError::NotFound(format!("no method {other:?}"))),
-    };
-    tokio::task::spawn_blocking(run)
-        .await
-        .map_err(|e| ProvisionError::Internal(format!("handler: {e}")))?
+    })
+    .await
 }
 
 fn call<Req: DeserializeOwned, Resp: Serialize>(

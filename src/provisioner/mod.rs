@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod discovery;
 pub mod error;
 pub mod image;
+pub mod lanes;
 pub mod mounts;
 pub mod run;
 pub mod state;

@@ -10,8 +10,9 @@ use tokio::sync::watch;
 
 use super::{control, Config, Provisioner};
 
-/// The daemon's threads, apart from the FUSE sessions' (two per mounted image): main, the
-/// async workers, at most `BLOCKING` for calls that mount or download.
+/// The daemon's threads, apart from the FUSE sessions' (two per mounted image) and the
+/// prepares' (one per prepare in flight, see `lanes`): main, the async workers, at most
+/// `BLOCKING` for the quick control calls and the release of idle images.
 pub const WORKERS: usize = 2;
 /// Most threads of the blocking pool (see [`WORKERS`]).
 pub const BLOCKING: usize = 4;
@@ -28,7 +29,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let p = Provisioner::start(config).context("starting the provisioner")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKERS)
-        // Bounded: each blocking call may mount or download; a queue beats a thread storm.
+        // Bounded: pins, unpins, lists and releases; prepares have their own lane.
         .max_blocking_threads(BLOCKING)
         .enable_all()
         .build()

@@ -82,11 +82,11 @@ async fn answer(p: Arc<Provisioner>, req: Request<hyper::body::Incoming>) -> Res
     }
     let path = req.uri().path().to_string();
     let head = req.method() == Method::HEAD;
-    // Preparing may ask the servers and mount: a blocking call, off the async workers.
+    // Preparing may ask the servers and mount: the slow lane, never the pins' pool.
     let asked = path.clone();
-    let r = tokio::task::spawn_blocking(move || p.discover(&asked)).await;
+    let r = crate::provisioner::lanes::slow(move || p.discover(&asked)).await;
     match r {
-        Ok(Ok(aci)) => {
+        Ok(aci) => {
             tracing::info!("discovery: {path} -> {}", aci.id);
             let len = aci.gzipped.len();
             let body = if head {
@@ -103,7 +103,7 @@ async fn answer(p: Arc<Provisioner>, req: Request<hyper::body::Incoming>) -> Res
                 .body(Full::new(body))
                 .expect("static headers")
         }
-        Ok(Err(e)) => {
+        Err(e) => {
             tracing::info!("discovery: {path}: {e}");
             // 404 no such image, 400 not a request, 503 servers or cache: the agent logs the
             // status and this body.
@@ -111,10 +111,6 @@ async fn answer(p: Arc<Provisioner>, req: Request<hyper::body::Incoming>) -> Res
                 StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             text(status, format!("lazyroot discovery: {e}\n"))
         }
-        Err(e) => text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("lazyroot discovery: the request failed: {e}\n"),
-        ),
     }
 }
 

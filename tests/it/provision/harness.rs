@@ -43,15 +43,20 @@ pub struct World {
 
 impl World {
     pub fn new(grace_secs: u64) -> World {
-        Self::build(grace_secs, false)
+        Self::build(grace_secs, false, 5)
     }
 
     /// Served by a fault-injecting server (faultless until told otherwise).
     pub fn with_faults(grace_secs: u64) -> World {
-        Self::build(grace_secs, true)
+        Self::build(grace_secs, true, 1)
     }
 
-    fn build(grace_secs: u64, faults: bool) -> World {
+    /// Served by a fault-injecting server, with downloads given `timeout_secs`.
+    pub fn with_faults_and_timeout(grace_secs: u64, timeout_secs: u64) -> World {
+        Self::build(grace_secs, true, timeout_secs)
+    }
+
+    fn build(grace_secs: u64, faults: bool, timeout_secs: u64) -> World {
         let repo = TestRepo::new();
         let src = repo.dir.path().join("src-v1");
         bare_busybox(&src, "v1");
@@ -93,7 +98,7 @@ impl World {
             "discovery_listen": "127.0.0.1:0",
             "csi_target_roots": [csi_targets],
             // Faults end in failures sooner.
-            "timeout_secs": if faults { 1 } else { 5 },
+            "timeout_secs": timeout_secs,
         });
         std::fs::write(&config, serde_json::to_vec_pretty(&c).unwrap()).unwrap();
         let daemon = Some(Daemon::start(&config).unwrap_or_else(|e| panic!("{e}")));

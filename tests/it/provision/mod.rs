@@ -10,3 +10,4 @@ mod discovery;
 mod e2e;
 pub mod harness;
 mod isolator_client;
+mod lanes;
