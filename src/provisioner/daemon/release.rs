@@ -62,12 +62,25 @@ impl Provisioner {
         Ok(true)
     }
 
-    /// Unmounts everything (the daemon is stopping); state and appc entries stay, so a
-    /// restarted daemon mounts the same images again.
+    /// Unmounts everything (the daemon is stopping). The appc entries go first, so that no
+    /// entry points at an unmounted, empty directory while the daemon is away (the agent
+    /// would run a task on an empty root; with no entry it asks discovery, and gets a clear
+    /// error while the daemon is down). The state stays: a restarted daemon mounts the same
+    /// images again and writes their entries anew.
     pub fn shutdown(&self) {
         let mut inner = self.inner.lock().expect("provisioner");
         inner.stopping = true;
         let inner = &mut *inner;
+        for row in inner.state.images().unwrap_or_default() {
+            for entry in inner.state.discovered_of(&row.id).unwrap_or_default() {
+                if self.appc.remove(&entry).is_ok() {
+                    let _ = inner.state.remove_discovered(&entry);
+                }
+            }
+            if let Err(e) = self.appc.remove(&row.id) {
+                tracing::warn!("removing the appc entry of {}: {e}", row.id);
+            }
+        }
         let volumes = inner.volumes.drain().map(|(_, (_, m))| m);
         let mounts: Vec<Mount> = inner
             .mounts
@@ -76,9 +89,13 @@ impl Provisioner {
             .chain(volumes)
             .collect();
         for mut m in mounts {
+            let at = m.mountpoint.clone();
             if m.unmount().is_err() {
                 m.detach();
             }
+            // Gone, not empty: a `rootfs` symlink left anywhere dangles rather than
+            // pointing at an empty root.
+            let _ = std::fs::remove_dir(&at);
         }
     }
 }

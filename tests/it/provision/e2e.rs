@@ -187,10 +187,19 @@ fn a_killed_daemon_restarts_with_the_same_images_pins_and_paths() {
         1,
         "the dead mount was replaced, not stacked"
     );
-    // A clean stop unmounts everything and keeps the state.
+    // A clean stop removes the appc entries, then unmounts everything, and keeps the
+    // state: no entry points at an empty directory while the daemon is away.
     let st = w.daemon.as_mut().unwrap().stop();
     assert!(st.success());
     assert_eq!(w.image_mounts(), 0);
+    assert_eq!(w.appc_entries(), 0, "an entry outlived the daemon's mounts");
+    assert!(
+        !std::path::Path::new(&img.rootfs).exists(),
+        "an empty rootfs stayed"
+    );
+    // Started again, the daemon serves the image and writes its entry anew.
+    w.daemon = Some(Daemon::start(&w.config).unwrap());
+    read_appc_entry(&w.client().list().unwrap().images[0]);
 }
 
 #[test]
