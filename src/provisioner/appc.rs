@@ -141,8 +141,8 @@ pub fn arch() -> &'static str {
 mod tests {
     use super::*;
 
-    #[test]
-    fn entries_appear_whole_and_go() {
+    /// A store in a temporary directory, and an image key to write into it.
+    fn store_and_key() -> (tempfile::TempDir, AppcStore, ImageKey) {
         let dir = tempfile::tempdir().unwrap();
         let store = AppcStore::new(dir.path()).unwrap();
         let key = ImageKey {
@@ -150,6 +150,12 @@ mod tests {
             path: "/images/a".into(),
             root_hash: "0a1b".into(),
         };
+        (dir, store, key)
+    }
+
+    #[test]
+    fn entries_appear_whole_and_go() {
+        let (_dir, store, key) = store_and_key();
         let entry = store.put(&key, 7, Path::new("/somewhere")).unwrap();
         let m: serde_json::Value =
             serde_json::from_slice(&std::fs::read(entry.join("manifest")).unwrap()).unwrap();
@@ -173,13 +179,7 @@ mod tests {
     fn a_rewritten_entry_is_never_absent() {
         use std::os::unix::fs::MetadataExt;
         use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-        let dir = tempfile::tempdir().unwrap();
-        let store = AppcStore::new(dir.path()).unwrap();
-        let key = ImageKey {
-            fqrn: "demo.example.org".into(),
-            path: "/images/a".into(),
-            root_hash: "0a1b".into(),
-        };
+        let (_dir, store, key) = store_and_key();
         let entry = store.put(&key, 1, Path::new("/mnt/a")).unwrap();
         let ino = std::fs::metadata(&entry).unwrap().ino();
         store.put(&key, 1, Path::new("/mnt/a")).unwrap();

@@ -222,6 +222,19 @@ fn the_chunk_being_read_is_pinned_against_the_quota() {
     );
 }
 
+/// The fixture served, and a cache directory that a mount has read the big file into.
+fn warm_cache() -> (Fixture, Server, PathBuf) {
+    let fx = fixture();
+    let server = Server::start(&[&fx.repo.repo]);
+    let cache = fx.dir().join("cache");
+    let m = fx
+        .mount(&server.url(FQRN), &cache, &fx.dir().join("warm"), &[])
+        .unwrap();
+    assert_bytes(&read_mounted(m.dir.join(BIG)).unwrap(), &fx.big, "warming");
+    assert!(m.stop().success());
+    (fx, server, cache)
+}
+
 /// A damaged cache never serves wrong bytes: an object flipped, replaced by other bytes of
 /// the same size, truncated or emptied after it was cached (bit rot, a hand edit, a short
 /// file after a power loss) is found by a new mount process (size on every open, content on
@@ -229,17 +242,8 @@ fn the_chunk_being_read_is_pinned_against_the_quota() {
 /// with EIO. Catalogs are checked the same way.
 #[test]
 fn a_damaged_cache_never_serves_wrong_bytes() {
-    let fx = fixture();
+    let (fx, server, cache) = warm_cache();
     let d = fx.dir();
-    let server = Server::start(&[&fx.repo.repo]);
-    let cache = d.join("cache");
-    {
-        let m = fx
-            .mount(&server.url(FQRN), &cache, &d.join("warm"), &[])
-            .unwrap();
-        assert_bytes(&read_mounted(m.dir.join(BIG)).unwrap(), &fx.big, "warming");
-        assert!(m.stop().success());
-    }
     let rel = fx.file_object(BIG);
     let hex: String = rel
         .trim_start_matches("data/")
@@ -315,15 +319,8 @@ fn a_damaged_cache_never_serves_wrong_bytes() {
 /// digest it is fetched again). Before, every mount failed until the cache was deleted.
 #[test]
 fn a_damaged_cache_database_is_rebuilt_from_the_objects() {
-    let fx = fixture();
+    let (fx, server, cache) = warm_cache();
     let d = fx.dir();
-    let server = Server::start(&[&fx.repo.repo]);
-    let cache = d.join("cache");
-    let m = fx
-        .mount(&server.url(FQRN), &cache, &d.join("warm"), &[])
-        .unwrap();
-    assert_bytes(&read_mounted(m.dir.join(BIG)).unwrap(), &fx.big, "warming");
-    assert!(m.stop().success());
     let objects = walk_files(&cache.join("objects"));
     assert!(objects >= 2, "catalog and file cached: {objects}");
 
