@@ -44,4 +44,19 @@ fn example_files_agree_with_the_code() {
     .unwrap();
     assert!(flags.contains(name), "the agent flags enable the module");
     assert!(flags.contains(&format!("--appc_store_dir={}", c.appc_store_dir.display())));
+    let discovery = c.discovery_listen.expect("the example serves discovery");
+    assert!(flags.contains(&format!(
+        "--appc_simple_discovery_uri_prefix=http://{discovery}/"
+    )));
+
+    // By name and version only: what discovery answers for (a configured repository).
+    let by_name = json("mesos/task-by-name.json");
+    let appc = &by_name["container"]["mesos"]["image"]["appc"];
+    assert!(appc.get("id").is_none());
+    let name = appc["name"].as_str().unwrap();
+    assert!(c.repositories.contains_key(name.split('/').next().unwrap()));
+    assert_eq!(appc["labels"]["labels"][0]["key"], "version");
+    let app = json("marathon/app-by-name.json");
+    assert_eq!(app["container"]["appc"]["image"], name);
+    assert!(app["container"]["appc"].get("id").is_none());
 }
