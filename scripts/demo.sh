@@ -6,7 +6,7 @@
 # Needs root (FUSE, runc). Leaves its work in ${LAZYROOT_DEMO_DIR:-./demo-work}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh attr busybox-static runc   # getfattr shows downloads; busybox: the image's userland
+bash scripts/setup.sh attr busybox-static runc curl   # getfattr shows downloads; busybox: the image's userland
 cargo build --release --locked --bin lazyroot --example run_task
 bin=$PWD/target/release/lazyroot
 work=${LAZYROOT_DEMO_DIR:-$PWD/demo-work}
@@ -64,7 +64,8 @@ cat > "$work/provisioner.json" <<EOF
   "appc_store_dir": "$work/appc",
   "state": "$work/provisioner.sqlite",
   "control_socket": "$work/control.sock",
-  "csi_socket": "$work/csi.sock"
+  "csi_socket": "$work/csi.sock",
+  "discovery_listen": "127.0.0.1:0"
 }
 EOF
 "$bin" provisioner --config "$work/provisioner.json" > "$work/provisioner.log" &
@@ -79,4 +80,11 @@ target/release/examples/run_task --socket "$work/control.sock" demo.example.org 
 set +x
 id=$("$bin" image list --socket "$work/control.sock" --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["images"][0]["id"])')
 echo "demo: Mesos finds the image in $work/appc/images/$id: $(ls "$work/appc/images/$id" | tr '\n' ' ')-> $(readlink "$work/appc/images/$id/rootfs")"
+# On demand: what an agent with --appc_simple_discovery_uri_prefix asks when a task names the
+# image by name and version only, nothing prepared beforehand.
+arch=$(uname -m | sed 's/^x86_64$/amd64/')
+aci="demo.example.org/images/demo-demo-v1-linux-$arch.aci"
+prefix=$(sed -n 's/.*discovery \(http:[^ ,]*\).*/\1/p' "$work/provisioner.log" | head -1)
+curl -sf -A curl "$prefix$aci" -o "$work/demo.aci"
+echo "demo: discovery answered $prefix$aci with $(stat -c %s "$work/demo.aci") bytes: $(gunzip -c "$work/demo.aci" | tar -tvf - | awk '{print $6, $7, $8}' | tr '\n' ' ')(the agent names it sha512-$(gunzip -c "$work/demo.aci" | sha512sum | cut -c1-16)...)"
 echo "demo: done. A Mesos agent takes the same appc entry with --image_providers=appc --appc_store_dir=$work/appc (see examples/mesos/)."
