@@ -44,6 +44,8 @@ struct Inner {
     mounting: HashSet<String>,
     /// Set by `shutdown`: a mount finishing after it is undone at once.
     stopping: bool,
+    /// Why the remount of an image (by id) failed at start; cleared once it is mounted.
+    remount_failed: HashMap<String, String>,
 }
 
 /// Container ids come from Mesos (`parent.child` for nested containers): bounded, printable.
@@ -101,6 +103,7 @@ impl Provisioner {
                 volumes: HashMap::new(),
                 mounting: HashSet::new(),
                 stopping: false,
+                remount_failed: HashMap::new(),
             }),
             mounted: Condvar::new(),
         });
@@ -127,7 +130,10 @@ impl Provisioner {
                         .map_err(|e| ProvisionError::Internal(format!("appc entry: {e}")))?;
                 }
                 // Kept in the state: the next prepare or pin of it mounts it again.
-                Err(e) => tracing::error!("cannot remount image {}: {e}", row.id),
+                Err(e) => {
+                    tracing::error!("cannot remount image {}: {e}", row.id);
+                    inner.remount_failed.insert(row.id.clone(), e.to_string());
+                }
             }
         }
         for (target, key) in inner.state.volumes()? {
@@ -281,6 +287,7 @@ impl Provisioner {
                 ))
             }
             Ok(m) => {
+                inner.remount_failed.remove(&id);
                 inner.mounts.insert(id, m);
                 Ok(inner)
             }
@@ -399,10 +406,34 @@ impl Provisioner {
     /// Liveness and counts: images, pins, and live mounts (images and CSI volumes).
     pub fn health(&self) -> Result<api::HealthResponse, ProvisionError> {
         let inner = self.inner.lock().expect("provisioner");
+        let images = inner.state.images()?;
+        let problems: Vec<String> = images
+            .iter()
+            .filter(|row| !inner.mounts.contains_key(&row.id))
+            .map(|row| {
+                format!(
+                    "image {} ({}{} at {}) is not mounted: {}",
+                    row.id,
+                    row.key.fqrn,
+                    row.key.path,
+                    row.key.root_hash,
+                    inner
+                        .remount_failed
+                        .get(&row.id)
+                        .map_or("its mount is gone", String::as_str)
+                )
+            })
+            .collect();
         Ok(api::HealthResponse {
-            status: "ok".into(),
+            status: if problems.is_empty() {
+                "ok"
+            } else {
+                "degraded"
+            }
+            .into(),
+            problems,
             version: env!("CARGO_PKG_VERSION").into(),
-            images: inner.state.images()?.len() as u32,
+            images: images.len() as u32,
             pins: inner.state.pins()?.len() as u32,
             mounts: (inner.mounts.len() + inner.volumes.len()) as u32,
             pid: std::process::id() as u64,

@@ -332,3 +332,27 @@ fn many_simultaneous_prepares_of_one_image_mount_it_once() {
     assert_eq!(w.image_mounts(), 1);
     assert_eq!(w.appc_entries(), 1);
 }
+
+/// Health says what is wrong: an image whose remount failed after a restart (no server, no
+/// cache) is listed with the reason, and the status is "degraded" rather than a constant
+/// "ok".
+#[test]
+fn health_names_images_whose_remount_failed() {
+    let mut w = World::new(600);
+    let img = w.prepare("").unwrap();
+    assert_eq!(w.client().health().unwrap().status, "ok");
+    w.daemon.take().unwrap().kill9();
+    w.stop_server();
+    // The dead mount, then the cache: nothing left to mount the image from.
+    let _ = std::process::Command::new("umount")
+        .arg("-l")
+        .arg(&img.rootfs)
+        .status();
+    std::fs::remove_dir_all(w.work.join("cache")).unwrap();
+    w.daemon = Some(Daemon::start(&w.config).unwrap());
+    let h = w.client().health().unwrap();
+    assert_eq!(h.status, "degraded", "{h:?}");
+    assert_eq!(h.problems.len(), 1, "{h:?}");
+    assert!(h.problems[0].contains(&img.id), "{h:?}");
+    assert!(h.problems[0].contains("no server answered"), "{h:?}");
+}
