@@ -22,5 +22,5 @@ mod volume_id;
 pub use identity::{IdentityService, PLUGIN_NAME};
 pub use node::NodeService;
 pub use publisher::{VolumeError, VolumePublisher};
-pub use serve::serve;
+pub use serve::{bind, serve, serve_on};
 pub use volume_id::{parse_volume, VolumeSpec};

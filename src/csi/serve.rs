@@ -22,7 +22,17 @@ pub async fn serve(
     publisher: Arc<dyn VolumePublisher>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let listener = bind(socket)?;
+    serve_on(bind(socket)?, socket, publisher, shutdown).await
+}
+
+/// [`serve`] on a listener [`bind`] made at `socket` (so that a caller can bind before it
+/// says it is ready, and serve after).
+pub async fn serve_on(
+    listener: tokio::net::UnixListener,
+    socket: &Path,
+    publisher: Arc<dyn VolumePublisher>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let identity = std::fs::metadata(socket).with_context(|| format!("{}", socket.display()))?;
     let result = tonic::transport::Server::builder()
         .add_service(IdentityServer::new(IdentityService))
@@ -60,7 +70,7 @@ fn root_only(
 /// Binds a listener at `socket` with mode [`SOCKET_MODE`]. The socket is bound in a private
 /// (0700) directory beside it, given its mode there and renamed into place, so it is never
 /// reachable with the umask's wider mode.
-fn bind(socket: &Path) -> anyhow::Result<tokio::net::UnixListener> {
+pub fn bind(socket: &Path) -> anyhow::Result<tokio::net::UnixListener> {
     let shown = socket.display();
     let parent = match socket.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,

@@ -65,8 +65,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             let shutdown = async move {
                 let _ = stop.changed().await;
             };
+            // Bound before "ready" is said: a CO that connects at once finds the socket.
+            let listener = crate::csi::bind(&socket)?;
             tasks.push(tokio::spawn(async move {
-                if let Err(e) = crate::csi::serve(&socket, publisher, shutdown).await {
+                if let Err(e) = crate::csi::serve_on(listener, &socket, publisher, shutdown).await {
                     tracing::error!("CSI node service on {}: {e:#}", socket.display());
                 }
             }));
