@@ -15,7 +15,7 @@ use super::image::ImageKey;
 const OURS: &str = ".lazyroot-";
 
 /// The appc spec version the manifest follows.
-const AC_VERSION: &str = "0.8.11";
+pub(crate) const AC_VERSION: &str = "0.8.11";
 
 /// Mesos's appc image store (its `--appc_store_dir`), as far as the provisioner writes it.
 pub struct AppcStore {

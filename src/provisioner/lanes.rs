@@ -5,8 +5,6 @@
 //! [`SLOW_MAX`] at once, the rest wait without holding a thread), and the fast lane keeps
 //! the runtime's blocking pool to itself.
 
-use std::sync::{Arc, OnceLock};
-
 use tokio::sync::Semaphore;
 
 use super::error::ProvisionError;
@@ -14,19 +12,14 @@ use super::error::ProvisionError;
 /// Calls in the slow lane at once; more wait for a slot (holding no thread).
 pub const SLOW_MAX: usize = 64;
 
-fn slots() -> Arc<Semaphore> {
-    static SLOTS: OnceLock<Arc<Semaphore>> = OnceLock::new();
-    SLOTS
-        .get_or_init(|| Arc::new(Semaphore::new(SLOW_MAX)))
-        .clone()
-}
+static SLOTS: Semaphore = Semaphore::const_new(SLOW_MAX);
 
 /// Runs `f` in the slow lane: a thread of its own, once one of [`SLOW_MAX`] slots is free.
 pub async fn slow<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ProvisionError> + Send + 'static,
 ) -> Result<T, ProvisionError> {
-    let permit = slots()
-        .acquire_owned()
+    let permit = SLOTS
+        .acquire()
         .await
         .map_err(|e| ProvisionError::Internal(format!("slow lane: {e}")))?;
     let (tx, rx) = tokio::sync::oneshot::channel();

@@ -9,10 +9,8 @@ use std::path::Path;
 use sha2::{Digest, Sha512};
 
 use super::name::Request;
+use crate::provisioner::appc::AC_VERSION;
 use crate::provisioner::image::ImageKey;
-
-/// The appc spec version the manifest follows.
-const AC_VERSION: &str = "0.8.11";
 
 /// An ACI as served: its gzip'ed bytes and the image id Mesos will compute for it.
 pub struct Aci {

@@ -190,6 +190,17 @@ pub fn random_bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
     proptest::collection::vec(any::<u8>(), 0..=max)
 }
 
+/// Random bytes, or random text matching the regex `body` in the letter layout (body, a
+/// hash, a signature), so that a signed file's body parser is reached, not only the split.
+pub fn random_letters(body: &'static str) -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        random_bytes(600),
+        (body, "[0-9a-f]{40}", random_bytes(300)).prop_map(|(body, hash, sig)| {
+            lazyroot::cvmfs::letter::Letter::compose(body.as_bytes(), &hash, &sig)
+        }),
+    ]
+}
+
 /// Lines of `b`, each with its newline (the last one perhaps without).
 fn lines(b: &[u8]) -> Vec<Vec<u8>> {
     b.split_inclusive(|&c| c == b'\n')
