@@ -337,6 +337,7 @@ impl Provisioner {
             image_id: row.id.clone(),
             root_hash: row.key.root_hash.clone(),
             rootfs: self.mountpoint(&row.key).display().to_string(),
+            operator_pin: req.operator_pin,
         })
     }
 
@@ -397,6 +398,7 @@ impl Provisioner {
                     rootfs: img.map(|i| i.rootfs.clone()).unwrap_or_default(),
                     container_id: p.container_id,
                     image_id: p.image_id,
+                    operator_pin: false,
                 }
             })
             .collect();
