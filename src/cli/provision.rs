@@ -121,6 +121,9 @@ pub fn pin(a: PinArgs) -> anyhow::Result<ExitCode> {
     let pin = ControlClient::new(&a.socket).pin(&api::PinRequest {
         container_id: a.container_id,
         image_id: a.image_id,
+        // Made by hand: kept until unpinned by hand, whatever the agent re-syncs.
+        operator_pin: true,
+        ..Default::default()
     })?;
     println!(
         "{} pins {} ({})",

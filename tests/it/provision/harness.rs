@@ -149,6 +149,7 @@ impl World {
         self.client().pin(&api::PinRequest {
             container_id: container.into(),
             image_id: image.into(),
+            ..Default::default()
         })
     }
 
