@@ -28,6 +28,7 @@ use crate::cvmfs::catalog::EntryKind;
 use crate::cvmfs::hash::ContentHash;
 use crate::remote::stack::Opened;
 use crate::remote::{self, Mode, RemoteSource};
+use crate::repository::source::SourceError;
 use crate::repository::{Found, RepoError, Repository, Trust};
 
 /// Why a mount operation failed; [`fuse`] maps each variant to one errno.
@@ -123,7 +124,13 @@ impl MountedTree {
     ) -> Result<Self, ClientError> {
         let Opened { repo, mode, trust } = opened;
         let repo = Arc::new(repo);
-        repo.snapshot_of(root, root_size)?; // the root catalog must load now, not on first use
+        // The root catalog must load now, not on first use. One that no server has is a
+        // revision that does not exist (NotFound); any other failure is the servers', the
+        // network's or the cache's (Io).
+        repo.snapshot_of(root, root_size).map_err(|e| match e {
+            RepoError::Source(SourceError::NotFound(_)) => ClientError::NotFound,
+            other => ClientError::from(other),
+        })?;
         Ok(MountedTree {
             source,
             trust,

@@ -17,7 +17,7 @@ fn volume_error(e: ProvisionError) -> VolumeError {
         ProvisionError::Invalid(m) | ProvisionError::AlreadyExists(m) => {
             VolumeError::InvalidArgument(m)
         }
-        ProvisionError::NotFound(m) => VolumeError::NotFound(m),
+        ProvisionError::NotFound(m) | ProvisionError::NotOurs(m) => VolumeError::NotFound(m),
         ProvisionError::Unavailable(m) | ProvisionError::Busy(m) => VolumeError::Unavailable(m),
         ProvisionError::PermissionDenied(m) | ProvisionError::Internal(m) => {
             VolumeError::Internal(m)

@@ -11,6 +11,10 @@ pub enum ProvisionError {
     /// An unknown repository, tag, image, directory, root catalog or control method.
     #[error("{0}")]
     NotFound(String),
+    /// The image is none of the daemon's (an appc store entry of another source): the
+    /// Mesos module launches such containers without a pin.
+    #[error("{0}")]
+    NotOurs(String),
     /// A conflict with what exists: the container already pins another image, or the CSI
     /// target path already has another volume.
     #[error("{0}")]
@@ -35,6 +39,7 @@ impl ProvisionError {
         match self {
             ProvisionError::Invalid(_) => "invalid_argument",
             ProvisionError::NotFound(_) => "not_found",
+            ProvisionError::NotOurs(_) => "not_ours",
             ProvisionError::AlreadyExists(_) => "already_exists",
             ProvisionError::PermissionDenied(_) => "permission_denied",
             ProvisionError::Unavailable(_) => "unavailable",
@@ -47,7 +52,7 @@ impl ProvisionError {
     pub fn status(&self) -> u16 {
         match self {
             ProvisionError::Invalid(_) => 400,
-            ProvisionError::NotFound(_) => 404,
+            ProvisionError::NotFound(_) | ProvisionError::NotOurs(_) => 404,
             ProvisionError::AlreadyExists(_) => 409,
             ProvisionError::PermissionDenied(_) => 403,
             ProvisionError::Unavailable(_) => 503,

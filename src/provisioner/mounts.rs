@@ -149,8 +149,11 @@ impl Mounter {
         let shown = format!("{fqrn}:{path}@{}", at.root);
         let tree = MountedTree::new(remote.source.clone(), opened, at.root, at.size, true)
             .map_err(|e| match e {
-                ClientError::Io(why) => ProvisionError::NotFound(format!(
-                    "{shown}: the root catalog could not be loaded (unknown root hash?): {why}"
+                ClientError::NotFound => ProvisionError::NotFound(format!(
+                    "{shown}: no server has its root catalog (a root hash never published?)"
+                )),
+                ClientError::Io(why) => ProvisionError::Unavailable(format!(
+                    "{shown}: the root catalog could not be loaded: {why}"
                 )),
                 other => ProvisionError::Internal(format!("{shown}: {other}")),
             })?
@@ -208,6 +211,14 @@ impl Mount {
             .map_err(|e| ProvisionError::Busy(format!("{}: {e}", self.mountpoint.display())))?;
         self.finish();
         Ok(())
+    }
+
+    /// Whether the mount still serves: its session runs and `table` (this namespace's
+    /// mounts) still has it. A mount someone unmounted, or whose FUSE connection was
+    /// aborted, is not alive: its directory is empty or answers ENOTCONN.
+    pub fn alive(&self, table: &[crate::mount::mountinfo::MountEntry]) -> bool {
+        self.session.as_ref().is_some_and(|s| !s.guard.is_finished())
+            && table.iter().any(|m| m.mount_point == self.mountpoint)
     }
 
     /// Unmounts even when busy (the daemon is stopping).

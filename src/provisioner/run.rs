@@ -46,6 +46,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             stop.clone(),
         ))];
         tasks.push(tokio::spawn(release_loop(p.clone(), grace, stop.clone())));
+        tasks.push(tokio::spawn(watch_loop(p.clone(), stop.clone())));
         let discovery = match discovery_listen {
             Some(addr) => {
                 let l = super::discovery::http::bind(addr).await?;
@@ -124,6 +125,29 @@ fn lock_state(state: &std::path::Path) -> anyhow::Result<nix::fcntl::Flock<std::
         )
     })?;
     Ok(locked)
+}
+
+/// How often mounts are checked for life: an entry of a dead mount is visible to the agent
+/// for at most this long (it reads ENOTCONN or an empty directory meanwhile).
+const WATCH_EVERY: Duration = Duration::from_secs(2);
+
+/// Checks the mounts now and then ([`Provisioner::check_mounts`]); in the slow lane, since
+/// mounting again may wait on the servers.
+async fn watch_loop(p: Arc<Provisioner>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(WATCH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let p = p.clone();
+                match super::lanes::slow(move || p.check_mounts()).await {
+                    Ok(dead) => for id in dead { println!("mount of image {id} died; mounted again"); },
+                    Err(e) => tracing::error!("checking mounts: {e}"),
+                }
+            }
+            _ = stop.changed() => return,
+        }
+    }
 }
 
 /// Releases idle images now and then: a quarter of the grace time, between 1 and 30 s.

@@ -22,7 +22,9 @@ CREATE TABLE IF NOT EXISTS images (
 CREATE TABLE IF NOT EXISTS pins (
   container_id TEXT PRIMARY KEY,
   image_id     TEXT NOT NULL REFERENCES images(id),
-  created      INTEGER NOT NULL
+  created      INTEGER NOT NULL,
+  -- 1: made by an operator (lazyroot pin); SyncPins keeps it
+  operator     INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS pins_by_image ON pins(image_id);
 -- CSI volumes: a repository directory at one revision mounted at a target path
@@ -36,10 +38,23 @@ CREATE TABLE IF NOT EXISTS volumes (
 -- the daemon knows their ids (its ACIs are deterministic) and removes them with the image
 CREATE TABLE IF NOT EXISTS discovered (
   entry      TEXT PRIMARY KEY,
-  image_id   TEXT NOT NULL
+  image_id   TEXT NOT NULL,
+  -- the discovery request it answered (`<name>-<version>-<os>-<arch>.aci`): a container
+  -- that names its image by name is pinned through it
+  request    TEXT NOT NULL DEFAULT ''
 );
-PRAGMA user_version = 1;
+CREATE INDEX IF NOT EXISTS discovered_by_request ON discovered(request);
 ";
+
+/// The schema version [`SCHEMA`] makes; older databases are brought up to it by
+/// [`MIGRATIONS`] (columns added with defaults, so every row stays).
+const VERSION: i64 = 2;
+
+/// Columns added since version 1, as (table, column, definition).
+const MIGRATIONS: &[(&str, &str, &str)] = &[
+    ("pins", "operator", "INTEGER NOT NULL DEFAULT 0"),
+    ("discovered", "request", "TEXT NOT NULL DEFAULT ''"),
+];
 
 /// One prepared image, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +77,8 @@ pub struct PinRow {
     pub container_id: String,
     /// The id of the pinned image.
     pub image_id: String,
+    /// Made by an operator (`lazyroot pin`): SyncPins keeps it.
+    pub operator: bool,
 }
 
 const SELECT_IMAGE: &str = "SELECT id, fqrn, path, root_hash, revision, touched FROM images";
@@ -99,7 +116,28 @@ impl State {
         db.pragma_update(None, "journal_mode", "WAL")?;
         db.pragma_update(None, "synchronous", "FULL")?;
         db.pragma_update(None, "foreign_keys", "ON")?;
-        db.execute_batch(SCHEMA)?;
+        let tx = db.unchecked_transaction()?;
+        // Tables first (an old database keeps its own), then the columns it lacks, then
+        // the indexes over them.
+        let (tables, indexes) = SCHEMA
+            .split_once("CREATE INDEX IF NOT EXISTS discovered_by_request")
+            .expect("schema");
+        tx.execute_batch(tables)?;
+        for (table, column, definition) in MIGRATIONS {
+            let has: bool = tx.query_row(
+                &format!("SELECT COUNT(*) > 0 FROM pragma_table_info('{table}') WHERE name = ?1"),
+                [column],
+                |r| r.get(0),
+            )?;
+            if !has {
+                tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {definition}"))?;
+            }
+        }
+        tx.execute_batch(&format!(
+            "CREATE INDEX IF NOT EXISTS discovered_by_request{indexes}"
+        ))?;
+        tx.pragma_update(None, "user_version", VERSION)?;
+        tx.commit()?;
         Ok(State { db })
     }
 
@@ -142,12 +180,40 @@ impl State {
 
     /// Records that the agent's appc entry `entry` is of image `image_id` (served by
     /// discovery): the daemon owns it.
-    pub fn add_discovered(&self, entry: &str, image_id: &str) -> rusqlite::Result<()> {
+    pub fn add_discovered(
+        &self,
+        entry: &str,
+        image_id: &str,
+        request: &str,
+    ) -> rusqlite::Result<()> {
         self.db.execute(
-            "INSERT OR REPLACE INTO discovered (entry, image_id) VALUES (?1, ?2)",
-            [entry, image_id],
+            "INSERT OR REPLACE INTO discovered (entry, image_id, request) VALUES (?1, ?2, ?3)",
+            [entry, image_id, request],
         )?;
         Ok(())
+    }
+
+    /// The image of the newest discovered entry that answered `request`, if any (the
+    /// image a container that names it by name runs on).
+    pub fn discovered_image(&self, request: &str) -> rusqlite::Result<Option<String>> {
+        self.db
+            .query_row(
+                "SELECT image_id FROM discovered WHERE request = ?1 ORDER BY rowid DESC LIMIT 1",
+                [request],
+                |r| r.get(0),
+            )
+            .optional()
+    }
+
+    /// Whether `entry` is an appc entry this daemon served through discovery.
+    pub fn discovered_entry(&self, entry: &str) -> rusqlite::Result<Option<String>> {
+        self.db
+            .query_row(
+                "SELECT image_id FROM discovered WHERE entry = ?1",
+                [entry],
+                |r| r.get(0),
+            )
+            .optional()
     }
 
     /// The discovered appc entries of image `image_id`.
@@ -170,11 +236,12 @@ impl State {
     pub fn pins(&self) -> rusqlite::Result<Vec<PinRow>> {
         let mut st = self
             .db
-            .prepare("SELECT container_id, image_id FROM pins ORDER BY container_id")?;
+            .prepare("SELECT container_id, image_id, operator FROM pins ORDER BY container_id")?;
         let rows = st.query_map([], |r| {
             Ok(PinRow {
                 container_id: r.get(0)?,
                 image_id: r.get(1)?,
+                operator: r.get(2)?,
             })
         })?;
         rows.collect()
@@ -193,10 +260,15 @@ impl State {
 
     /// Records that `container_id` pins `image_id`; fails if the container already has a
     /// pin or the image is unknown.
-    pub fn add_pin(&self, container_id: &str, image_id: &str) -> rusqlite::Result<()> {
+    pub fn add_pin(
+        &self,
+        container_id: &str,
+        image_id: &str,
+        operator: bool,
+    ) -> rusqlite::Result<()> {
         self.db.execute(
-            "INSERT INTO pins (container_id, image_id, created) VALUES (?1, ?2, ?3)",
-            params![container_id, image_id, now()],
+            "INSERT INTO pins (container_id, image_id, created, operator) VALUES (?1, ?2, ?3, ?4)",
+            params![container_id, image_id, now(), operator],
         )?;
         Ok(())
     }
@@ -290,10 +362,10 @@ mod tests {
         {
             let mut s = State::open(&p).unwrap();
             s.put_image(&row("i1")).unwrap();
-            s.add_pin("c1", "i1").unwrap();
-            s.add_pin("c2", "i1").unwrap();
-            assert!(s.add_pin("c1", "i1").is_err(), "one pin per container");
-            assert!(s.add_pin("c3", "nope").is_err(), "pins name known images");
+            s.add_pin("c1", "i1", false).unwrap();
+            s.add_pin("c2", "i1", true).unwrap();
+            assert!(s.add_pin("c1", "i1", false).is_err(), "one pin per container");
+            assert!(s.add_pin("c3", "nope", false).is_err(), "pins name known images");
             assert_eq!(s.remove_pin("c2").unwrap().as_deref(), Some("i1"));
             assert_eq!(s.remove_pin("c2").unwrap(), None);
         }

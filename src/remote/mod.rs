@@ -86,7 +86,15 @@ impl ObjectSource for RemoteSource {
                 },
                 &fetch,
             )
-            .map_err(|e| SourceError::Fetch(e.to_string()))?;
+            .map_err(|e| {
+                // Told apart so that a caller can say "no such object" (a root hash that
+                // was never published) rather than "servers unavailable".
+                if e.is_missing() {
+                    SourceError::NotFound(e.to_string())
+                } else {
+                    SourceError::Fetch(e.to_string())
+                }
+            })?;
         if req.mountpoint.is_some()
             && self
                 .pinned_catalogs

@@ -36,7 +36,7 @@ impl Provisioner {
                 )));
             }
             match self.prepare(&prepare_request(req)) {
-                Ok(image) => return self.aci_of(req, &image),
+                Ok(image) => return self.aci_of(path, req, &image),
                 // Another reading may name an image that exists.
                 Err(ProvisionError::NotFound(why)) => {
                     misses.push(format!("{} at {:?}: {why}", req.name(), req.version));
@@ -51,7 +51,7 @@ impl Provisioner {
         )))
     }
 
-    fn aci_of(&self, req: &Request, image: &api::Image) -> Result<Aci, ProvisionError> {
+    fn aci_of(&self, path: &str, req: &Request, image: &api::Image) -> Result<Aci, ProvisionError> {
         let key = crate::provisioner::image::ImageKey {
             fqrn: req.fqrn.clone(),
             path: image.path.clone(),
@@ -63,7 +63,9 @@ impl Provisioner {
         let inner = self.inner.lock().expect("provisioner");
         // Recorded before the answer leaves: the agent's entry is the daemon's from the
         // moment it can exist.
-        inner.state.add_discovered(&built.id, &image.id)?;
+        inner
+            .state
+            .add_discovered(&built.id, &image.id, path.trim_start_matches('/'))?;
         Ok(built)
     }
 }

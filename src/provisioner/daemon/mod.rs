@@ -19,7 +19,9 @@ use super::mounts::{Mount, Mounter, Resolved};
 use super::state::{now, ImageRow, State};
 
 mod discover;
+mod pin;
 mod release;
+mod watch;
 mod volumes;
 
 /// The provisioner: the images it mounted, their pins and appc store entries, and the CSI
@@ -129,10 +131,14 @@ impl Provisioner {
                         .put(&row.key, row.revision, &mp)
                         .map_err(|e| ProvisionError::Internal(format!("appc entry: {e}")))?;
                 }
-                // Kept in the state: the next prepare or pin of it mounts it again.
+                // Kept in the state: the next prepare or pin of it mounts it again. Its
+                // entries, left by a daemon that was killed, go: they would point at an
+                // empty directory, and the agent would run a task on it.
                 Err(e) => {
                     tracing::error!("cannot remount image {}: {e}", row.id);
                     inner.remount_failed.insert(row.id.clone(), e.to_string());
+                    self.forget_entries(&inner, &row.id);
+                    let _ = std::fs::remove_dir(&mp);
                 }
             }
         }
@@ -153,6 +159,22 @@ impl Provisioner {
             .ids()
             .map_err(|e| ProvisionError::Internal(format!("appc store: {e}")))?;
         Ok(())
+    }
+
+    /// Removes the appc entries of image `id` (its own and the ones the agent made from
+    /// ACIs the daemon served), so that none points at a directory that is not mounted.
+    fn forget_entries(&self, inner: &Inner, id: &str) {
+        let discovered = inner.state.discovered_of(id).unwrap_or_default();
+        for entry in discovered.iter().map(String::as_str).chain([id]) {
+            match self.appc.remove(entry) {
+                Ok(()) => {
+                    if entry != id {
+                        let _ = inner.state.remove_discovered(entry);
+                    }
+                }
+                Err(e) => tracing::warn!("removing the appc entry {entry}: {e}"),
+            }
+        }
     }
 
     fn mount_image(&self, key: &ImageKey) -> Result<Mount, ProvisionError> {
@@ -298,86 +320,6 @@ impl Provisioner {
         }
     }
 
-    /// Pins a prepared image for a container, remounting it if its mount failed at
-    /// recovery. Pinning the same image again is fine; pinning a second one is refused.
-    pub fn pin(&self, req: &api::PinRequest) -> Result<api::Pin, ProvisionError> {
-        check_container_id(&req.container_id)?;
-        let inner = self.inner.lock().expect("provisioner");
-        let row = inner.state.image(&req.image_id)?.ok_or_else(|| {
-            ProvisionError::NotFound(format!("no image {:?} (prepare it first)", req.image_id))
-        })?;
-        let mut added = false;
-        match inner.state.pin_of(&req.container_id)? {
-            Some(i) if i == req.image_id => {}
-            Some(i) => {
-                return Err(ProvisionError::AlreadyExists(format!(
-                    "container {} already pins image {i}",
-                    req.container_id
-                )))
-            }
-            None => {
-                inner.state.add_pin(&req.container_id, &req.image_id)?;
-                added = true;
-            }
-        }
-        if !inner.mounts.contains_key(&row.id) {
-            // Its mount failed at recovery: try again now that a task needs it.
-            drop(inner);
-            if let Err(e) = self.ensure_mounted(&row.key, known_revision(&row.key)?) {
-                // The pin is refused with its reason; none is left behind.
-                if added {
-                    let mut inner = self.inner.lock().expect("provisioner");
-                    inner.state.remove_pin(&req.container_id)?;
-                }
-                return Err(e);
-            }
-        }
-        Ok(api::Pin {
-            container_id: req.container_id.clone(),
-            image_id: row.id.clone(),
-            root_hash: row.key.root_hash.clone(),
-            rootfs: self.mountpoint(&row.key).display().to_string(),
-            operator_pin: req.operator_pin,
-        })
-    }
-
-    /// Drops a container's pin, if any; its image's grace time starts now (with no grace
-    /// time, an image left without pins is released at once).
-    pub fn unpin(&self, req: &api::UnpinRequest) -> Result<api::UnpinResponse, ProvisionError> {
-        check_container_id(&req.container_id)?;
-        let mut inner = self.inner.lock().expect("provisioner");
-        let was = inner.state.remove_pin(&req.container_id)?;
-        // No grace time: the image goes as soon as its last pin does.
-        if let (Some(id), 0) = (&was, self.config.grace_secs) {
-            if let Some(row) = inner.state.image(id)? {
-                self.release(&mut inner, &row)?;
-            }
-        }
-        Ok(api::UnpinResponse {
-            was_pinned: was.is_some(),
-        })
-    }
-
-    /// Drops the pins of every container not in the request (the agent has forgotten them);
-    /// their images are released after the grace time.
-    pub fn sync_pins(
-        &self,
-        req: &api::SyncPinsRequest,
-    ) -> Result<api::SyncPinsResponse, ProvisionError> {
-        for id in &req.container_ids {
-            check_container_id(id)?;
-        }
-        let mut inner = self.inner.lock().expect("provisioner");
-        let mut removed = Vec::new();
-        for pin in inner.state.pins()? {
-            if !req.container_ids.contains(&pin.container_id) {
-                inner.state.remove_pin(&pin.container_id)?;
-                removed.push(pin.container_id);
-            }
-        }
-        Ok(api::SyncPinsResponse { removed })
-    }
-
     /// Every image the state holds, and every pin.
     pub fn list(&self) -> Result<api::ListImagesResponse, ProvisionError> {
         let inner = self.inner.lock().expect("provisioner");
@@ -398,7 +340,7 @@ impl Provisioner {
                     rootfs: img.map(|i| i.rootfs.clone()).unwrap_or_default(),
                     container_id: p.container_id,
                     image_id: p.image_id,
-                    operator_pin: false,
+                    operator_pin: p.operator,
                 }
             })
             .collect();

@@ -5,6 +5,16 @@ use crate::provisioner::error::ProvisionError;
 use crate::provisioner::mounts::Mount;
 use crate::provisioner::state::{now, ImageRow};
 
+/// An image being released: out of the served mounts, its entries gone, being unmounted.
+pub(super) struct Releasing {
+    row: ImageRow,
+    mount: Option<Mount>,
+}
+
+fn entry_error(row: &ImageRow, e: std::io::Error) -> ProvisionError {
+    ProvisionError::Internal(format!("appc entry of {}: {e}", row.id))
+}
+
 impl Provisioner {
     /// Releases images nobody has pinned for the grace time: unmounted, appc entry and
     /// state row removed. An image still mounted elsewhere (a bind) or busy stays for now.
@@ -12,45 +22,76 @@ impl Provisioner {
     pub fn release_idle(&self) -> Result<Vec<String>, ProvisionError> {
         let mut inner = self.inner.lock().expect("provisioner");
         let deadline = now() - self.config.grace_secs as i64;
-        let mut released = Vec::new();
+        let mut releasing = Vec::new();
         for row in inner.state.images()? {
             // Strictly older: a just-prepared image always gets a moment to be pinned.
-            if row.touched < deadline && self.release(&mut inner, &row)? {
-                released.push(row.id);
+            if row.touched < deadline {
+                releasing.extend(self.begin_release(&mut inner, &row)?);
+            }
+        }
+        drop(inner);
+        let mut released = Vec::new();
+        for r in releasing {
+            let id = r.row.id.clone();
+            if self.finish_release(r)? {
+                released.push(id);
             }
         }
         Ok(released)
     }
 
-    /// Releases one image unless pinned, busy or mounted elsewhere; whether it did.
-    pub(super) fn release(
+    /// The part of releasing an image done under the lock, unless it is pinned: its appc
+    /// entries go first (an entry must never point at an unmounted directory, or the agent
+    /// would run a task on an empty root; a task that names the image after this gets it
+    /// through discovery again), its mount is taken out, and the image is marked as being
+    /// mounted, so that a prepare or pin of it waits for [`Provisioner::finish_release`].
+    pub(super) fn begin_release(
         &self,
         inner: &mut Inner,
         row: &ImageRow,
-    ) -> Result<bool, ProvisionError> {
-        if inner.state.pin_count(&row.id)? > 0 {
-            return Ok(false);
+    ) -> Result<Option<Releasing>, ProvisionError> {
+        if inner.state.pin_count(&row.id)? > 0 || inner.mounting.contains(&row.id) {
+            return Ok(None);
         }
-        // Entries first: an entry must never point at an unmounted directory (the agent
-        // would run a task on an empty root). A task that names the image after this gets
-        // it through discovery again.
-        let entry_err =
-            |e: std::io::Error| ProvisionError::Internal(format!("appc entry of {}: {e}", row.id));
         for entry in inner.state.discovered_of(&row.id)? {
-            self.appc.remove(&entry).map_err(entry_err)?;
+            self.appc.remove(&entry).map_err(|e| entry_error(row, e))?;
             inner.state.remove_discovered(&entry)?;
         }
-        self.appc.remove(&row.id).map_err(entry_err)?;
-        if let Some(mut m) = inner.mounts.remove(&row.id) {
-            if let Err(e) = m.unmount() {
-                tracing::info!("keeping image {} mounted: {e}", row.id);
-                inner.mounts.insert(row.id.clone(), m);
-                // Still served: its own entry back (discovered ones come back on demand).
-                self.appc
-                    .put(&row.key, row.revision, &self.mountpoint(&row.key))
-                    .map_err(entry_err)?;
-                return Ok(false);
-            }
+        self.appc.remove(&row.id).map_err(|e| entry_error(row, e))?;
+        inner.mounting.insert(row.id.clone());
+        Ok(Some(Releasing {
+            row: row.clone(),
+            mount: inner.mounts.remove(&row.id),
+        }))
+    }
+
+    /// Unmounts an image [`Provisioner::begin_release`] took out, without the lock (an
+    /// unmount waits for the kernel and the session's threads), then forgets it. A mount
+    /// still busy or bound elsewhere stays served, with its entry back; an image pinned
+    /// meanwhile stays in the state (the pin mounts it again). Whether it was released.
+    pub(super) fn finish_release(&self, r: Releasing) -> Result<bool, ProvisionError> {
+        let Releasing { row, mount } = r;
+        let kept = match mount {
+            Some(mut m) => match m.unmount() {
+                Ok(()) => None,
+                Err(e) => Some((m, e)),
+            },
+            None => None,
+        };
+        let mut inner = self.inner.lock().expect("provisioner");
+        inner.mounting.remove(&row.id);
+        self.mounted.notify_all();
+        if let Some((m, why)) = kept {
+            tracing::info!("keeping image {} mounted: {why}", row.id);
+            inner.mounts.insert(row.id.clone(), m);
+            // Still served: its own entry back (discovered ones come back on demand).
+            self.appc
+                .put(&row.key, row.revision, &self.mountpoint(&row.key))
+                .map_err(|e| entry_error(&row, e))?;
+            return Ok(false);
+        }
+        if inner.state.pin_count(&row.id)? > 0 {
+            return Ok(false);
         }
         inner.state.remove_image(&row.id)?;
         let mp = self.mountpoint(&row.key);
@@ -68,18 +109,11 @@ impl Provisioner {
     /// error while the daemon is down). The state stays: a restarted daemon mounts the same
     /// images again and writes their entries anew.
     pub fn shutdown(&self) {
-        let mut inner = self.inner.lock().expect("provisioner");
-        inner.stopping = true;
-        let inner = &mut *inner;
+        let mut guard = self.inner.lock().expect("provisioner");
+        guard.stopping = true;
+        let inner = &mut *guard;
         for row in inner.state.images().unwrap_or_default() {
-            for entry in inner.state.discovered_of(&row.id).unwrap_or_default() {
-                if self.appc.remove(&entry).is_ok() {
-                    let _ = inner.state.remove_discovered(&entry);
-                }
-            }
-            if let Err(e) = self.appc.remove(&row.id) {
-                tracing::warn!("removing the appc entry of {}: {e}", row.id);
-            }
+            self.forget_entries(inner, &row.id);
         }
         let volumes = inner.volumes.drain().map(|(_, (_, m))| m);
         let mounts: Vec<Mount> = inner
@@ -88,6 +122,9 @@ impl Provisioner {
             .map(|(_, m)| m)
             .chain(volumes)
             .collect();
+        // Unmounted without the lock: health and list calls are still answered meanwhile
+        // (and see nothing mounted).
+        drop(guard);
         for mut m in mounts {
             let at = m.mountpoint.clone();
             if m.unmount().is_err() {

@@ -110,12 +110,28 @@ impl Provisioner {
 
     /// Unmounts the volume at `target` (CSI NodeUnpublishVolume); nothing there is fine.
     pub fn unpublish_volume(&self, target: &std::path::Path) -> Result<(), ProvisionError> {
-        let mut inner = self.inner.lock().expect("provisioner");
-        if let Some((key, mut m)) = inner.volumes.remove(target) {
-            if let Err(e) = m.unmount() {
-                inner.volumes.insert(target.to_path_buf(), (key, m));
-                return Err(e);
+        let busy = format!("volume {}", target.display());
+        let taken = {
+            let mut inner = self.inner.lock().expect("provisioner");
+            if !inner.mounting.insert(busy.clone()) {
+                return Err(ProvisionError::Busy(format!(
+                    "{} is being published or unpublished",
+                    target.display()
+                )));
             }
+            inner.volumes.remove(target)
+        };
+        // Unmounted without the lock: the kernel and the session's threads may take a
+        // while, and no other call waits for them.
+        let kept = match taken {
+            Some((key, mut m)) => m.unmount().err().map(|e| (key, m, e)),
+            None => None,
+        };
+        let mut inner = self.inner.lock().expect("provisioner");
+        inner.mounting.remove(&busy);
+        if let Some((key, m, e)) = kept {
+            inner.volumes.insert(target.to_path_buf(), (key, m));
+            return Err(e);
         }
         inner.state.remove_volume(&target.display().to_string())?;
         Ok(())

@@ -58,6 +58,14 @@ pub enum CacheError {
     },
 }
 
+impl CacheError {
+    /// Whether the object is missing from every server (as opposed to unreachable servers,
+    /// wrong bytes or a local fault).
+    pub fn is_missing(&self) -> bool {
+        matches!(self, CacheError::Download(d) if d.is_missing())
+    }
+}
+
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> CacheError + 'a {
     move |source| CacheError::Io {
         op,

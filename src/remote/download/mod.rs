@@ -55,6 +55,9 @@ pub enum DownloadError {
         what: String,
         /// One message per failed attempt, `host via proxy: why`.
         attempts: Vec<String>,
+        /// Every attempt was answered 404: the servers do not have the file (as opposed
+        /// to servers that could not be reached or sent wrong bytes).
+        missing: bool,
     },
     /// The sink failed for a local reason (e.g. a full cache disk); no other host is tried.
     #[error("{what}: writing the download: {source}")]
@@ -64,6 +67,13 @@ pub enum DownloadError {
         /// The sink's error.
         source: io::Error,
     },
+}
+
+impl DownloadError {
+    /// Whether every server answered that it does not have the file (404).
+    pub fn is_missing(&self) -> bool {
+        matches!(self, DownloadError::AllFailed { missing: true, .. })
+    }
 }
 
 /// How the download manager reaches a repository: hosts, proxies, timeouts and retries.
@@ -204,6 +214,7 @@ impl Downloader {
         };
         let (nh, ng) = (self.settings.hosts.len(), self.settings.proxies.len());
         let mut attempts = Vec::new();
+        let mut missing = true;
         for h in 0..nh {
             let host_i = (start_host + h) % nh;
             let host = &self.settings.hosts[host_i];
@@ -226,6 +237,7 @@ impl Downloader {
                         }
                         Err(f @ (Failure::Hash(_) | Failure::Corrupt(_))) => {
                             self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                            missing = false;
                             let why = match f {
                                 Failure::Hash(actual) => {
                                     format!("content hashes to {actual}, not the expected hash")
@@ -241,6 +253,7 @@ impl Downloader {
                         }
                         Err(Failure::Transfer(e)) => {
                             self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                            missing &= matches!(e, TransferError::Status(404));
                             attempts.push(format!("{host} via {proxy}: {e}"));
                             // A connection-level failure may pass: retried with a backoff.
                             if e.is_connection_level() && tries < self.settings.retries {
@@ -269,6 +282,7 @@ impl Downloader {
         }
         Err(DownloadError::AllFailed {
             what: rel.to_string(),
+            missing: missing && !attempts.is_empty(),
             attempts,
         })
     }

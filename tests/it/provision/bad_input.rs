@@ -49,9 +49,9 @@ fn bad_requests_get_clear_errors_and_leave_nothing() {
     let (k, _) = code(c.prepare(&req(fqrn, "/images/busybox", "ab", "t")));
     assert_eq!(k, "invalid_argument");
 
-    // Pins: unknown image, a container pinning two images, a malformed id.
+    // Pins: an image none of the daemon's, a container pinning two images, a malformed id.
     let (k, _) = code(w.pin("c1", "sha512-00"));
-    assert_eq!(k, "not_found");
+    assert_eq!(k, "not_ours");
     let img = w.prepare("").unwrap();
     w.pin("c1", &img.id).unwrap();
     w.pin("c1", &img.id).unwrap(); // the same pin again is fine

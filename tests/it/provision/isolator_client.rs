@@ -93,10 +93,10 @@ fn the_modules_client_prepares_pins_syncs_and_unpins() {
         "mesos-c1"
     );
     assert_eq!(w.client().list().unwrap().pins.len(), 1);
-    // Errors carry the daemon's code: an image that is not lazyroot's is `not_found`,
-    // which the isolator treats as "not ours".
+    // Errors carry the daemon's code: an image that is not lazyroot's is `not_ours`, the
+    // one code the isolator treats as "launch without a pin".
     let err = failed(client(&socket, &["pin", "mesos-c3", "sha512-00"]));
-    assert!(err.contains("not_found"), "{err}");
+    assert!(err.contains("not_ours"), "{err}");
     let err = failed(client(&socket, &["prepare", "nope.example.org", "/x"]));
     assert!(err.contains("not_found"), "{err}");
     let err = failed(client(&w.work.join("absent.sock"), &["health"]));
