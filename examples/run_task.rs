@@ -47,6 +47,7 @@ fn main() -> anyhow::Result<()> {
     client.pin(&api::PinRequest {
         container_id: container.clone(),
         image_id: image.id.clone(),
+        ..Default::default()
     })?;
     let result = run_in(&image, &container, &cmd);
     client.unpin(&api::UnpinRequest {

@@ -217,7 +217,9 @@ impl Mount {
     /// mounts) still has it. A mount someone unmounted, or whose FUSE connection was
     /// aborted, is not alive: its directory is empty or answers ENOTCONN.
     pub fn alive(&self, table: &[crate::mount::mountinfo::MountEntry]) -> bool {
-        self.session.as_ref().is_some_and(|s| !s.guard.is_finished())
+        self.session
+            .as_ref()
+            .is_some_and(|s| !s.guard.is_finished())
             && table.iter().any(|m| m.mount_point == self.mountpoint)
     }
 

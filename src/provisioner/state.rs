@@ -130,7 +130,9 @@ impl State {
                 |r| r.get(0),
             )?;
             if !has {
-                tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {definition}"))?;
+                tx.execute_batch(&format!(
+                    "ALTER TABLE {table} ADD COLUMN {column} {definition}"
+                ))?;
             }
         }
         tx.execute_batch(&format!(
@@ -364,8 +366,14 @@ mod tests {
             s.put_image(&row("i1")).unwrap();
             s.add_pin("c1", "i1", false).unwrap();
             s.add_pin("c2", "i1", true).unwrap();
-            assert!(s.add_pin("c1", "i1", false).is_err(), "one pin per container");
-            assert!(s.add_pin("c3", "nope", false).is_err(), "pins name known images");
+            assert!(
+                s.add_pin("c1", "i1", false).is_err(),
+                "one pin per container"
+            );
+            assert!(
+                s.add_pin("c3", "nope", false).is_err(),
+                "pins name known images"
+            );
             assert_eq!(s.remove_pin("c2").unwrap().as_deref(), Some("i1"));
             assert_eq!(s.remove_pin("c2").unwrap(), None);
         }

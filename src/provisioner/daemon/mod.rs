@@ -21,8 +21,8 @@ use super::state::{now, ImageRow, State};
 mod discover;
 mod pin;
 mod release;
-mod watch;
 mod volumes;
+mod watch;
 
 /// The provisioner: the images it mounted, their pins and appc store entries, and the CSI
 /// volumes it published, kept in step with the state database under one lock.

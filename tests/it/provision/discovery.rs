@@ -14,13 +14,13 @@ use super::harness::*;
 use crate::rootfs::run;
 
 /// An HTTP answer: status and body.
-struct Answer {
-    status: u16,
-    body: Vec<u8>,
+pub(super) struct Answer {
+    pub status: u16,
+    pub body: Vec<u8>,
 }
 
 /// One plain GET, as the agent's curl sends it (HTTP/1.1, no conditional headers).
-fn get(url: &str) -> Answer {
+pub(super) fn get(url: &str) -> Answer {
     let rest = url.strip_prefix("http://").expect("http URL");
     let (host, path) = rest.split_at(rest.find('/').unwrap());
     let mut s = std::net::TcpStream::connect(host).unwrap();
@@ -44,7 +44,11 @@ fn get(url: &str) -> Answer {
 
 /// The discovery GET of `name` at `version`: the image id the agent computes and the tar,
 /// or the HTTP status and body it would log.
-fn discover(prefix: &str, name: &str, version: &str) -> Result<(String, Vec<u8>), (u16, String)> {
+pub(super) fn discover(
+    prefix: &str,
+    name: &str,
+    version: &str,
+) -> Result<(String, Vec<u8>), (u16, String)> {
     let arch = if cfg!(target_arch = "x86_64") {
         "amd64"
     } else {
@@ -67,7 +71,7 @@ fn discover(prefix: &str, name: &str, version: &str) -> Result<(String, Vec<u8>)
 
 /// The agent's fetch into the appc store `store`: unpacked in its staging directory and
 /// renamed to `images/<id>`. The id.
-fn agent_fetch(
+pub(super) fn agent_fetch(
     prefix: &str,
     name: &str,
     version: &str,
@@ -83,7 +87,7 @@ fn agent_fetch(
     Ok(id)
 }
 
-fn store(w: &World) -> PathBuf {
+pub(super) fn store(w: &World) -> PathBuf {
     w.work.join("appc")
 }
 

@@ -11,3 +11,4 @@ mod e2e;
 pub mod harness;
 mod isolator_client;
 mod lanes;
+mod launches;
