@@ -386,4 +386,48 @@ mod tests {
         assert_eq!(s.pin_count("i1").unwrap(), 1);
         assert_eq!(s.pin_of("c1").unwrap().as_deref(), Some("i1"));
     }
+
+    /// A database of schema 1 (before operator pins and discovery requests) opens with
+    /// every row kept: its pins are the agent's, its discovered entries answer no request.
+    #[test]
+    fn a_version_1_database_is_migrated_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.sqlite");
+        {
+            let db = Connection::open(&p).unwrap();
+            db.execute_batch(
+                "CREATE TABLE images (id TEXT PRIMARY KEY, fqrn TEXT NOT NULL, path TEXT NOT NULL,
+                   root_hash TEXT NOT NULL, revision INTEGER NOT NULL, touched INTEGER NOT NULL);
+                 CREATE TABLE pins (container_id TEXT PRIMARY KEY,
+                   image_id TEXT NOT NULL REFERENCES images(id), created INTEGER NOT NULL);
+                 CREATE TABLE discovered (entry TEXT PRIMARY KEY, image_id TEXT NOT NULL);
+                 INSERT INTO images VALUES ('i1', 'a.org', '/x', '00', 3, 10);
+                 INSERT INTO pins VALUES ('c1', 'i1', 10);
+                 INSERT INTO discovered VALUES ('e1', 'i1');
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+        }
+        let s = State::open(&p).unwrap();
+        let pins = s.pins().unwrap();
+        assert_eq!(pins.len(), 1);
+        assert!(!pins[0].operator);
+        assert_eq!(s.discovered_of("i1").unwrap(), ["e1"]);
+        assert_eq!(s.discovered_image("").unwrap().as_deref(), Some("i1"));
+        s.add_discovered("e2", "i1", "a.org/x-latest-linux-amd64.aci")
+            .unwrap();
+        assert_eq!(
+            s.discovered_image("a.org/x-latest-linux-amd64.aci")
+                .unwrap()
+                .as_deref(),
+            Some("i1")
+        );
+        let version: i64 =
+            s.db.query_row("PRAGMA user_version", [], |r| r.get(0))
+                .unwrap();
+        assert_eq!(version, VERSION);
+        drop(s);
+        // Opening again changes nothing.
+        assert_eq!(State::open(&p).unwrap().pins().unwrap(), pins);
+    }
 }

@@ -144,3 +144,23 @@ fn a_second_daemon_on_the_same_state_is_refused_and_breaks_nothing() {
     );
     assert!(w.client().health().is_ok());
 }
+
+/// Servers that fail while an image is being mounted make the prepare `unavailable` (try
+/// again), not `not_found`, which would say the image does not exist; the module fails
+/// such a launch instead of treating the image as another's.
+#[test]
+fn a_server_failure_while_mounting_is_unavailable() {
+    let w = World::with_faults(600);
+    let faulty = w.faulty.as_ref().unwrap();
+    // Catalogs only: the manifest still verifies, so the failure is the mount's.
+    faulty.set(crate::faulty::Fault::Status(503), |rel| {
+        rel.starts_with("data/") && rel.ends_with('C')
+    });
+    let (k, m) = code(w.prepare(""));
+    assert_eq!(k, "unavailable", "{m}");
+    assert!(m.contains("root catalog"), "{m}");
+    assert_eq!(w.image_mounts(), 0);
+    assert_eq!(w.appc_entries(), 0);
+    faulty.set(crate::faulty::Fault::None, |_| true);
+    w.prepare("").unwrap();
+}
