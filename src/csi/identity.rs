@@ -1,6 +1,10 @@
 //! The CSI Identity service: who the plugin is, what it offers, whether it is ready.
 
+use std::sync::Arc;
+
 use tonic::{Request, Response, Status};
+
+use super::VolumePublisher;
 
 use super::proto::{
     identity_server::Identity, GetPluginCapabilitiesRequest, GetPluginCapabilitiesResponse,
@@ -10,9 +14,19 @@ use super::proto::{
 /// The plugin's name: the `type` of its entry in the CO's CSI plugin configuration.
 pub const PLUGIN_NAME: &str = "org.lazyroot.csi";
 
-/// Identity for a node-only plugin: no controller service, always ready once serving.
-#[derive(Debug, Default, Clone)]
-pub struct IdentityService;
+/// Identity for a node-only plugin: no controller service; ready once serving, healthy
+/// while its publisher reports no problem.
+#[derive(Clone)]
+pub struct IdentityService {
+    publisher: Arc<dyn VolumePublisher>,
+}
+
+impl IdentityService {
+    /// The identity of the plugin whose volumes `publisher` publishes.
+    pub fn new(publisher: Arc<dyn VolumePublisher>) -> Self {
+        IdentityService { publisher }
+    }
+}
 
 #[tonic::async_trait]
 impl Identity for IdentityService {
@@ -37,7 +51,17 @@ impl Identity for IdentityService {
         }))
     }
 
+    /// FAILED_PRECONDITION, naming what is wrong, while the publisher reports problems
+    /// (the CSI spec's answer for a plugin that is not healthy; the CO may retry).
     async fn probe(&self, _: Request<ProbeRequest>) -> Result<Response<ProbeResponse>, Status> {
-        Ok(Response::new(ProbeResponse { ready: Some(true) }))
+        let publisher = self.publisher.clone();
+        let problems = tokio::task::spawn_blocking(move || publisher.problems())
+            .await
+            .map_err(|e| Status::internal(format!("probe: {e}")))?;
+        if problems.is_empty() {
+            Ok(Response::new(ProbeResponse { ready: Some(true) }))
+        } else {
+            Err(Status::failed_precondition(problems.join("; ")))
+        }
     }
 }

@@ -12,6 +12,11 @@ pub trait VolumePublisher: Send + Sync + 'static {
     fn publish(&self, spec: &VolumeSpec, target: &Path) -> Result<(), VolumeError>;
     /// Unmounts whatever `publish` mounted at `target`; Ok if nothing is mounted there.
     fn unpublish(&self, target: &Path) -> Result<(), VolumeError>;
+    /// What keeps volumes from being published or served, for an operator (CSI Probe
+    /// answers FAILED_PRECONDITION with it); empty when all is well.
+    fn problems(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Why a volume could not be published; each kind maps to one gRPC status code.

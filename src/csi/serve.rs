@@ -35,7 +35,7 @@ pub async fn serve_on(
 ) -> anyhow::Result<()> {
     let identity = std::fs::metadata(socket).with_context(|| format!("{}", socket.display()))?;
     let result = tonic::transport::Server::builder()
-        .add_service(IdentityServer::new(IdentityService))
+        .add_service(IdentityServer::new(IdentityService::new(publisher.clone())))
         .add_service(NodeServer::new(NodeService::new(publisher)))
         .serve_with_incoming_shutdown(root_only(UnixListenerStream::new(listener)), shutdown)
         .await

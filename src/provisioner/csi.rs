@@ -37,4 +37,8 @@ impl VolumePublisher for Volumes {
     fn unpublish(&self, target: &Path) -> Result<(), VolumeError> {
         self.0.unpublish_volume(target).map_err(volume_error)
     }
+
+    fn problems(&self) -> Vec<String> {
+        self.0.volume_problems()
+    }
 }

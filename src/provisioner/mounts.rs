@@ -47,6 +47,8 @@ impl Resolved {
 pub struct Mounter {
     remotes: HashMap<String, Remote>,
     suid: bool,
+    /// The shared cache's quota in bytes, if any.
+    quota: Option<u64>,
 }
 
 /// A live FUSE mount.
@@ -84,7 +86,36 @@ impl Mounter {
         Ok(Mounter {
             remotes,
             suid: config.suid,
+            quota,
         })
+    }
+
+    /// What is wrong with the repositories and the cache, for an operator: repositories
+    /// whose servers are failing (with the last error), a cache over its quota (what is
+    /// pinned cannot be evicted). Empty when all is well.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems: Vec<String> = self
+            .remotes
+            .iter()
+            .filter_map(|(fqrn, r)| {
+                r.source
+                    .downloader
+                    .failing()
+                    .map(|why| format!("repository {fqrn}: its servers are failing: {why}"))
+            })
+            .collect();
+        problems.sort();
+        if let (Some(quota), Some(r)) = (self.quota, self.remotes.values().next()) {
+            let used = r.source.cache.used();
+            if used > quota {
+                problems.push(format!(
+                    "the cache holds {} MiB, over its {} MiB quota (pinned objects cannot be                      evicted: open files, loaded catalogs)",
+                    used >> 20,
+                    quota >> 20
+                ));
+            }
+        }
+        problems
     }
 
     fn remote(&self, fqrn: &str) -> Result<&Remote, ProvisionError> {

@@ -48,6 +48,9 @@ struct Inner {
     stopping: bool,
     /// Why the remount of an image (by id) failed at start; cleared once it is mounted.
     remount_failed: HashMap<String, String>,
+    /// Why the remount of a CSI volume (by target) failed at start; cleared once the
+    /// target is published or unpublished again.
+    volumes_failed: HashMap<PathBuf, String>,
 }
 
 /// Container ids come from Mesos (`parent.child` for nested containers): bounded, printable.
@@ -106,6 +109,7 @@ impl Provisioner {
                 mounting: HashSet::new(),
                 stopping: false,
                 remount_failed: HashMap::new(),
+                volumes_failed: HashMap::new(),
             }),
             mounted: Condvar::new(),
         });
@@ -149,7 +153,10 @@ impl Provisioner {
                 Ok(m) => {
                     inner.volumes.insert(target, (key, m));
                 }
-                Err(e) => tracing::error!("cannot remount volume {}: {e}", target.display()),
+                Err(e) => {
+                    tracing::error!("cannot remount volume {}: {e}", target.display());
+                    inner.volumes_failed.insert(target, e.to_string());
+                }
             }
         }
         // Entries of images the state no longer lists were removed with them (entries go
@@ -347,11 +354,12 @@ impl Provisioner {
         Ok(api::ListImagesResponse { images, pins })
     }
 
-    /// Liveness and counts: images, pins, and live mounts (images and CSI volumes).
+    /// Liveness and counts: images, pins, and live mounts (images and CSI volumes); and
+    /// what is wrong: images and volumes not mounted, servers failing, the cache full.
     pub fn health(&self) -> Result<api::HealthResponse, ProvisionError> {
         let inner = self.inner.lock().expect("provisioner");
         let images = inner.state.images()?;
-        let problems: Vec<String> = images
+        let mut problems: Vec<String> = images
             .iter()
             .filter(|row| !inner.mounts.contains_key(&row.id))
             .map(|row| {
@@ -368,6 +376,7 @@ impl Provisioner {
                 )
             })
             .collect();
+        problems.extend(self.volume_problems_of(&inner));
         Ok(api::HealthResponse {
             status: if problems.is_empty() {
                 "ok"
@@ -382,5 +391,23 @@ impl Provisioner {
             mounts: (inner.mounts.len() + inner.volumes.len()) as u32,
             pid: std::process::id() as u64,
         })
+    }
+
+    /// What keeps CSI volumes from being served (CSI Probe): volumes whose remount failed,
+    /// servers failing, the cache over its quota. Unmounted appc images are not its concern.
+    pub fn volume_problems(&self) -> Vec<String> {
+        let inner = self.inner.lock().expect("provisioner");
+        self.volume_problems_of(&inner)
+    }
+
+    fn volume_problems_of(&self, inner: &Inner) -> Vec<String> {
+        let mut problems: Vec<String> = inner
+            .volumes_failed
+            .iter()
+            .map(|(target, why)| format!("volume {} is not mounted: {why}", target.display()))
+            .collect();
+        problems.sort();
+        problems.extend(self.mounter.problems());
+        problems
     }
 }

@@ -84,6 +84,7 @@ impl Provisioner {
             m.detach();
             return Err(e.into());
         }
+        inner.volumes_failed.remove(target);
         inner.volumes.insert(target.to_path_buf(), (key, m));
         Ok(())
     }
@@ -134,6 +135,7 @@ impl Provisioner {
             return Err(e);
         }
         inner.state.remove_volume(&target.display().to_string())?;
+        inner.volumes_failed.remove(target);
         Ok(())
     }
 }

@@ -154,6 +154,9 @@ pub struct Downloader {
     route: Mutex<Route>,
     /// Running totals (magic xattrs, `info`).
     pub counters: Counters,
+    /// Why the last download failed, while no download has succeeded since: what an
+    /// operator's health check reports as servers failing.
+    failing: Mutex<Option<String>>,
 }
 
 enum Failure {
@@ -179,6 +182,7 @@ impl Downloader {
             settings,
             route: Mutex::new(Route { host: 0, group: 0 }),
             counters: Counters::default(),
+            failing: Mutex::new(None),
         })
     }
 
@@ -198,10 +202,33 @@ impl Downloader {
         }
     }
 
+    /// Why the servers are failing: the last download's error, unless one succeeded since.
+    pub fn failing(&self) -> Option<String> {
+        self.failing.lock().expect("failing").clone()
+    }
+
     /// Downloads `rel` (relative to the repository base URL) into `sink`; if `expected` is
     /// given, the bytes must hash to it. At most `limit` bytes are accepted. Returns the
     /// number of bytes. Blocking: call from a plain thread, not from async code.
     pub fn fetch(
+        &self,
+        rel: &str,
+        expected: Option<ContentHash>,
+        limit: u64,
+        sink: &mut dyn Sink,
+    ) -> Result<u64, DownloadError> {
+        let result = self.fetch_from_any(rel, expected, limit, sink);
+        let mut failing = self.failing.lock().expect("failing");
+        match &result {
+            Ok(_) => *failing = None,
+            // A file the servers do not have says nothing about the servers.
+            Err(e) if e.is_missing() => {}
+            Err(e) => *failing = Some(e.to_string()),
+        }
+        result
+    }
+
+    fn fetch_from_any(
         &self,
         rel: &str,
         expected: Option<ContentHash>,

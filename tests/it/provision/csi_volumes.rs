@@ -170,3 +170,62 @@ fn csi_refuses_callers_that_are_not_root() {
         "another user is hung up on"
     );
 }
+
+/// Health and CSI Probe say what is wrong instead of a constant "ok": servers that fail
+/// make both name the repository and the last error, until a download succeeds again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_probe_name_failing_servers() {
+    let w = World::with_faults(600);
+    let fqrn = w.repo.fqrn.clone();
+    let mut identity = IdentityClient::new(connect(&w.work.join("csi.sock")).await);
+    assert_eq!(w.client().health().unwrap().status, "ok");
+    let faulty = w.faulty.as_ref().unwrap();
+    faulty.set(crate::faulty::Fault::Status(503), |_| true);
+    // A prepare's download is what finds the servers failing (from a blocking thread: the
+    // control client blocks).
+    let (client, fqrn1) = (w.client(), fqrn.clone());
+    let _ = tokio::task::spawn_blocking(move || {
+        client.prepare(&lazyroot::provisioner::api::PrepareImageRequest {
+            fqrn: fqrn1,
+            path: "/images/busybox".into(),
+            ..Default::default()
+        })
+    })
+    .await
+    .unwrap();
+    let client = w.client();
+    let health = tokio::task::spawn_blocking(move || client.health().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(health.status, "degraded", "{health:?}");
+    assert!(
+        health
+            .problems
+            .iter()
+            .any(|p| p.contains("servers are failing") && p.contains("503")),
+        "{health:?}"
+    );
+    let err = identity.probe(ProbeRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("servers are failing"), "{err:?}");
+
+    faulty.set(crate::faulty::Fault::None, |_| true);
+    let client = w.client();
+    tokio::task::spawn_blocking(move || {
+        client.prepare(&lazyroot::provisioner::api::PrepareImageRequest {
+            fqrn: fqrn.clone(),
+            path: "/images/busybox".into(),
+            ..Default::default()
+        })
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let ready = identity
+        .probe(ProbeRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .ready;
+    assert_eq!(ready, Some(true));
+}
