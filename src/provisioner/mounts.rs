@@ -55,6 +55,8 @@ pub struct Mounter {
 pub struct Mount {
     /// Where it is mounted.
     pub mountpoint: PathBuf,
+    /// The same, as the mount table shows it (symlinks on the way resolved).
+    listed: PathBuf,
     session: Option<fuser::BackgroundSession>,
 }
 
@@ -201,6 +203,8 @@ impl Mounter {
         std::fs::create_dir_all(mountpoint).map_err(|e| {
             ProvisionError::Internal(format!("creating {}: {e}", mountpoint.display()))
         })?;
+        // Resolved before mounting (after, the path is the mount's own root).
+        let listed = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.into());
         let session =
             crate::mount::fuse::spawn(Arc::new(tree), mountpoint, &self.mount_options(fqrn))
                 .map_err(|e| {
@@ -211,6 +215,7 @@ impl Mounter {
                 })?;
         Ok(Mount {
             mountpoint: mountpoint.to_path_buf(),
+            listed,
             session: Some(session),
         })
     }
@@ -251,7 +256,7 @@ impl Mount {
         self.session
             .as_ref()
             .is_some_and(|s| !s.guard.is_finished())
-            && table.iter().any(|m| m.mount_point == self.mountpoint)
+            && table.iter().any(|m| m.mount_point == self.listed)
     }
 
     /// Unmounts even when busy (the daemon is stopping).

@@ -43,6 +43,10 @@ CREATE TABLE IF NOT EXISTS discovered (
   -- that names its image by name is pinned through it
   request    TEXT NOT NULL DEFAULT ''
 );
+";
+
+/// Indexes, made after [`MIGRATIONS`] added the columns they cover.
+const INDEXES: &str = "
 CREATE INDEX IF NOT EXISTS discovered_by_request ON discovered(request);
 ";
 
@@ -119,10 +123,7 @@ impl State {
         let tx = db.unchecked_transaction()?;
         // Tables first (an old database keeps its own), then the columns it lacks, then
         // the indexes over them.
-        let (tables, indexes) = SCHEMA
-            .split_once("CREATE INDEX IF NOT EXISTS discovered_by_request")
-            .expect("schema");
-        tx.execute_batch(tables)?;
+        tx.execute_batch(SCHEMA)?;
         for (table, column, definition) in MIGRATIONS {
             let has: bool = tx.query_row(
                 &format!("SELECT COUNT(*) > 0 FROM pragma_table_info('{table}') WHERE name = ?1"),
@@ -135,9 +136,7 @@ impl State {
                 ))?;
             }
         }
-        tx.execute_batch(&format!(
-            "CREATE INDEX IF NOT EXISTS discovered_by_request{indexes}"
-        ))?;
+        tx.execute_batch(INDEXES)?;
         tx.pragma_update(None, "user_version", VERSION)?;
         tx.commit()?;
         Ok(State { db })

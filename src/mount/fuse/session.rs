@@ -79,12 +79,15 @@ pub fn other_mounts(mountpoint: &Path) -> usize {
         return 0;
     };
     let (major, minor) = (libc::major(meta.dev()), libc::minor(meta.dev()));
+    // The mount table lists paths resolved: a mount point reached through a symlink is
+    // its own mount under another name, not another mount.
+    let listed = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.into());
     let Ok(mounts) = crate::mount::mountinfo::read() else {
         return 0;
     };
     mounts
         .iter()
-        .filter(|m| (m.major, m.minor) == (major, minor) && m.mount_point != mountpoint)
+        .filter(|m| (m.major, m.minor) == (major, minor) && m.mount_point != listed)
         .count()
 }
 

@@ -348,3 +348,51 @@ fn a_release_racing_a_launch_never_gives_an_empty_root() {
         w.image_mounts() == 0 && w.appc_entries() == 0
     });
 }
+
+/// Mounts under a `mount_root` reached through a symlink are listed in the mount table by
+/// their resolved path: the liveness check must not take them for dead (it would remove
+/// their entries every few seconds).
+#[test]
+fn mounts_behind_a_symlinked_root_are_not_taken_for_dead() {
+    let mut w = World::new(600);
+    w.daemon.take().unwrap().stop();
+    let real = w.work.join("images-real");
+    std::fs::create_dir_all(&real).unwrap();
+    let link = w.work.join("images-link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let mut c: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&w.config).unwrap()).unwrap();
+    c["mount_root"] = link.to_str().unwrap().into();
+    c["grace_secs"] = 0.into();
+    std::fs::write(&w.config, serde_json::to_vec(&c).unwrap()).unwrap();
+    w.daemon = Some(Daemon::start(&w.config).unwrap());
+    let name = format!("{}/images/busybox", w.repo.fqrn);
+    let id = agent_fetch(&w.discovery_prefix(), &name, "latest", &store(&w)).unwrap();
+    w.pin("mesos-1", &id).unwrap();
+    let entry = store(&w).join("images").join(&id);
+    // Three checks of the mounts.
+    std::thread::sleep(Duration::from_secs(7));
+    assert!(entry.exists(), "a live mount's entry was removed");
+    assert_eq!(w.client().health().unwrap().status, "ok");
+    // Nor is the mount taken for a bind of itself: with no grace time, it goes with its
+    // last pin.
+    let mounted_under = |dir: &Path| {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter(|l| {
+                l.split(' ')
+                    .nth(4)
+                    .is_some_and(|m| Path::new(m).starts_with(dir))
+            })
+            .count()
+    };
+    assert_eq!(mounted_under(&real), 1);
+    w.unpin("mesos-1");
+    assert_eq!(
+        mounted_under(&real),
+        0,
+        "the image was kept as if bound elsewhere"
+    );
+    assert_eq!(w.appc_entries(), 0);
+}
