@@ -23,7 +23,8 @@ const char* const kUsage =
     "  health                              ok images=N pins=N mounts=N\n"
     "  prepare FQRN PATH [--root-hash H | --tag T]\n"
     "                                      <id> <rootfs> <root_hash> <revision>\n"
-    "  pin CONTAINER_ID IMAGE_ID           <root_hash> <rootfs>\n"
+    "  pin CONTAINER_ID (IMAGE_ID | --name NAME [--label KEY=VALUE]...)\n"
+    "                                      <root_hash> <rootfs>\n"
     "  unpin CONTAINER_ID                  unpinned | not pinned\n"
     "  sync [CONTAINER_ID...]              the removed container ids, one per line\n"
     "  list                                <id> <fqrn> <path> <root_hash> <pinned_by,...|->\n"
@@ -81,6 +82,13 @@ bool take_option(const std::vector<std::string>& args, std::size_t& i, const std
     return true;
   }
   return false;
+}
+
+// "KEY=VALUE" (the value may be empty or hold more '='), for --label.
+lazyroot::AppcLabel parse_label(const std::string& text) {
+  const std::size_t eq = text.find('=');
+  if (eq == std::string::npos || eq == 0) usage_error("--label needs KEY=VALUE, not \"" + text + "\"");
+  return lazyroot::AppcLabel(text.substr(0, eq), text.substr(eq + 1));
 }
 
 void expect_args(const std::string& command, const std::vector<std::string>& rest, std::size_t n,
@@ -149,8 +157,32 @@ int run(const std::vector<std::string>& args) {
     const lazyroot::Image image = check(client.prepare_image(request));
     line(image.id + " " + image.rootfs + " " + image.root_hash + " " + std::to_string(image.revision));
   } else if (command == "pin") {
-    expect_args(command, rest, 2, "CONTAINER_ID IMAGE_ID");
-    const lazyroot::Pin pin = check(client.pin(rest[0], rest[1]));
+    lazyroot::PinRequest request;
+    std::vector<std::string> positional;
+    bool by_name = false;
+    for (std::size_t k = 0; k < rest.size();) {
+      std::string value;
+      if (take_option(rest, k, "--name", value)) {
+        request.appc_name = value;
+        by_name = true;
+      } else if (take_option(rest, k, "--label", value)) {
+        request.appc_labels.push_back(parse_label(value));
+      } else if (rest[k].compare(0, 2, "--") == 0) {
+        usage_error("unknown option " + rest[k] + " for pin");
+      } else {
+        positional.push_back(rest[k++]);
+      }
+    }
+    const char* shape = "CONTAINER_ID (IMAGE_ID | --name NAME [--label KEY=VALUE]...)";
+    if (by_name) {
+      expect_args(command, positional, 1, shape);
+    } else {
+      if (!request.appc_labels.empty()) usage_error("pin: --label goes with --name");
+      expect_args(command, positional, 2, shape);
+      request.image_id = positional[1];
+    }
+    request.container_id = positional[0];
+    const lazyroot::Pin pin = check(client.pin(request));
     line(pin.root_hash + " " + pin.rootfs);
   } else if (command == "unpin") {
     expect_args(command, rest, 1, "CONTAINER_ID");

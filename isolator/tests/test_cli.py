@@ -200,12 +200,36 @@ class CommandTest(ClientTest):
         self.assertEqual(self.ok("pin", "parent.child", iid), f"{root_hash} {rootfs}\n")
         self.assertEqual(self.ok("unpin", "parent.child"), "unpinned\n")
         self.assertEqual(self.ok("unpin", "parent.child"), "not pinned\n")
-        self.fails("not_found", "pin", "c1", "sha512-unknown", message="no image 'sha512-unknown'")
+        self.fails("not_ours", "pin", "c1", "sha512-unknown", message="never made or served")
         other = self.prepare("/images/b")[0]
         self.ok("pin", "c1", iid)
         self.fails("already_exists", "pin", "c1", other)
         pin_request = [r for r in self.requests() if r["request_line"][1].endswith("/Pin")][0]
         self.assertEqual(json.loads(pin_request["body"]), {"container_id": "parent.child", "image_id": iid})
+
+    def test_pin_by_name_and_labels(self):
+        iid, rootfs, root_hash, _ = self.prepare("/images/a")
+        name = FQRN + "/images/a"
+        self.assertEqual(self.ok("pin", "c1", "--name", name, "--label", "os=linux", "--label=arch=amd64"),
+                         f"{root_hash} {rootfs}\n")
+        body = json.loads([r for r in self.requests() if r["request_line"][1].endswith("/Pin")][0]["body"])
+        self.assertEqual(body, {"container_id": "c1", "appc_name": name,
+                                "appc_labels": [{"key": "os", "value": "linux"}, {"key": "arch", "value": "amd64"}]})
+        self.assertIn(f"{iid} {FQRN} /images/a {LATEST} c1", self.ok("list"))
+        # An explicit version that resolves to the same image; a value with '='.
+        self.ok("pin", "c2", "--name", name, "--label", "version=latest", "--label", "os=linux", "--label", "arch=a=b")
+        self.fails("not_found", "pin", "c3", "--name", name, "--label", "version=v1", "--label", "os=linux",
+                   "--label", "arch=amd64", message="not served on this agent")
+        self.fails("not_ours", "pin", "c3", "--name", "other.example.org/x", "--label", "os=linux",
+                   "--label", "arch=amd64", message="none of the daemon's repositories")
+        self.fails("unavailable", "pin", "c3", "--name", "down.example.org/x", "--label", "os=linux",
+                   "--label", "arch=amd64", message="no server")
+        self.fails("invalid_argument", "pin", "c3", "--name", name, "--label", "os=linux", message="'arch'")
+        for args in (["c3", "--label", "os=linux", iid], ["c3", "--name", name, "--label", "os"],
+                     ["c3", "--name", name, "--label", "=linux"], ["c3", "--name", name, iid], ["c3"],
+                     ["c3", "--name", name, "--bogus", "x"]):
+            self.fails("invalid_argument", "pin", *args)
+        self.fails("invalid_argument", "pin", "c3", "", message="names no image")
 
     def test_sync(self):
         iid = self.prepare("/images/a")[0]

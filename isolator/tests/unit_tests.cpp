@@ -465,6 +465,32 @@ void codec_requests() {
   body = codec::encode(pin);
   CHECK(body.ok() && body.value() == "{\"container_id\":\"parent.child\",\"image_id\":\"sha512-00\"}");
 
+  // By appc name: image_id is left out, the labels are an array of
+  // {"key","value"} objects in the task's order (an empty value included),
+  // operator_pin is left out while false.
+  lazyroot::PinRequest by_name;
+  by_name.container_id = "c1";
+  by_name.appc_name = "images.example.org/images/caf\xc3\xa9";
+  by_name.appc_labels.push_back(lazyroot::AppcLabel("version", "latest"));
+  by_name.appc_labels.push_back(lazyroot::AppcLabel("os", "linux"));
+  by_name.appc_labels.push_back(lazyroot::AppcLabel("empty", ""));
+  body = codec::encode(by_name);
+  CHECK_EQ(body.ok() ? body.value() : body.error().describe(),
+           std::string("{\"container_id\":\"c1\",\"appc_name\":\"images.example.org/images/caf\xc3\xa9\","
+                       "\"appc_labels\":[{\"key\":\"version\",\"value\":\"latest\"},"
+                       "{\"key\":\"os\",\"value\":\"linux\"},{\"key\":\"empty\",\"value\":\"\"}]}"));
+  by_name.appc_labels.clear();
+  body = codec::encode(by_name);  // no labels: no array
+  CHECK_EQ(body.ok() ? body.value() : body.error().describe(),
+           std::string("{\"container_id\":\"c1\",\"appc_name\":\"images.example.org/images/caf\xc3\xa9\"}"));
+  pin.operator_pin = true;  // only `lazyroot pin` sets it; encoded when true
+  body = codec::encode(pin);
+  CHECK_EQ(body.ok() ? body.value() : body.error().describe(),
+           std::string("{\"container_id\":\"parent.child\",\"image_id\":\"sha512-00\",\"operator_pin\":true}"));
+  by_name.appc_labels.push_back(lazyroot::AppcLabel("k\xff", "v"));  // not UTF-8: no JSON for it
+  body = codec::encode(by_name);
+  CHECK(!body.ok() && body.error().code == "invalid_argument");
+
   lazyroot::SyncPinsRequest sync;
   body = codec::encode(sync);
   CHECK(body.ok() && body.value() == "{\"container_ids\":[]}");
@@ -512,6 +538,11 @@ void codec_answers() {
       "{\"images\":[{\"id\":\"a\"},{\"id\":\"b\",\"pinned_by\":[]}],\"pins\":[{\"container_id\":\"c\"}]}");
   CHECK(list.ok() && list.value().images.size() == 2 && list.value().pins.size() == 1 &&
         list.value().images[1].id == "b" && list.value().pins[0].container_id == "c");
+  auto pinned = codec::decode_pin("{\"container_id\":\"c\",\"image_id\":\"sha512-1\",\"operator_pin\":true}");
+  CHECK(pinned.ok() && pinned.value().operator_pin && pinned.value().image_id == "sha512-1");
+  pinned = codec::decode_pin("{\"container_id\":\"c\"}");
+  CHECK(pinned.ok() && !pinned.value().operator_pin);
+
   auto sync = codec::decode_sync_pins("{\"removed\":[\"x\",\"y\"]}");
   CHECK(sync.ok() && sync.value().removed.size() == 2);
 }
@@ -532,6 +563,7 @@ void codec_rejects_wrong_types() {
       {[] { return codec::decode_list_images("{\"images\":[{},7]}").error(); }, "images[1] must be a JSON object"},
       {[] { return codec::decode_list_images("{\"pins\":{}}").error(); }, "pins must be an array"},
       {[] { return codec::decode_sync_pins("{\"removed\":[null]}").error(); }, "removed"},
+      {[] { return codec::decode_pin("{\"operator_pin\":\"yes\"}").error(); }, "operator_pin must be a boolean"},
   };
   for (auto& c : cases) {
     lazyroot::Error e = c.first();
@@ -544,6 +576,7 @@ void codec_errors() {
   lazyroot::Error e = codec::decode_error(404, "{\"error\":\"no image sha512-x\",\"code\":\"not_found\",\"extra\":1}");
   CHECK_EQ(e.code, std::string("not_found"));
   CHECK_EQ(e.message, std::string("no image sha512-x"));
+  CHECK_EQ(e.http_status, 404);
   e = codec::decode_error(400, "{\"error\":\"bad path\"}");  // no code: from the status
   CHECK_EQ(e.code, std::string("invalid_argument"));
   CHECK_EQ(e.message, std::string("bad path"));
@@ -552,6 +585,7 @@ void codec_errors() {
   CHECK_CONTAINS(e.message, "HTTP 404: Not Found?");
   e = codec::decode_error(502, "");
   CHECK_EQ(e.code, std::string("internal"));
+  CHECK_EQ(e.http_status, 502);
   CHECK_EQ(e.message, std::string("the daemon answered HTTP 502"));
   e = codec::decode_error(409, "{\"code\":7}");  // malformed Error: fall back
   CHECK_EQ(e.code, std::string("already_exists"));
