@@ -1,56 +1,18 @@
 // Unit tests of the client's JSON, HTTP framing and message codec. No I/O:
-// the socket side is tested by test_cli.py against a mock daemon.
+// the socket side is tested by test_cli.py against a mock daemon. The
+// isolator's rules, unpin queue and hook logic are in isolator_tests.cpp;
+// main() below runs both.
 #include <cstdio>
 #include <functional>
 #include <string>
 #include <vector>
 
+#include "check.hpp"
 #include "codec.hpp"
 #include "http.hpp"
 #include "json.hpp"
 
 namespace {
-
-int g_checks = 0;
-int g_failures = 0;
-
-void record(bool ok, const char* file, int line, const std::string& what) {
-  ++g_checks;
-  if (!ok) {
-    ++g_failures;
-    std::fprintf(stderr, "%s:%d: FAILED: %s\n", file, line, what.c_str());
-  }
-}
-
-std::string show(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    unsigned char u = static_cast<unsigned char>(c);
-    if (u >= 0x20 && u < 0x7F && c != '"' && c != '\\') {
-      out += c;
-    } else {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02x", u);
-      out += buf;
-    }
-  }
-  return out + "\"";
-}
-std::string show(unsigned long long v) { return std::to_string(v); }
-std::string show(int v) { return std::to_string(v); }
-std::string show(unsigned v) { return std::to_string(v); }
-std::string show(unsigned long v) { return std::to_string(v); }
-
-#define CHECK(cond) record((cond), __FILE__, __LINE__, #cond)
-#define CHECK_EQ(a, b)                                                                        \
-  do {                                                                                        \
-    auto va_ = (a);                                                                           \
-    auto vb_ = (b);                                                                           \
-    record(va_ == vb_, __FILE__, __LINE__, std::string(#a " == " #b ": ") + show(va_) + " vs " + show(vb_)); \
-  } while (0)
-#define CHECK_CONTAINS(haystack, needle)                                                       \
-  record(std::string(haystack).find(needle) != std::string::npos, __FILE__, __LINE__,          \
-         std::string(#haystack " contains \"") + (needle) + "\": got " + show(std::string(haystack)))
 
 using lazyroot::json::Type;
 using lazyroot::json::Value;
@@ -596,10 +558,7 @@ void codec_errors() {
 }  // namespace
 
 int main() {
-  struct {
-    const char* name;
-    void (*fn)();
-  } tests[] = {
+  std::vector<TestCase> tests = {
       {"json_basic_values", json_basic_values},
       {"json_escapes", json_escapes},
       {"json_rejects_invalid_utf8", json_rejects_invalid_utf8},
@@ -620,6 +579,7 @@ int main() {
       {"codec_rejects_wrong_types", codec_rejects_wrong_types},
       {"codec_errors", codec_errors},
   };
+  for (const TestCase& t : isolator_tests()) tests.push_back(t);
   int failed_tests = 0;
   for (auto& t : tests) {
     int before = g_failures;
@@ -628,8 +588,8 @@ int main() {
     if (!ok) ++failed_tests;
     std::printf("%s %s\n", ok ? "ok  " : "FAIL", t.name);
   }
-  int total = static_cast<int>(sizeof tests / sizeof tests[0]);
+  int total = static_cast<int>(tests.size());
   std::printf("unit tests: %d passed, %d failed (%d checks, %d failed)\n", total - failed_tests, failed_tests,
-              g_checks, g_failures);
+              g_checks.load(), g_failures.load());
   return g_failures == 0 ? 0 : 1;
 }
