@@ -94,13 +94,18 @@ void PinKeeper::cleanup(const std::string& container_id) {
   }
 }
 
+void PinKeeper::keep_unpin(const std::string& container_id, const std::string& why) {
+  if (queue_.keep(container_id, Error("unavailable", why))) retrier_.wake();
+}
+
+void PinKeeper::note_recovered(const std::vector<std::string>& known) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  may_hold_pin_.insert(known.begin(), known.end());
+}
+
 void PinKeeper::recover(const std::vector<std::string>& known) {
-  {
-    // Whatever happens below, their cleanup() must unpin them: one of them
-    // may hold a pin from before the agent restarted.
-    std::lock_guard<std::mutex> lock(mutex_);
-    may_hold_pin_.insert(known.begin(), known.end());
-  }
+  // Whatever happens below, their cleanup() must unpin them.
+  note_recovered(known);
 
   // Failing recovery would keep the agent from starting at all, for every
   // container, lazyroot's or not. A failed sync only leaves extra pins

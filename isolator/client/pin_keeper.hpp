@@ -10,6 +10,8 @@
 //   claim_cleanup(c)    on the hook's own thread, no I/O: whether c may hold
 //                       a pin (pinned here, or recovered), i.e. whether
 //                       cleanup(c) has anything to do.
+//   note_recovered(k)   on the hook's own thread, no I/O: the recovered
+//                       containers k may hold pins.
 //   cleanup(c)          replay kept unpins, Unpin(c); a failure that may
 //                       pass is kept and replayed (UnpinQueue), never lost.
 //   recover(known)      start the daemon if absent, replay kept unpins,
@@ -107,8 +109,18 @@ class PinKeeper {
   // cleanup(), second half (blocking): never fails; see the file comment.
   void cleanup(const std::string& container_id);
 
-  // recover() (blocking): never fails, logs what went wrong at WARNING.
-  // `known`: every container the agent still knows, orphans included.
+  // cleanup() could not run its second half (no thread could be started):
+  // the unpin waits with the kept ones, so it is not lost either.
+  void keep_unpin(const std::string& container_id, const std::string& why);
+
+  // recover(), first half, no I/O: the agent's containers may hold pins
+  // from before it restarted, so their cleanup() must unpin them. Done on
+  // the hook's own thread, so that it holds even if recover() cannot run.
+  void note_recovered(const std::vector<std::string>& known);
+
+  // recover(), second half (blocking; calls note_recovered() too): never
+  // fails, logs what went wrong at WARNING. `known`: every container the
+  // agent still knows, orphans included.
   void recover(const std::vector<std::string>& known);
 
   UnpinQueue& kept_unpins() { return queue_; }

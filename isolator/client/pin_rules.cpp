@@ -45,8 +45,10 @@ PinOutcome pin_outcome(const Result<Pin>& pinned, const PinTarget& target, const
   if (pinned.ok()) {
     out.kind = PinOutcome::kPinned;
     out.pin = pinned.value();
-    out.message = "lazyroot: container " + container_id + " pins " + target.describe() + " (" +
-                  out.pin.image_id + ") at root hash " + out.pin.root_hash + " (" + out.pin.rootfs + ")";
+    // By name: which id the daemon resolved it to.
+    out.message = "lazyroot: container " + container_id + " pins " + target.describe() +
+                  (target.by_id() ? "" : " (" + out.pin.image_id + ")") + " at root hash " + out.pin.root_hash +
+                  " (" + out.pin.rootfs + ")";
     return out;
   }
   out.error = pinned.error();

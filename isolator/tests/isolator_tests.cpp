@@ -384,7 +384,7 @@ void unpin_queue_dedup_and_bound() {
   UnpinQueue big(log.sink());
   for (int i = 0; i < 65536 + 10; ++i) big.keep("c" + std::to_string(i), absent());
   CHECK_EQ(big.size(), static_cast<std::size_t>(65536));
-  CHECK_EQ(big.ids().front(), std::string("c10"));
+  CHECK_EQ(big.ids().empty() ? std::string() : big.ids().front(), std::string("c10"));
 }
 
 void unpin_queue_replay_order() {
@@ -708,6 +708,15 @@ void keeper_recover() {
   // Recovered containers may hold pins from before the restart: their
   // cleanup() unpins.
   CHECK(keeper.claim_cleanup("other"));
+
+  // The first half alone (the module's, on the agent's thread).
+  keeper.note_recovered({"n1"});
+  CHECK(keeper.claim_cleanup("n1"));
+
+  // A cleanup whose thread could not start keeps its unpin.
+  keeper.keep_unpin("no-thread", "cannot start a thread to unpin container no-thread: Resource temporarily unavailable");
+  CHECK_EQ(keeper.kept_unpins().ids(), std::vector<std::string>({"known", "no-thread"}));
+  CHECK_LOGGED(log, LogLevel::kWarning, "cannot unpin container no-thread: unavailable: cannot start a thread");
 
   // A daemon that cannot be started: a warning, no sync, recovery goes on.
   daemon->clear();
