@@ -111,6 +111,7 @@ class Decoder {
     str(v, "image_id", out.image_id, ctx);
     str(v, "root_hash", out.root_hash, ctx);
     str(v, "rootfs", out.rootfs, ctx);
+    boolean(v, "operator_pin", out.operator_pin, ctx);
   }
 
  private:
@@ -178,10 +179,26 @@ Result<std::string> encode(const PrepareImageRequest& r) {
   return serialise(v);
 }
 
+// Fields at their proto3 default are left out (the daemon reads absent as
+// default), so a Pin by id is exactly what it was before appc names existed,
+// and operator_pin appears only when true.
 Result<std::string> encode(const PinRequest& r) {
   Value v = Value::object();
   v.set("container_id", Value::string(r.container_id));
-  v.set("image_id", Value::string(r.image_id));
+  if (!r.image_id.empty()) v.set("image_id", Value::string(r.image_id));
+  if (!r.appc_name.empty()) v.set("appc_name", Value::string(r.appc_name));
+  if (!r.appc_labels.empty()) {
+    Value labels = Value::array();
+    for (const AppcLabel& label : r.appc_labels) {
+      // Both members always: an empty value is a value the task gave.
+      Value l = Value::object();
+      l.set("key", Value::string(label.key));
+      l.set("value", Value::string(label.value));
+      labels.push(std::move(l));
+    }
+    v.set("appc_labels", std::move(labels));
+  }
+  if (r.operator_pin) v.set("operator_pin", Value::boolean(true));
   return serialise(v);
 }
 
@@ -280,7 +297,9 @@ Error decode_error(int status, std::string_view body) {
     message = "the daemon answered HTTP " + std::to_string(status);
     if (!body.empty()) message += ": " + excerpt(body);
   }
-  return Error(code, message);
+  Error e(code, message);
+  e.http_status = status;
+  return e;
 }
 
 }  // namespace lazyroot::codec

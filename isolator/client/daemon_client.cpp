@@ -45,13 +45,23 @@ Result<Image> DaemonClient::prepare_image(const PrepareImageRequest& request) co
                             codec::decode_image);
 }
 
+Result<Pin> DaemonClient::pin(const PinRequest& request) const {
+  if (request.image_id.empty() && request.appc_name.empty()) {
+    return Error("invalid_argument", "Pin names no image: give an image id, or an appc name and labels");
+  }
+  if (!request.image_id.empty() && (!request.appc_name.empty() || !request.appc_labels.empty())) {
+    return Error("invalid_argument", "Pin names its image twice: give an image id, or an appc name and labels, not both");
+  }
+  Result<std::string> body = codec::encode(request);
+  if (!body.ok()) return body.error();
+  return then_decode<Pin>(call("Pin", body.value(), options_.timeout_ms), codec::decode_pin);
+}
+
 Result<Pin> DaemonClient::pin(const std::string& container_id, const std::string& image_id) const {
   PinRequest request;
   request.container_id = container_id;
   request.image_id = image_id;
-  Result<std::string> body = codec::encode(request);
-  if (!body.ok()) return body.error();
-  return then_decode<Pin>(call("Pin", body.value(), options_.timeout_ms), codec::decode_pin);
+  return pin(request);
 }
 
 Result<UnpinResponse> DaemonClient::unpin(const std::string& container_id) const {

@@ -33,6 +33,10 @@ class DaemonClient {
   explicit DaemonClient(const std::string& socket_path, const ClientOptions& options = ClientOptions());
 
   Result<Image> prepare_image(const PrepareImageRequest& request) const;
+  // Pin by id, or by appc name and labels (see PinRequest). A request that
+  // names no image, or names it both ways, is refused here
+  // ("invalid_argument") without a call.
+  Result<Pin> pin(const PinRequest& request) const;
   Result<Pin> pin(const std::string& container_id, const std::string& image_id) const;
   Result<UnpinResponse> unpin(const std::string& container_id) const;
   Result<SyncPinsResponse> sync_pins(const std::vector<std::string>& container_ids) const;

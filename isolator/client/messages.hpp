@@ -32,16 +32,32 @@ struct Image {
   std::vector<std::string> pinned_by;
 };
 
+// One appc label (Mesos `Label`: key, and a value that may be empty).
+struct AppcLabel {
+  AppcLabel() {}
+  AppcLabel(const std::string& key_, const std::string& value_) : key(key_), value(value_) {}
+  std::string key;
+  std::string value;
+};
+
+// Names the image by id, or (image_id empty) by the appc name and labels the
+// task gave; DaemonClient::pin() refuses neither and both.
 struct PinRequest {
+  PinRequest() : operator_pin(false) {}
   std::string container_id;
   std::string image_id;
+  std::string appc_name;
+  std::vector<AppcLabel> appc_labels;
+  bool operator_pin;  // the Mesos module never sets it: SyncPins must be able to drop its pins
 };
 
 struct Pin {
+  Pin() : operator_pin(false) {}
   std::string container_id;
   std::string image_id;
   std::string root_hash;
   std::string rootfs;
+  bool operator_pin;
 };
 
 struct UnpinRequest {

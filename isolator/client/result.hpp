@@ -20,9 +20,9 @@ namespace lazyroot {
 //   "internal"         the daemon's answer was malformed;
 //   "invalid_argument" the caller asked for something impossible.
 struct Error {
-  Error() : daemon_absent(false) {}
+  Error() : daemon_absent(false), http_status(0) {}
   Error(const std::string& code_, const std::string& message_)
-      : code(code_), message(message_), daemon_absent(false) {}
+      : code(code_), message(message_), daemon_absent(false), http_status(0) {}
 
   std::string code;
   std::string message;
@@ -31,6 +31,13 @@ struct Error {
   // listens on the socket. ensure_daemon() starts a daemon only then, never
   // when a daemon exists but is slow.
   bool daemon_absent;
+
+  // The HTTP status of the daemon's error answer (4xx, 5xx); 0 when there
+  // was none: no complete answer, a 200 the client could not read, or a
+  // request the client refused before sending it. It tells a refusal that
+  // will not change (4xx) from a failure that may pass (5xx, no answer): see
+  // unpin_may_succeed_later() in pin_rules.hpp.
+  int http_status;
 
   // "<code>: <message>", the form the CLI and the module print.
   std::string describe() const { return code + ": " + message; }

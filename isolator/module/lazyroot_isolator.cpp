@@ -6,8 +6,6 @@
 
 #include "lazyroot_isolator.hpp"
 
-#include <sys/stat.h>
-
 #include <cerrno>
 #include <cstdlib>
 #include <exception>
@@ -31,11 +29,14 @@
 
 // The daemon client (isolator/client): plain C++ and POSIX, no Mesos types.
 #include "daemon_client.hpp"
-#include "ensure_daemon.hpp"
+#include "log_sink.hpp"
+#include "pin_keeper.hpp"
+#include "pin_rules.hpp"
 
 using mesos::ContainerID;
 using mesos::ContainerInfo;
 using mesos::Image;
+using mesos::Label;
 using mesos::Parameter;
 using mesos::Parameters;
 using mesos::slave::ContainerConfig;
@@ -82,38 +83,39 @@ string join(const vector<string>& words)
 }
 
 
-lazyroot::DaemonClient makeClient(const Config& config)
+// The daemon on its socket, started with `daemon_command` when absent.
+std::shared_ptr<lazyroot::Daemon> makeDaemon(const Config& config)
 {
   lazyroot::ClientOptions options;
   options.timeout_ms = config.timeoutSecs * 1000;
   options.prepare_timeout_ms = config.timeoutSecs * 1000;
-  return lazyroot::DaemonClient(config.socket, options);
+  return std::make_shared<lazyroot::SocketDaemon>(
+      config.socket,
+      options,
+      config.daemonCommand,
+      config.daemonLog,
+      config.timeoutSecs * 1000);
 }
 
 
-// Starts the daemon detached if nothing listens on its socket. An Error
-// names what failed; starting is logged.
-Try<Nothing> ensureDaemon(const Config& config)
+// The client's log lines, into the agent's log. glog is thread-safe; the
+// background retry thread logs through here too.
+void logToGlog(lazyroot::LogLevel level, const string& message)
 {
-  lazyroot::Result<lazyroot::EnsureOutcome> ensured = lazyroot::ensure_daemon(
-      config.socket,
-      config.daemonCommand,
-      config.timeoutSecs * 1000,
-      config.daemonLog);
-
-  if (!ensured.ok()) {
-    return Error(
-        "the lazyroot daemon does not answer on " + config.socket +
-        " and could not be started with '" + join(config.daemonCommand) +
-        "': " + ensured.error().describe());
+  switch (level) {
+    case lazyroot::LogLevel::kDebug:
+      VLOG(1) << message;
+      break;
+    case lazyroot::LogLevel::kInfo:
+      LOG(INFO) << message;
+      break;
+    case lazyroot::LogLevel::kWarning:
+      LOG(WARNING) << message;
+      break;
+    case lazyroot::LogLevel::kError:
+      LOG(ERROR) << message;
+      break;
   }
-
-  if (ensured.value() == lazyroot::EnsureOutcome::kStarted) {
-    LOG(INFO) << "lazyroot: started the daemon '" << join(config.daemonCommand)
-              << "' (detached) and it answers on " << config.socket;
-  }
-
-  return Nothing();
 }
 
 
@@ -225,37 +227,44 @@ string containerIdString(const ContainerID& containerId)
 }
 
 
-Option<string> lazyrootImageId(const ContainerConfig& containerConfig)
+lazyroot::ContainerImage containerImage(const ContainerConfig& containerConfig)
 {
+  lazyroot::ContainerImage image;
   if (!containerConfig.has_container_info()) {
-    return None();
+    return image;
   }
 
   const ContainerInfo& info = containerConfig.container_info();
   if (info.type() != ContainerInfo::MESOS ||
       !info.has_mesos() ||
       !info.mesos().has_image()) {
-    return None();
+    return image;
   }
+  image.has_image = true;
 
-  const Image& image = info.mesos().image();
-  if (image.type() != Image::APPC ||
-      !image.has_appc() ||
-      !image.appc().has_id()) {
-    return None();
+  const Image& mesosImage = info.mesos().image();
+  if (mesosImage.type() != Image::APPC || !mesosImage.has_appc()) {
+    return image;
   }
+  image.appc = true;
 
-  const string& id = image.appc().id();
-  if (id.compare(0, 7, "sha512-") != 0) {
-    return None();
+  const Image::Appc& appc = mesosImage.appc();
+  image.name = appc.name();
+  if (appc.has_id()) {
+    image.id = appc.id();
   }
-
-  return id;
+  if (appc.has_labels()) {
+    for (const Label& label : appc.labels().labels()) {
+      image.labels.push_back(lazyroot::AppcLabel(label.key(), label.value()));
+    }
+  }
+  return image;
 }
 
 
 LazyrootIsolator::LazyrootIsolator(const Config& config)
-  : config_(config) {}
+  : config_(config),
+    keeper_(std::make_shared<lazyroot::PinKeeper>(makeDaemon(config), logToGlog)) {}
 
 
 Future<Nothing> LazyrootIsolator::recover(
@@ -272,40 +281,25 @@ Future<Nothing> LazyrootIsolator::recover(
     known.push_back(containerIdString(orphan));
   }
 
-  const Config config = config_;  // the thread gets a copy
+  // Here, not on the thread: their cleanup() must unpin them even if the
+  // thread below cannot start.
+  keeper_->note_recovered(known);
 
-  std::function<Try<Nothing>()> work = [config, known]() -> Try<Nothing> {
-    // Failing recovery would keep the agent from starting at all, for every
-    // container, lazyroot or not. A failed sync only leaves extra pins
-    // (revisions kept mounted longer), which the next recovery drops; so
-    // this warns and goes on. A launch that needs the daemon still fails
-    // in prepare() with the reason.
-    Try<Nothing> ensured = ensureDaemon(config);
-    if (ensured.isError()) {
-      LOG(WARNING) << "lazyroot: cannot re-sync pins after agent recovery: "
-                   << ensured.error();
-      return Nothing();
-    }
-
-    lazyroot::Result<lazyroot::SyncPinsResponse> synced =
-      makeClient(config).sync_pins(known);
-
-    if (!synced.ok()) {
-      LOG(WARNING) << "lazyroot: cannot re-sync pins after agent recovery ("
-                   << known.size() << " containers known): "
-                   << synced.error().describe();
-      return Nothing();
-    }
-
-    const vector<string>& removed = synced.value().removed;
-    LOG(INFO) << "lazyroot: re-synced pins for " << known.size()
-              << " known containers; dropped the pins of " << removed.size()
-              << " containers gone" << (removed.empty() ? "" : ": ")
-              << join(removed);
+  const std::shared_ptr<lazyroot::PinKeeper> keeper = keeper_;
+  std::function<Try<Nothing>()> work = [keeper, known]() -> Try<Nothing> {
+    // Never fails: failing recovery would keep the agent from starting at
+    // all, for every container; it logs what went wrong.
+    keeper->recover(known);
     return Nothing();
   };
 
-  return runOffActor<Nothing>("re-sync pins after agent recovery", work);
+  Future<Nothing> recovered =
+    runOffActor<Nothing>("re-sync pins after agent recovery", work);
+  if (recovered.isFailed()) {
+    LOG(WARNING) << recovered.failure();
+    return Nothing();
+  }
+  return recovered;
 }
 
 
@@ -313,94 +307,57 @@ Future<Option<ContainerLaunchInfo>> LazyrootIsolator::prepare(
     const ContainerID& containerId,
     const ContainerConfig& containerConfig)
 {
-  const Option<string> imageId = lazyrootImageId(containerConfig);
-  if (imageId.isNone()) {
-    return None();
+  lazyroot::PinTarget target;
+  if (!lazyroot::pin_target_for(containerImage(containerConfig), &target)) {
+    return None();  // no APPC image: nothing of the daemon's to pin
   }
 
   const string container = containerIdString(containerId);
-  const string image = imageId.get();
-  const Config config = config_;  // the thread gets a copy
+  const std::shared_ptr<lazyroot::PinKeeper> keeper = keeper_;
 
   std::function<Try<Option<ContainerLaunchInfo>>()> work =
-    [config, container, image]() -> Try<Option<ContainerLaunchInfo>> {
-      Try<Nothing> ensured = ensureDaemon(config);
-      if (ensured.isError()) {
-        return Error(
-            "lazyroot: cannot pin image " + image + " for container " +
-            container + ": " + ensured.error());
+    [keeper, container, target]() -> Try<Option<ContainerLaunchInfo>> {
+      const lazyroot::PinOutcome outcome = keeper->prepare(container, target);
+      if (outcome.kind == lazyroot::PinOutcome::kFailed) {
+        return Error(outcome.message);
       }
 
-      lazyroot::Result<lazyroot::Pin> pinned =
-        makeClient(config).pin(container, image);
-
-      if (!pinned.ok()) {
-        if (pinned.error().code == "not_found") {
-          // An appc image from another source (the appc store holds more
-          // than lazyroot's images): not ours to pin.
-          VLOG(1) << "lazyroot: image " << image << " of container "
-                  << container << " is not a lazyroot image: "
-                  << pinned.error().message;
-          return Option<ContainerLaunchInfo>::none();
-        }
-        return Error(
-            "lazyroot: cannot pin image " + image + " for container " +
-            container + " (daemon socket " + config.socket + "): " +
-            pinned.error().describe());
-      }
-
-      LOG(INFO) << "lazyroot: container " << container << " pins image "
-                << image << " at root hash " << pinned.value().root_hash
-                << " (" << pinned.value().rootfs << ")";
-
+      // Pinned, or none of the daemon's images (logged by the keeper).
       // Nothing to add to the launch: the rootfs comes from the appc store
       // (an isolator must not set it), and no mounts are needed.
       return Option<ContainerLaunchInfo>::none();
     };
 
   return runOffActor<Option<ContainerLaunchInfo>>(
-      "pin image " + image + " for container " + container, work);
+      "pin " + target.describe() + " for container " + container, work);
 }
 
 
 Future<Nothing> LazyrootIsolator::cleanup(const ContainerID& containerId)
 {
-  // No socket, no daemon, no pins to release (a daemon that starts later
-  // drops stale pins at the next recovery). This also keeps cleanup of the
-  // many containers that never used lazyroot free of threads and timeouts.
-  struct stat st;
-  if (::stat(config_.socket.c_str(), &st) != 0) {
+  const string container = containerIdString(containerId);
+
+  // No I/O: a container that was never pinned here and not recovered
+  // holds no pin, and costs no thread and no call.
+  if (!keeper_->claim_cleanup(container)) {
     return Nothing();
   }
 
-  const string container = containerIdString(containerId);
-  const Config config = config_;  // the thread gets a copy
-
-  std::function<Try<Nothing>()> work = [config, container]() -> Try<Nothing> {
-    lazyroot::Result<lazyroot::UnpinResponse> unpinned =
-      makeClient(config).unpin(container);
-
-    // Failing cleanup would leave the container half destroyed; a pin that
-    // could not be released only keeps a revision mounted until the next
-    // recovery re-syncs. So: warn, never fail.
-    if (!unpinned.ok()) {
-      if (unpinned.error().daemon_absent) {
-        VLOG(1) << "lazyroot: no daemon to unpin container " << container
-                << " from: " << unpinned.error().describe();
-      } else {
-        LOG(WARNING) << "lazyroot: cannot unpin container " << container
-                     << ": " << unpinned.error().describe();
-      }
-      return Nothing();
-    }
-
-    if (unpinned.value().was_pinned) {
-      LOG(INFO) << "lazyroot: container " << container << " released its pin";
-    }
+  const std::shared_ptr<lazyroot::PinKeeper> keeper = keeper_;
+  std::function<Try<Nothing>()> work = [keeper, container]() -> Try<Nothing> {
+    // Never fails: a failed cleanup would leave the container half
+    // destroyed. An unpin that fails is kept and replayed.
+    keeper->cleanup(container);
     return Nothing();
   };
 
-  return runOffActor<Nothing>("unpin container " + container, work);
+  Future<Nothing> cleaned =
+    runOffActor<Nothing>("unpin container " + container, work);
+  if (cleaned.isFailed()) {
+    keeper_->keep_unpin(container, cleaned.failure());
+    return Nothing();
+  }
+  return cleaned;
 }
 
 } // namespace lazyroot_isolator {

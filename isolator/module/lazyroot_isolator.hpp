@@ -1,13 +1,21 @@
 // The lazyroot Mesos agent isolator (Mesos 1.11): keeps the lazyroot daemon
 // from dropping a revision that a container's root filesystem still uses.
 //
-//   prepare()  a container whose image is an APPC image with a "sha512-" id:
-//              make sure the daemon runs (start it detached if its socket is
-//              absent), then Pin(container, image). `not_found`: not a
-//              lazyroot image, nothing to do. Any other error fails the launch.
-//   cleanup()  Unpin(container). Unknown containers are fine.
+// A thin adapter: it copies Mesos fields into plain structs and runs the
+// daemon client's PinKeeper (isolator/client/pin_keeper.hpp), where every
+// decision is made and tested, on threads of its own:
+//
+//   prepare()  an APPC image with an id: Pin by id; with no id but a name:
+//              Pin by name and labels (pin_target_for). The daemon is
+//              started detached if its socket is absent. Only `not_ours`
+//              (none of the daemon's images) lets the launch go on
+//              unpinned; any other failure fails it (pin_outcome).
+//   cleanup()  Unpin(container), for containers that may hold a pin. A
+//              failure that may pass is kept and replayed (before later
+//              daemon calls, and by a background thread), never lost.
 //   recover()  SyncPins(every container the agent still knows, orphans
-//              included: Mesos cleans orphans up later, through cleanup()).
+//              included: Mesos cleans orphans up later, through cleanup()),
+//              then kept unpins of containers the sync dropped are settled.
 //
 // The root filesystem itself comes from Mesos' own appc store and bind (or
 // overlay) backend, into which the daemon publishes its images: an isolator
@@ -22,6 +30,7 @@
 #ifndef LAZYROOT_ISOLATOR_MODULE_HPP
 #define LAZYROOT_ISOLATOR_MODULE_HPP
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -34,6 +43,13 @@
 #include <stout/nothing.hpp>
 #include <stout/option.hpp>
 #include <stout/try.hpp>
+
+// The daemon client (isolator/client): plain C++ and POSIX, no Mesos types.
+#include "pin_rules.hpp"
+
+namespace lazyroot {
+class PinKeeper;
+} // namespace lazyroot {
 
 namespace lazyroot_isolator {
 
@@ -54,9 +70,10 @@ struct Config
 // first, joined with "." as Mesos prints it.
 std::string containerIdString(const mesos::ContainerID& containerId);
 
-// The appc image id if the container's image may be lazyroot's (an APPC
-// image with an id "sha512-..."), else None.
-Option<std::string> lazyrootImageId(
+// The container's image, copied field by field from
+// container_info().mesos().image() for lazyroot::pin_target_for(), which
+// decides what to pin.
+lazyroot::ContainerImage containerImage(
     const mesos::slave::ContainerConfig& containerConfig);
 
 
@@ -82,6 +99,9 @@ public:
 
 private:
   const Config config_;
+
+  // Shared with the hook threads, which may outlive this object.
+  const std::shared_ptr<lazyroot::PinKeeper> keeper_;
 };
 
 } // namespace lazyroot_isolator {

@@ -5,6 +5,16 @@ HTTP/1.1 on a Unix socket, POST /lazyroot.v1.Control/<Method>, JSON bodies
 (proto/lazyroot/v1/control.proto), state in memory. Python 3 standard
 library only.
 
+Pin names its image by id (an id it never made: code "not_ours") or by appc
+name and labels, resolved as the daemon does: a name outside its
+repositories is "not_ours"; `version` defaults to "latest" (or a tag, or a
+root hash); `os` and `arch` are required; an image never prepared is
+"not_found" (not served here); a name in DOWN_FQRN is "unavailable" (its
+servers are down). SyncPins keeps operator pins. Unpin refuses a malformed
+container id (400), and answers 500 to the first Unpin of a container named
+"mock-flaky-...". With --state-file the images and pins outlive a restart,
+as the real daemon's do.
+
 Besides the normal answers it misbehaves on request, so the tests can check
 the client's handling of broken daemons:
   Pin with container_id "mock-close-mid-answer"  promise 200 bytes, send 20, close
@@ -26,6 +36,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import socketserver
@@ -36,9 +47,13 @@ import time
 STATE_LOCK = threading.Lock()
 IMAGES = {}  # id -> image dict
 PINS = {}  # container_id -> image id
+OPERATOR_PINS = set()  # container ids whose pin an operator made
+FLAKY_SEEN = set()  # "mock-flaky-..." containers whose first Unpin failed
 OPTIONS = None
 
 KNOWN_FQRN = "images.example.org"
+DOWN_FQRN = "down.example.org"  # configured, but its servers do not answer
+CONTAINER_ID = re.compile(r"^[A-Za-z0-9_.:@-]{1,1024}$")
 LATEST_HASH = "a" * 40
 TAG_HASHES = {"v1": "b" * 40 + "-tagged"}
 
@@ -92,35 +107,97 @@ def prepare_image(req):
     }
     with STATE_LOCK:
         IMAGES[iid] = image
+        save_state()
         return image_view(image)
+
+
+def save_state():
+    """Writes images and pins to --state-file (callers hold STATE_LOCK)."""
+    if not OPTIONS.state_file:
+        return
+    tmp = OPTIONS.state_file + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump({"images": IMAGES, "pins": PINS, "operator_pins": sorted(OPERATOR_PINS)}, f)
+    os.rename(tmp, OPTIONS.state_file)
+
+
+def load_state():
+    if OPTIONS.state_file and os.path.exists(OPTIONS.state_file):
+        with open(OPTIONS.state_file) as f:
+            state = json.load(f)
+        IMAGES.update(state["images"])
+        PINS.update(state["pins"])
+        OPERATOR_PINS.update(state["operator_pins"])
+
+
+def resolve_name(name, labels):
+    """The image id an appc name and labels stand for, as the daemon resolves them."""
+    if not isinstance(labels, list) or not all(
+            isinstance(l, dict) and isinstance(l.get("key"), str) and isinstance(l.get("value", ""), str)
+            for l in labels):
+        raise ApiError(400, "invalid_argument", "appc_labels must be a list of {key, value} objects")
+    fqrn, slash, path = name.partition("/")
+    if fqrn not in (KNOWN_FQRN, DOWN_FQRN) or not slash:
+        raise ApiError(404, "not_ours", f"{name!r} is none of the daemon's repositories")
+    given = {l["key"]: l.get("value", "") for l in labels}
+    for required in ("os", "arch"):
+        if required not in given:
+            raise ApiError(400, "invalid_argument", f"the {required!r} label is required")
+    if fqrn == DOWN_FQRN:
+        raise ApiError(503, "unavailable", f"no server of {fqrn} answers")
+    version = given.get("version", "latest")
+    root_hash = LATEST_HASH if version == "latest" else TAG_HASHES.get(version, version)
+    iid = image_id(fqrn, "/" + path, root_hash)
+    if iid not in IMAGES:
+        raise ApiError(404, "not_found", f"image {name} version {version} is not served on this agent")
+    return iid
 
 
 def pin(req):
     cid, iid = req.get("container_id", ""), req.get("image_id", "")
+    name, labels = req.get("appc_name", ""), req.get("appc_labels", [])
     if not cid:
         raise ApiError(400, "invalid_argument", "container_id is empty")
+    if bool(iid) == bool(name):
+        raise ApiError(400, "invalid_argument", "give image_id or appc_name, exactly one")
     with STATE_LOCK:
-        if iid not in IMAGES:
-            raise ApiError(404, "not_found", f"no image {iid!r}")
+        if name:
+            iid = resolve_name(name, labels)
+        elif iid not in IMAGES:
+            raise ApiError(404, "not_ours", f"image {iid!r} was never made or served by this daemon")
         if PINS.get(cid, iid) != iid:
             raise ApiError(409, "already_exists", f"container {cid} pins another image")
         PINS[cid] = iid
+        operator = bool(req.get("operator_pin", False)) or cid in OPERATOR_PINS
+        if operator:
+            OPERATOR_PINS.add(cid)
+        save_state()
         image = IMAGES[iid]
         return {"container_id": cid, "image_id": iid, "root_hash": image["root_hash"],
-                "rootfs": image["rootfs"]}
+                "rootfs": image["rootfs"], "operator_pin": operator}
 
 
 def unpin(req):
+    cid = req.get("container_id", "")
+    if not isinstance(cid, str) or not CONTAINER_ID.match(cid):
+        raise ApiError(400, "invalid_argument", f"container_id {cid!r} is not a container id")
     with STATE_LOCK:
-        return {"was_pinned": PINS.pop(req.get("container_id", ""), None) is not None}
+        if cid.startswith("mock-flaky-") and cid not in FLAKY_SEEN:
+            FLAKY_SEEN.add(cid)
+            raise ApiError(500, "internal", f"state database is locked (unpin of {cid})")
+        OPERATOR_PINS.discard(cid)
+        was_pinned = PINS.pop(cid, None) is not None
+        save_state()
+        return {"was_pinned": was_pinned}
 
 
 def sync_pins(req):
-    keep = set(req.get("container_ids", []))
     with STATE_LOCK:
+        keep = set(req.get("container_ids", [])) | OPERATOR_PINS
         removed = sorted(c for c in PINS if c not in keep)
         for c in removed:
             del PINS[c]
+        save_state()
     return {"removed": removed}
 
 
@@ -129,7 +206,8 @@ def list_images(_req):
         return {
             "images": [image_view(i) for i in sorted(IMAGES.values(), key=lambda i: i["id"])],
             "pins": [{"container_id": c, "image_id": i, "root_hash": IMAGES[i]["root_hash"],
-                      "rootfs": IMAGES[i]["rootfs"]} for c, i in sorted(PINS.items())],
+                      "rootfs": IMAGES[i]["rootfs"], "operator_pin": c in OPERATOR_PINS}
+                     for c, i in sorted(PINS.items())],
         }
 
 
@@ -162,7 +240,7 @@ class Handler(socketserver.StreamRequestHandler):
     def answer(self, status, obj, chunked=False):
         body = json.dumps(obj).encode()  # ensure_ascii: non-ASCII as \u escapes
         reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 409: "Conflict",
-                  500: "Internal Server Error"}.get(status, "Status")
+                  500: "Internal Server Error", 503: "Service Unavailable"}.get(status, "Status")
         head = f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nConnection: close\r\n"
         if chunked:
             # Uneven chunks with an extension, then a trailer: the full grammar.
@@ -270,6 +348,7 @@ def main():
     parser.add_argument("--pidfile")
     parser.add_argument("--starts-file")
     parser.add_argument("--request-log")
+    parser.add_argument("--state-file")
     parser.add_argument("--startup-delay", type=float, default=0.0)
     parser.add_argument("--hang-seconds", type=float, default=30.0)
     parser.add_argument("--hang-health", action="store_true")
@@ -279,6 +358,7 @@ def main():
         with open(OPTIONS.starts_file, "a") as f:
             f.write(f"{os.getpid()}\n")
     time.sleep(OPTIONS.startup_delay)
+    load_state()
 
     # Like a real daemon: a stale socket file (nobody listening) is replaced.
     try:

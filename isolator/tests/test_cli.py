@@ -11,12 +11,14 @@ timeout and every daemon a test starts is killed by pid in tearDown.
 import hashlib
 import json
 import os
+import queue
 import re
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -105,6 +107,13 @@ class ClientTest(unittest.TestCase):
              "--hang-seconds", "20", *extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(self.accepts, 10, "the mock daemon to listen")
+
+    def stop_mock(self):
+        """Stops the mock we started (SIGTERM: it removes its socket)."""
+        self.mock.terminate()
+        self.mock.wait(timeout=10)
+        self.mock = None
+        self.assertFalse(os.path.exists(self.sock))
 
     def accepts(self):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -200,12 +209,36 @@ class CommandTest(ClientTest):
         self.assertEqual(self.ok("pin", "parent.child", iid), f"{root_hash} {rootfs}\n")
         self.assertEqual(self.ok("unpin", "parent.child"), "unpinned\n")
         self.assertEqual(self.ok("unpin", "parent.child"), "not pinned\n")
-        self.fails("not_found", "pin", "c1", "sha512-unknown", message="no image 'sha512-unknown'")
+        self.fails("not_ours", "pin", "c1", "sha512-unknown", message="never made or served")
         other = self.prepare("/images/b")[0]
         self.ok("pin", "c1", iid)
         self.fails("already_exists", "pin", "c1", other)
         pin_request = [r for r in self.requests() if r["request_line"][1].endswith("/Pin")][0]
         self.assertEqual(json.loads(pin_request["body"]), {"container_id": "parent.child", "image_id": iid})
+
+    def test_pin_by_name_and_labels(self):
+        iid, rootfs, root_hash, _ = self.prepare("/images/a")
+        name = FQRN + "/images/a"
+        self.assertEqual(self.ok("pin", "c1", "--name", name, "--label", "os=linux", "--label=arch=amd64"),
+                         f"{root_hash} {rootfs}\n")
+        body = json.loads([r for r in self.requests() if r["request_line"][1].endswith("/Pin")][0]["body"])
+        self.assertEqual(body, {"container_id": "c1", "appc_name": name,
+                                "appc_labels": [{"key": "os", "value": "linux"}, {"key": "arch", "value": "amd64"}]})
+        self.assertIn(f"{iid} {FQRN} /images/a {LATEST} c1", self.ok("list"))
+        # An explicit version that resolves to the same image; a value with '='.
+        self.ok("pin", "c2", "--name", name, "--label", "version=latest", "--label", "os=linux", "--label", "arch=a=b")
+        self.fails("not_found", "pin", "c3", "--name", name, "--label", "version=v1", "--label", "os=linux",
+                   "--label", "arch=amd64", message="not served on this agent")
+        self.fails("not_ours", "pin", "c3", "--name", "other.example.org/x", "--label", "os=linux",
+                   "--label", "arch=amd64", message="none of the daemon's repositories")
+        self.fails("unavailable", "pin", "c3", "--name", "down.example.org/x", "--label", "os=linux",
+                   "--label", "arch=amd64", message="no server")
+        self.fails("invalid_argument", "pin", "c3", "--name", name, "--label", "os=linux", message="'arch'")
+        for args in (["c3", "--label", "os=linux", iid], ["c3", "--name", name, "--label", "os"],
+                     ["c3", "--name", name, "--label", "=linux"], ["c3", "--name", name, iid], ["c3"],
+                     ["c3", "--name", name, "--bogus", "x"]):
+            self.fails("invalid_argument", "pin", *args)
+        self.fails("invalid_argument", "pin", "c3", "", message="names no image")
 
     def test_sync(self):
         iid = self.prepare("/images/a")[0]
@@ -267,6 +300,173 @@ class CommandTest(ClientTest):
         p = subprocess.run([CLIENT, "--help"], capture_output=True, text=True, timeout=10)
         self.assertEqual(p.returncode, 0)
         self.assertIn("ensure-daemon", p.stdout)
+
+
+class IsolatorPrepareTest(ClientTest):
+    """prepare() as the module runs it: what the Pin names, and that only
+    not_ours lets the launch go on unpinned."""
+
+    def setUp(self):
+        super().setUp()
+        self.start_mock()
+        self.iid, self.rootfs, self.root_hash, _ = self.prepare("/images/a")
+        self.name = FQRN + "/images/a"
+
+    def pin_bodies(self):
+        return [json.loads(r["body"]) for r in self.requests() if r["request_line"][1].endswith("/Pin")]
+
+    def test_by_name_and_labels(self):
+        out = self.ok("isolator-prepare", "c1", "--name", self.name, "--label", "version=latest",
+                      "--label", "os=linux", "--label", "arch=amd64")
+        self.assertEqual(out, f"pinned {self.iid} {self.root_hash} {self.rootfs}\n")
+        self.assertEqual(self.pin_bodies(), [{
+            "container_id": "c1", "appc_name": self.name,
+            "appc_labels": [{"key": "version", "value": "latest"}, {"key": "os", "value": "linux"},
+                            {"key": "arch", "value": "amd64"}]}])
+        self.assertIn(f" c1\n", self.ok("list"))
+
+    def test_by_id_even_with_a_name(self):
+        self.assertEqual(self.ok("isolator-prepare", "c2", "--id", self.iid, "--name", self.name,
+                                 "--label", "os=linux"),
+                         f"pinned {self.iid} {self.root_hash} {self.rootfs}\n")
+        self.assertEqual(self.pin_bodies(), [{"container_id": "c2", "image_id": self.iid}])
+
+    def test_not_ours_is_the_only_no_op(self):
+        self.assertEqual(self.ok("isolator-prepare", "c3", "--id", "sha512-" + "0" * 128), "not ours\n")
+        self.assertEqual(self.ok("isolator-prepare", "c4", "--id", "sha256-other-store"), "not ours\n")
+        self.assertEqual(self.ok("isolator-prepare", "c5", "--name", "other.example.org/x", "--label", "os=linux",
+                                 "--label", "arch=amd64"), "not ours\n")
+        self.assertEqual(self.ok("list"), f"{self.iid} {FQRN} /images/a {LATEST} -\n")  # no pin taken
+        # Everything else fails the launch, naming image, container, socket, code and reason.
+        labels = ["--label", "version=v1", "--label", "os=linux", "--label", "arch=amd64"]
+        self.fails("not_found", "isolator-prepare", "c6", "--name", self.name, *labels,
+                   message=f"lazyroot: cannot pin image '{self.name}' with labels version=v1, os=linux, arch=amd64"
+                           f" for container c6 (daemon socket {self.sock}): not_found: image {self.name} version v1"
+                           " is not served on this agent")
+        self.fails("unavailable", "isolator-prepare", "c7", "--name", "down.example.org/x", "--label", "os=linux",
+                   "--label", "arch=amd64", message="for container c7 (daemon socket")
+        self.fails("invalid_argument", "isolator-prepare", "c8", "--name", self.name,
+                   message=f"cannot pin image '{self.name}' with no labels for container c8")
+        self.fails("internal", "isolator-prepare", "mock-garbage", "--id", self.iid,
+                   message=f"cannot pin image {self.iid} for container mock-garbage")
+        absent = os.path.join(self.dir, "absent.sock")
+        self.fails("unavailable", "isolator-prepare", "c9", "--id", self.iid, socket_path=absent,
+                   message=f"cannot pin image {self.iid} for container c9 (daemon socket {absent}): unavailable:")
+
+    def test_nothing_to_pin(self):
+        self.assertEqual(self.ok("isolator-prepare", "c1", "--label", "os=linux"), "nothing to pin\n")
+        self.assertEqual(self.pin_bodies(), [])
+
+
+class UnpinReplayTest(ClientTest):
+    """cleanup() as the module runs it: an unpin that fails is kept and
+    replayed with backoff until the daemon takes it."""
+
+    def replay(self, *args, deadline="20"):
+        return subprocess.Popen([CLIENT, "--socket", self.sock, "--timeout", "2", "unpin-replay", "--deadline", deadline,
+                                 "--retry", "0.1", "--max-retry", "0.4", *args],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def lines_of(self, p):
+        """A queue of `p`'s stdout lines, filled by a thread that ends at EOF."""
+        q = queue.Queue()
+
+        def pump():
+            for line in p.stdout:
+                q.put(line)
+            q.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+        return q
+
+    def wait_line(self, q, needle, timeout, seen):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = q.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            seen.append(line)
+            if needle in line:
+                return line
+        raise AssertionError(f"no line with {needle!r} within {timeout} s; saw {seen!r}")
+
+    def unpins(self):
+        return [json.loads(r["body"])["container_id"] for r in self.requests()
+                if r["request_line"][1].endswith("/Unpin")]
+
+    def test_unpin_kept_while_the_daemon_is_away_arrives_when_it_is_back(self):
+        state = os.path.join(self.dir, "state.json")
+        self.start_mock("--state-file", state)
+        iid = self.prepare("/images/a")[0]
+        self.ok("pin", "c1", iid)
+        self.ok("pin", "c2", iid)
+        self.stop_mock()
+
+        p = self.replay("c1", "c2")
+        try:
+            q, seen = self.lines_of(p), []
+            self.assertRegex(self.wait_line(q, "c1", 10, seen), r"^WARNING lazyroot: cannot unpin container c1: "
+                             r"unavailable: .*; kept, and retried")
+            self.wait_line(q, "cannot unpin container c2", 10, seen)
+            # Retries fail while the daemon is away; the command goes on.
+            self.wait_line(q, "failed again", 10, seen)
+            self.assertIsNone(p.poll())
+
+            self.start_mock("--state-file", state)  # the same pins, as the real daemon keeps them
+            back = time.monotonic()
+            p.wait(timeout=15)
+            # Retries are at most --max-retry (0.4 s) apart: the unpins arrive soon.
+            self.assertLess(time.monotonic() - back, 3)
+            while (line := q.get(timeout=10)) is not None:
+                seen.append(line)
+            err = p.stderr.read()
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=10)
+            p.stdout.close()
+            p.stderr.close()
+        self.assertEqual((p.returncode, err), (0, ""))
+        rest = "".join(seen)
+        self.assertIn("INFO lazyroot: replayed the kept unpin of container c1: its pin is released", rest)
+        self.assertIn("INFO lazyroot: replayed the kept unpin of container c2: its pin is released", rest)
+        self.assertTrue(rest.endswith("no unpin kept\n"), rest)
+        self.assertEqual(sorted(self.unpins()), ["c1", "c2"])  # the restarted daemon's log: each once
+        self.assertEqual(self.ok("list"), f"{iid} {FQRN} /images/a {LATEST} -\n")
+
+    def test_refused_unpin_is_dropped_and_a_500_is_replayed(self):
+        self.start_mock()
+        iid = self.prepare("/images/a")[0]
+        self.ok("pin", "mock-flaky-1", iid)
+        p = self.replay("mock-flaky-1", "bad/id")
+        out, err = p.communicate(timeout=30)
+        self.assertEqual((p.returncode, err), (0, ""), out)
+        self.assertIn("WARNING lazyroot: cannot unpin container mock-flaky-1: internal: state database is locked", out)
+        self.assertIn("ERROR lazyroot: cannot unpin container bad/id: invalid_argument:", out)
+        self.assertIn("not retried", out)
+        self.assertIn("INFO lazyroot: replayed the kept unpin of container mock-flaky-1: its pin is released", out)
+        # The replay before bad/id's own call took mock-flaky-1; bad/id was sent once, never again.
+        self.assertEqual(self.unpins(), ["mock-flaky-1", "mock-flaky-1", "bad/id"])
+        self.assertEqual(self.ok("list"), f"{iid} {FQRN} /images/a {LATEST} -\n")
+
+    def test_deadline(self):
+        p = self.replay("c1", deadline="1")
+        started = time.monotonic()
+        out, err = p.communicate(timeout=20)
+        self.assertEqual(p.returncode, 1)
+        self.assertLess(time.monotonic() - started, 5)
+        self.assertEqual(err, "lazyroot-isolator-client: unavailable: 1 unpins still kept after 1 s: c1\n")
+        self.assertIn("WARNING lazyroot: cannot unpin container c1", out)
+        self.assertIn("failed again at container c1", out)
+
+    def test_usage(self):
+        for args in (["unpin-replay"], ["unpin-replay", "--retry", "x", "c1"], ["unpin-replay", "--bogus", "c1"],
+                     ["isolator-prepare"], ["isolator-prepare", "c1", "--label", "novalue"],
+                     ["isolator-prepare", "c1", "c2"]):
+            self.fails("invalid_argument", *args)
 
 
 class NoDaemonTest(ClientTest):

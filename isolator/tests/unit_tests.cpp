@@ -1,56 +1,18 @@
 // Unit tests of the client's JSON, HTTP framing and message codec. No I/O:
-// the socket side is tested by test_cli.py against a mock daemon.
+// the socket side is tested by test_cli.py against a mock daemon. The
+// isolator's rules, unpin queue and hook logic are in isolator_tests.cpp;
+// main() below runs both.
 #include <cstdio>
 #include <functional>
 #include <string>
 #include <vector>
 
+#include "check.hpp"
 #include "codec.hpp"
 #include "http.hpp"
 #include "json.hpp"
 
 namespace {
-
-int g_checks = 0;
-int g_failures = 0;
-
-void record(bool ok, const char* file, int line, const std::string& what) {
-  ++g_checks;
-  if (!ok) {
-    ++g_failures;
-    std::fprintf(stderr, "%s:%d: FAILED: %s\n", file, line, what.c_str());
-  }
-}
-
-std::string show(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    unsigned char u = static_cast<unsigned char>(c);
-    if (u >= 0x20 && u < 0x7F && c != '"' && c != '\\') {
-      out += c;
-    } else {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02x", u);
-      out += buf;
-    }
-  }
-  return out + "\"";
-}
-std::string show(unsigned long long v) { return std::to_string(v); }
-std::string show(int v) { return std::to_string(v); }
-std::string show(unsigned v) { return std::to_string(v); }
-std::string show(unsigned long v) { return std::to_string(v); }
-
-#define CHECK(cond) record((cond), __FILE__, __LINE__, #cond)
-#define CHECK_EQ(a, b)                                                                        \
-  do {                                                                                        \
-    auto va_ = (a);                                                                           \
-    auto vb_ = (b);                                                                           \
-    record(va_ == vb_, __FILE__, __LINE__, std::string(#a " == " #b ": ") + show(va_) + " vs " + show(vb_)); \
-  } while (0)
-#define CHECK_CONTAINS(haystack, needle)                                                       \
-  record(std::string(haystack).find(needle) != std::string::npos, __FILE__, __LINE__,          \
-         std::string(#haystack " contains \"") + (needle) + "\": got " + show(std::string(haystack)))
 
 using lazyroot::json::Type;
 using lazyroot::json::Value;
@@ -465,6 +427,32 @@ void codec_requests() {
   body = codec::encode(pin);
   CHECK(body.ok() && body.value() == "{\"container_id\":\"parent.child\",\"image_id\":\"sha512-00\"}");
 
+  // By appc name: image_id is left out, the labels are an array of
+  // {"key","value"} objects in the task's order (an empty value included),
+  // operator_pin is left out while false.
+  lazyroot::PinRequest by_name;
+  by_name.container_id = "c1";
+  by_name.appc_name = "images.example.org/images/caf\xc3\xa9";
+  by_name.appc_labels.push_back(lazyroot::AppcLabel("version", "latest"));
+  by_name.appc_labels.push_back(lazyroot::AppcLabel("os", "linux"));
+  by_name.appc_labels.push_back(lazyroot::AppcLabel("empty", ""));
+  body = codec::encode(by_name);
+  CHECK_EQ(body.ok() ? body.value() : body.error().describe(),
+           std::string("{\"container_id\":\"c1\",\"appc_name\":\"images.example.org/images/caf\xc3\xa9\","
+                       "\"appc_labels\":[{\"key\":\"version\",\"value\":\"latest\"},"
+                       "{\"key\":\"os\",\"value\":\"linux\"},{\"key\":\"empty\",\"value\":\"\"}]}"));
+  by_name.appc_labels.clear();
+  body = codec::encode(by_name);  // no labels: no array
+  CHECK_EQ(body.ok() ? body.value() : body.error().describe(),
+           std::string("{\"container_id\":\"c1\",\"appc_name\":\"images.example.org/images/caf\xc3\xa9\"}"));
+  pin.operator_pin = true;  // only `lazyroot pin` sets it; encoded when true
+  body = codec::encode(pin);
+  CHECK_EQ(body.ok() ? body.value() : body.error().describe(),
+           std::string("{\"container_id\":\"parent.child\",\"image_id\":\"sha512-00\",\"operator_pin\":true}"));
+  by_name.appc_labels.push_back(lazyroot::AppcLabel("k\xff", "v"));  // not UTF-8: no JSON for it
+  body = codec::encode(by_name);
+  CHECK(!body.ok() && body.error().code == "invalid_argument");
+
   lazyroot::SyncPinsRequest sync;
   body = codec::encode(sync);
   CHECK(body.ok() && body.value() == "{\"container_ids\":[]}");
@@ -512,6 +500,11 @@ void codec_answers() {
       "{\"images\":[{\"id\":\"a\"},{\"id\":\"b\",\"pinned_by\":[]}],\"pins\":[{\"container_id\":\"c\"}]}");
   CHECK(list.ok() && list.value().images.size() == 2 && list.value().pins.size() == 1 &&
         list.value().images[1].id == "b" && list.value().pins[0].container_id == "c");
+  auto pinned = codec::decode_pin("{\"container_id\":\"c\",\"image_id\":\"sha512-1\",\"operator_pin\":true}");
+  CHECK(pinned.ok() && pinned.value().operator_pin && pinned.value().image_id == "sha512-1");
+  pinned = codec::decode_pin("{\"container_id\":\"c\"}");
+  CHECK(pinned.ok() && !pinned.value().operator_pin);
+
   auto sync = codec::decode_sync_pins("{\"removed\":[\"x\",\"y\"]}");
   CHECK(sync.ok() && sync.value().removed.size() == 2);
 }
@@ -532,6 +525,7 @@ void codec_rejects_wrong_types() {
       {[] { return codec::decode_list_images("{\"images\":[{},7]}").error(); }, "images[1] must be a JSON object"},
       {[] { return codec::decode_list_images("{\"pins\":{}}").error(); }, "pins must be an array"},
       {[] { return codec::decode_sync_pins("{\"removed\":[null]}").error(); }, "removed"},
+      {[] { return codec::decode_pin("{\"operator_pin\":\"yes\"}").error(); }, "operator_pin must be a boolean"},
   };
   for (auto& c : cases) {
     lazyroot::Error e = c.first();
@@ -544,6 +538,7 @@ void codec_errors() {
   lazyroot::Error e = codec::decode_error(404, "{\"error\":\"no image sha512-x\",\"code\":\"not_found\",\"extra\":1}");
   CHECK_EQ(e.code, std::string("not_found"));
   CHECK_EQ(e.message, std::string("no image sha512-x"));
+  CHECK_EQ(e.http_status, 404);
   e = codec::decode_error(400, "{\"error\":\"bad path\"}");  // no code: from the status
   CHECK_EQ(e.code, std::string("invalid_argument"));
   CHECK_EQ(e.message, std::string("bad path"));
@@ -552,6 +547,7 @@ void codec_errors() {
   CHECK_CONTAINS(e.message, "HTTP 404: Not Found?");
   e = codec::decode_error(502, "");
   CHECK_EQ(e.code, std::string("internal"));
+  CHECK_EQ(e.http_status, 502);
   CHECK_EQ(e.message, std::string("the daemon answered HTTP 502"));
   e = codec::decode_error(409, "{\"code\":7}");  // malformed Error: fall back
   CHECK_EQ(e.code, std::string("already_exists"));
@@ -562,10 +558,7 @@ void codec_errors() {
 }  // namespace
 
 int main() {
-  struct {
-    const char* name;
-    void (*fn)();
-  } tests[] = {
+  std::vector<TestCase> tests = {
       {"json_basic_values", json_basic_values},
       {"json_escapes", json_escapes},
       {"json_rejects_invalid_utf8", json_rejects_invalid_utf8},
@@ -586,6 +579,7 @@ int main() {
       {"codec_rejects_wrong_types", codec_rejects_wrong_types},
       {"codec_errors", codec_errors},
   };
+  for (const TestCase& t : isolator_tests()) tests.push_back(t);
   int failed_tests = 0;
   for (auto& t : tests) {
     int before = g_failures;
@@ -594,8 +588,8 @@ int main() {
     if (!ok) ++failed_tests;
     std::printf("%s %s\n", ok ? "ok  " : "FAIL", t.name);
   }
-  int total = static_cast<int>(sizeof tests / sizeof tests[0]);
+  int total = static_cast<int>(tests.size());
   std::printf("unit tests: %d passed, %d failed (%d checks, %d failed)\n", total - failed_tests, failed_tests,
-              g_checks, g_failures);
+              g_checks.load(), g_failures.load());
   return g_failures == 0 ? 0 : 1;
 }
