@@ -352,7 +352,9 @@ fn health_names_images_whose_remount_failed() {
     w.daemon = Some(Daemon::start(&w.config).unwrap());
     let h = w.client().health().unwrap();
     assert_eq!(h.status, "degraded", "{h:?}");
-    assert_eq!(h.problems.len(), 1, "{h:?}");
+    // The image, and the repository whose servers failed to give it.
+    assert_eq!(h.problems.len(), 2, "{h:?}");
     assert!(h.problems[0].contains(&img.id), "{h:?}");
     assert!(h.problems[0].contains("no server answered"), "{h:?}");
+    assert!(h.problems[1].contains("servers are failing"), "{h:?}");
 }
