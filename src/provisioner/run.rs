@@ -131,18 +131,28 @@ fn lock_state(state: &std::path::Path) -> anyhow::Result<nix::fcntl::Flock<std::
 /// for at most this long (it reads ENOTCONN or an empty directory meanwhile).
 const WATCH_EVERY: Duration = Duration::from_secs(2);
 
-/// Checks the mounts now and then ([`Provisioner::check_mounts`]); in the slow lane, since
-/// mounting again may wait on the servers.
+/// Checks the mounts now and then ([`Provisioner::dead_mounts`], in the fast lane) and
+/// mounts dead ones again (in the slow lane: that may wait on the servers).
 async fn watch_loop(p: Arc<Provisioner>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(WATCH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {
+                let found = p.clone();
+                let dead = match super::lanes::fast(move || found.dead_mounts()).await {
+                    Ok(dead) if dead.is_empty() => continue,
+                    Ok(dead) => dead,
+                    Err(e) => {
+                        tracing::error!("checking mounts: {e}");
+                        continue;
+                    }
+                };
                 let p = p.clone();
-                match super::lanes::slow(move || p.check_mounts()).await {
-                    Ok(dead) => for id in dead { println!("mount of image {id} died; mounted again"); },
-                    Err(e) => tracing::error!("checking mounts: {e}"),
+                if let Ok(ids) = super::lanes::slow(move || Ok(p.remount_dead(dead))).await {
+                    for id in ids {
+                        println!("mount of image {id} died; mounted again");
+                    }
                 }
             }
             _ = stop.changed() => return,

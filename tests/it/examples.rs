@@ -55,8 +55,29 @@ fn example_files_agree_with_the_code() {
     assert!(appc.get("id").is_none());
     let name = appc["name"].as_str().unwrap();
     assert!(c.repositories.contains_key(name.split('/').next().unwrap()));
-    assert_eq!(appc["labels"]["labels"][0]["key"], "version");
+    // Mesos 1.11's fetcher refuses a name without `os` and `arch` labels (and its cache
+    // matches label sets exactly): the request it would send must be one the daemon reads.
+    let label = |k: &str| {
+        appc["labels"]["labels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["key"] == k)
+            .and_then(|l| l["value"].as_str())
+            .map(str::to_string)
+    };
+    let request = format!(
+        "{name}-{}-{}-{}.aci",
+        label("version").unwrap_or_else(|| "latest".into()),
+        label("os").expect("an os label"),
+        label("arch").expect("an arch label")
+    );
+    let readings = lazyroot::provisioner::discovery::name::candidates(&request).unwrap();
+    assert!(readings.iter().any(|r| r.name() == name), "{request}");
     let app = json("marathon/app-by-name.json");
     assert_eq!(app["container"]["appc"]["image"], name);
     assert!(app["container"]["appc"].get("id").is_none());
+    for k in ["version", "os", "arch"] {
+        assert!(app["container"]["appc"]["labels"].get(k).is_some(), "{k}");
+    }
 }

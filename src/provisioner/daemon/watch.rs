@@ -8,10 +8,21 @@ use crate::provisioner::mounts::Mount;
 
 use super::{known_revision, Provisioner};
 
+/// Images whose mount died, taken out of the served mounts: [`Provisioner::dead_mounts`]
+/// finds them, [`Provisioner::remount_dead`] mounts them again.
+pub struct DeadMounts(Vec<(String, Mount)>);
+
+impl DeadMounts {
+    /// Whether no mount died.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 impl Provisioner {
-    /// Finds images whose mount died, removes their entries, and mounts them again (their
-    /// entries come back with the mount). The ids found dead.
-    pub fn check_mounts(&self) -> Result<Vec<String>, ProvisionError> {
+    /// Finds images whose mount died and removes their entries at once. Cheap (one read
+    /// of the mount table under the lock), so it runs often and never waits on a server.
+    pub fn dead_mounts(&self) -> Result<DeadMounts, ProvisionError> {
         let mut inner = self.inner.lock().expect("provisioner");
         // Read under the lock: a mount made after the read would otherwise look dead.
         let table = mountinfo::read()
@@ -22,10 +33,10 @@ impl Provisioner {
             .filter(|(_, m)| !m.alive(&table))
             .map(|(id, _)| id.clone())
             .collect();
-        let mut gone: Vec<(String, Mount)> = Vec::new();
-        for id in &dead {
-            self.forget_entries(&inner, id);
-            if let Some(m) = inner.mounts.remove(id) {
+        let mut gone = Vec::new();
+        for id in dead {
+            self.forget_entries(&inner, &id);
+            if let Some(m) = inner.mounts.remove(&id) {
                 tracing::error!(
                     "the mount of image {id} at {} died; its appc entries are removed and it \
                      is mounted again",
@@ -34,20 +45,27 @@ impl Provisioner {
                 inner
                     .remount_failed
                     .insert(id.clone(), "its mount died; being mounted again".into());
-                gone.push((id.clone(), m));
+                gone.push((id, m));
             }
         }
-        drop(inner);
-        for (id, mut m) in gone {
+        Ok(DeadMounts(gone))
+    }
+
+    /// Mounts the images [`Provisioner::dead_mounts`] found again (their entries come back
+    /// with the mount); may wait on the servers. The ids.
+    pub fn remount_dead(&self, dead: DeadMounts) -> Vec<String> {
+        let mut ids = Vec::new();
+        for (id, mut m) in dead.0 {
             // Lazily: a dead connection may still have users (binds of it).
             m.detach();
             if let Err(e) = self.remount_image(&id) {
                 tracing::error!("cannot mount image {id} again: {e}");
                 let mut inner = self.inner.lock().expect("provisioner");
-                inner.remount_failed.insert(id, e.to_string());
+                inner.remount_failed.insert(id.clone(), e.to_string());
             }
+            ids.push(id);
         }
-        Ok(dead)
+        ids
     }
 
     /// Mounts image `id` of the state again and writes its own appc entry.
