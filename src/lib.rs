@@ -21,6 +21,7 @@
 
 pub mod csi;
 pub mod cvmfs;
+pub mod ingest;
 pub mod mount;
 pub mod provisioner;
 pub mod publish;

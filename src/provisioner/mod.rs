@@ -2,6 +2,7 @@
 //! cache, handed to Mesos through its appc store, held by pins, driven over a Unix socket.
 
 pub mod api;
+pub mod app;
 pub mod appc;
 pub mod config;
 pub mod control;
