@@ -41,9 +41,13 @@ impl AppcStore {
     }
 
     /// The ImageManifest JSON of an image.
-    pub fn manifest(key: &ImageKey, revision: u64) -> serde_json::Value {
+    pub fn manifest(
+        key: &ImageKey,
+        revision: u64,
+        app: Option<&serde_json::Value>,
+    ) -> serde_json::Value {
         let label = |name: &str, value: &str| serde_json::json!({ "name": name, "value": value });
-        serde_json::json!({
+        let mut m = serde_json::json!({
             "acKind": "ImageManifest",
             "acVersion": AC_VERSION,
             "name": key.appc_name(),
@@ -58,17 +62,27 @@ impl AppcStore {
             "annotations": [
                 { "name": "org.lazyroot.revision", "value": revision.to_string() },
             ],
-        })
+        });
+        if let Some(app) = app {
+            m["app"] = app.clone();
+        }
+        m
     }
 
     /// Writes (or rewrites) the entry of `key` pointing at `rootfs`. An entry already as it
     /// would be written is left alone; one that differs is swapped for the new one in one
     /// `renameat2(RENAME_EXCHANGE)`, so the agent never finds the id missing (a missing
     /// entry makes its store fetch the image again) nor half written.
-    pub fn put(&self, key: &ImageKey, revision: u64, rootfs: &Path) -> io::Result<PathBuf> {
+    pub fn put(
+        &self,
+        key: &ImageKey,
+        revision: u64,
+        rootfs: &Path,
+        app: Option<&serde_json::Value>,
+    ) -> io::Result<PathBuf> {
         let id = key.id();
         let target = self.entry_dir(&id);
-        let manifest = serde_json::to_vec_pretty(&Self::manifest(key, revision))?;
+        let manifest = serde_json::to_vec_pretty(&Self::manifest(key, revision, app))?;
         let same = std::fs::read(target.join("manifest")).is_ok_and(|m| m == manifest)
             && std::fs::read_link(target.join("rootfs")).is_ok_and(|l| l == rootfs);
         if same {
@@ -156,7 +170,7 @@ mod tests {
     #[test]
     fn entries_appear_whole_and_go() {
         let (_dir, store, key) = store_and_key();
-        let entry = store.put(&key, 7, Path::new("/somewhere")).unwrap();
+        let entry = store.put(&key, 7, Path::new("/somewhere"), None).unwrap();
         let m: serde_json::Value =
             serde_json::from_slice(&std::fs::read(entry.join("manifest")).unwrap()).unwrap();
         assert_eq!(m["acKind"], "ImageManifest");
@@ -166,7 +180,7 @@ mod tests {
             std::fs::read_link(entry.join("rootfs")).unwrap(),
             Path::new("/somewhere")
         );
-        store.put(&key, 7, Path::new("/elsewhere")).unwrap();
+        store.put(&key, 7, Path::new("/elsewhere"), None).unwrap();
         assert_eq!(store.ids().unwrap(), vec![key.id()]);
         store.remove(&key.id()).unwrap();
         store.remove(&key.id()).unwrap();
@@ -180,9 +194,9 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
         let (_dir, store, key) = store_and_key();
-        let entry = store.put(&key, 1, Path::new("/mnt/a")).unwrap();
+        let entry = store.put(&key, 1, Path::new("/mnt/a"), None).unwrap();
         let ino = std::fs::metadata(&entry).unwrap().ino();
-        store.put(&key, 1, Path::new("/mnt/a")).unwrap();
+        store.put(&key, 1, Path::new("/mnt/a"), None).unwrap();
         assert_eq!(
             std::fs::metadata(&entry).unwrap().ino(),
             ino,
@@ -201,7 +215,7 @@ mod tests {
             });
             for i in 0..300u64 {
                 let at = if i % 2 == 0 { "/mnt/b" } else { "/mnt/a" };
-                store.put(&key, i, Path::new(at)).unwrap();
+                store.put(&key, i, Path::new(at), None).unwrap();
             }
             done.store(true, Ordering::Relaxed);
         });

@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod discovery;
 pub mod error;
 pub mod image;
+pub mod image_meta;
 pub mod lanes;
 pub mod mounts;
 pub mod run;

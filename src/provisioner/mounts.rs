@@ -57,6 +57,9 @@ pub struct Mount {
     pub mountpoint: PathBuf,
     /// The same, as the mount table shows it (symlinks on the way resolved).
     listed: PathBuf,
+    /// The appc `app` section of an ingested image (its entrypoint, environment, ...),
+    /// read from the metadata beside its root filesystem; `None` for other images.
+    pub app: Option<serde_json::Value>,
     session: Option<fuser::BackgroundSession>,
 }
 
@@ -180,6 +183,7 @@ impl Mounter {
             None => self.open(fqrn)?,
         };
         let shown = format!("{fqrn}:{path}@{}", at.root);
+        let app = super::image_meta::app_of(&opened.repo, at.root, at.size, path);
         let tree = MountedTree::new(remote.source.clone(), opened, at.root, at.size, true)
             .map_err(|e| match e {
                 ClientError::NotFound => ProvisionError::NotFound(format!(
@@ -216,6 +220,7 @@ impl Mounter {
         Ok(Mount {
             mountpoint: mountpoint.to_path_buf(),
             listed,
+            app,
             session: Some(session),
         })
     }

@@ -57,7 +57,11 @@ impl Provisioner {
             path: image.path.clone(),
             root_hash: image.root_hash.clone(),
         };
-        let manifest = aci::manifest(req, &key, image.revision);
+        let app = {
+            let inner = self.inner.lock().expect("provisioner");
+            inner.mounts.get(&image.id).and_then(|m| m.app.clone())
+        };
+        let manifest = aci::manifest(req, &key, image.revision, app.as_ref());
         let built = aci::build(&manifest, std::path::Path::new(&image.rootfs))
             .map_err(|e| ProvisionError::Internal(format!("building the ACI: {e}")))?;
         let inner = self.inner.lock().expect("provisioner");

@@ -131,9 +131,7 @@ impl Provisioner {
             match self.mount_image(&row.key) {
                 Ok(m) => {
                     inner.mounts.insert(row.id.clone(), m);
-                    self.appc
-                        .put(&row.key, row.revision, &mp)
-                        .map_err(|e| ProvisionError::Internal(format!("appc entry: {e}")))?;
+                    self.put_entry(&inner, &row.key, row.revision)?;
                 }
                 // Kept in the state: the next prepare or pin of it mounts it again. Its
                 // entries, left by a daemon that was killed, go: they would point at an
@@ -166,6 +164,22 @@ impl Provisioner {
             .ids()
             .map_err(|e| ProvisionError::Internal(format!("appc store: {e}")))?;
         Ok(())
+    }
+
+    /// Writes the daemon's own appc entry of the mounted image `key` (with the `app`
+    /// section its mount read, for an ingested image).
+    fn put_entry(
+        &self,
+        inner: &Inner,
+        key: &ImageKey,
+        revision: u64,
+    ) -> Result<(), ProvisionError> {
+        let id = key.id();
+        let app = inner.mounts.get(&id).and_then(|m| m.app.as_ref());
+        self.appc
+            .put(key, revision, &self.mountpoint(key), app)
+            .map(|_| ())
+            .map_err(|e| ProvisionError::Internal(format!("appc entry of {id}: {e}")))
     }
 
     /// Removes the appc entries of image `id` (its own and the ones the agent made from
@@ -247,9 +261,7 @@ impl Provisioner {
             touched: now(),
         };
         let written = self
-            .appc
-            .put(&key, revision, &self.mountpoint(&key))
-            .map_err(|e| ProvisionError::Internal(format!("appc entry of {id}: {e}")))
+            .put_entry(&inner, &key, revision)
             .and_then(|_| inner.state.put_image(&row).map_err(ProvisionError::from));
         if let Err(e) = written {
             // Nothing half-done stays: no entry, no mount of an image the state lacks.

@@ -85,9 +85,7 @@ impl Provisioner {
             tracing::info!("keeping image {} mounted: {why}", row.id);
             inner.mounts.insert(row.id.clone(), m);
             // Still served: its own entry back (discovered ones come back on demand).
-            self.appc
-                .put(&row.key, row.revision, &self.mountpoint(&row.key))
-                .map_err(|e| entry_error(&row, e))?;
+            self.put_entry(&inner, &row.key, row.revision)?;
             return Ok(false);
         }
         if inner.state.pin_count(&row.id)? > 0 {

@@ -76,10 +76,7 @@ impl Provisioner {
         };
         // Released meanwhile: nothing to do.
         let Some(row) = row else { return Ok(()) };
-        let _inner = self.ensure_mounted(&row.key, known_revision(&row.key)?)?;
-        self.appc
-            .put(&row.key, row.revision, &self.mountpoint(&row.key))
-            .map_err(|e| ProvisionError::Internal(format!("appc entry of {id}: {e}")))?;
-        Ok(())
+        let inner = self.ensure_mounted(&row.key, known_revision(&row.key)?)?;
+        self.put_entry(&inner, &row.key, row.revision)
     }
 }

@@ -23,9 +23,14 @@ pub struct Aci {
 /// The ImageManifest of a discovered image. Its labels are exactly the three the agent
 /// asked with (`version`, `os`, `arch`), so that the agent's store finds the entry by name
 /// and labels at the next launch; what else lazyroot knows goes into annotations.
-pub fn manifest(req: &Request, key: &ImageKey, revision: u64) -> serde_json::Value {
+pub fn manifest(
+    req: &Request,
+    key: &ImageKey,
+    revision: u64,
+    app: Option<&serde_json::Value>,
+) -> serde_json::Value {
     let pair = |name: &str, value: &str| serde_json::json!({ "name": name, "value": value });
-    serde_json::json!({
+    let mut m = serde_json::json!({
         "acKind": "ImageManifest",
         "acVersion": AC_VERSION,
         "name": req.name(),
@@ -40,7 +45,11 @@ pub fn manifest(req: &Request, key: &ImageKey, revision: u64) -> serde_json::Val
             pair("org.lazyroot.root-hash", &key.root_hash),
             pair("org.lazyroot.revision", &revision.to_string()),
         ],
-    })
+    });
+    if let Some(app) = app {
+        m["app"] = app.clone();
+    }
+    m
 }
 
 /// Builds the ACI of `manifest` whose `rootfs` points at `rootfs`.
@@ -102,7 +111,7 @@ mod tests {
             path: "/images/a".into(),
             root_hash: "0a1b".into(),
         };
-        let m = manifest(&req, &key, 3);
+        let m = manifest(&req, &key, 3, None);
         let a = build(&m, Path::new("/var/lib/lazyroot/images/x")).unwrap();
         let b = build(&m, Path::new("/var/lib/lazyroot/images/x")).unwrap();
         assert_eq!(a.gzipped, b.gzipped, "deterministic");
