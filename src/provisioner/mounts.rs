@@ -167,6 +167,50 @@ impl Mounter {
         })
     }
 
+    /// Follows the links that name images (`lazyroot ingest` makes
+    /// `<registry>/<repository>:<tag>` links to content-named directories) from `path` in
+    /// revision `at`: the directory the image is, fixed from now on. At most a few hops,
+    /// never out of the repository; a path that is no link is returned as it is.
+    pub fn follow_links(
+        &self,
+        fqrn: &str,
+        at: &Resolved,
+        path: &str,
+    ) -> Result<String, ProvisionError> {
+        const MAX_HOPS: usize = 8;
+        let opened;
+        let repo = match &at.opened {
+            Some(o) => &o.repo,
+            None => {
+                opened = self.open(fqrn)?;
+                &opened.repo
+            }
+        };
+        let snapshot = repo
+            .snapshot_of(at.root, at.size)
+            .map_err(|e| ProvisionError::Unavailable(format!("{fqrn}@{}: {e}", at.root)))?;
+        let mut path = path.to_string();
+        for _ in 0..MAX_HOPS {
+            let found = match snapshot.lookup(path.as_bytes()) {
+                Ok(Some(f)) => f,
+                // Not there (or unreadable): the mount says so, with its own reason.
+                Ok(None) | Err(_) => return Ok(path),
+            };
+            if found.entry.kind() != crate::cvmfs::catalog::EntryKind::Symlink {
+                return Ok(path);
+            }
+            let target = String::from_utf8_lossy(&found.entry.symlink).into_owned();
+            path = crate::ingest::names::resolve_link(&path, &target).ok_or_else(|| {
+                ProvisionError::Invalid(format!(
+                    "{fqrn}:{path} links to {target:?}, outside the repository"
+                ))
+            })?;
+        }
+        Err(ProvisionError::Invalid(format!(
+            "{fqrn}:{path}: more than {MAX_HOPS} links in a row"
+        )))
+    }
+
     /// Mounts directory `path` of revision `at` of `fqrn` at `mountpoint` (created if
     /// missing), pinned, with `skeleton` directories added.
     pub fn mount(

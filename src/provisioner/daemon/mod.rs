@@ -244,6 +244,8 @@ impl Provisioner {
             .map_err(ProvisionError::Invalid)?;
         // Outside the lock: this may ask the servers.
         let resolved = self.mounter.resolve(&req.fqrn, &at)?;
+        // A name (a link to an ingested image) is resolved now: the image never moves.
+        let path = self.mounter.follow_links(&req.fqrn, &resolved, &path)?;
         let key = ImageKey {
             fqrn: req.fqrn.clone(),
             path,

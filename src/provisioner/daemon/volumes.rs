@@ -49,6 +49,7 @@ impl Provisioner {
         let path = normalize_path(path).map_err(ProvisionError::Invalid)?;
         self.check_target(target)?;
         let resolved = self.mounter.resolve(fqrn, at)?;
+        let path = self.mounter.follow_links(fqrn, &resolved, &path)?;
         let key = ImageKey {
             fqrn: fqrn.to_string(),
             path,

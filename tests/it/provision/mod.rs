@@ -9,6 +9,7 @@ mod cycles;
 mod discovery;
 mod e2e;
 pub mod harness;
+mod ingested;
 mod isolator_client;
 mod lanes;
 mod launches;
