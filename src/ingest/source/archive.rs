@@ -515,6 +515,110 @@ fn descriptor(media_type: &str, digest: Digest, size: u64) -> Descriptor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
+
+    fn append(b: &mut tar::Builder<File>, name: &str, data: &[u8]) {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, data).unwrap();
+    }
+
+    fn layer_tar(file: &str) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(3);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, file, &b"abc"[..]).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    /// A hand-made archive as a containerd-backed `docker save` writes it: compressed
+    /// layers (gzip, zstd) under `blobs/sha256/`, one reached through a symlink.
+    #[test]
+    fn compressed_layers_and_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let (plain_a, plain_b) = (layer_tar("a"), layer_tar("b"));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&plain_a).unwrap();
+        let gz = gz.finish().unwrap();
+        let zst = zstd::encode_all(&plain_b[..], 3).unwrap();
+        let (gz_d, zst_d) = (Digest::sha256(&gz), Digest::sha256(&zst));
+        let config = format!(
+            r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{}","{}"]}}}}"#,
+            Digest::sha256(&plain_a),
+            Digest::sha256(&plain_b)
+        );
+        let config_d = Digest::sha256(config.as_bytes());
+        let manifest = format!(
+            r#"[{{"Config":"blobs/sha256/{}","RepoTags":["x/y:1"],"Layers":["blobs/sha256/{}","old/layer.tar"]}}]"#,
+            config_d.hex, gz_d.hex
+        );
+        let path = dir.path().join("a.tar");
+        let mut b = tar::Builder::new(File::create(&path).unwrap());
+        append(
+            &mut b,
+            &format!("blobs/sha256/{}", config_d.hex),
+            config.as_bytes(),
+        );
+        append(&mut b, &format!("blobs/sha256/{}", gz_d.hex), &gz);
+        append(&mut b, &format!("blobs/sha256/{}", zst_d.hex), &zst);
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        h.set_cksum();
+        b.append_link(
+            &mut h,
+            "old/layer.tar",
+            format!("../blobs/sha256/{}", zst_d.hex),
+        )
+        .unwrap();
+        append(&mut b, "manifest.json", manifest.as_bytes());
+        b.finish().unwrap();
+        drop(b);
+
+        let src = ArchiveSource::open(&path, Some("x/y:1"), &SourceOptions::default()).unwrap();
+        let img = src
+            .resolve(&Platform::parse("linux/amd64").unwrap())
+            .unwrap();
+        assert_eq!(img.layers[0].media_type, media::OCI_LAYER_GZIP);
+        assert_eq!(img.layers[1].media_type, media::OCI_LAYER_ZSTD);
+        assert_eq!(
+            (&img.layers[0].digest, &img.layers[1].digest),
+            (&gz_d, &zst_d)
+        );
+        let mut out = Vec::new();
+        src.open_blob(&img.layers[1])
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, zst);
+
+        // A diff_id the layer does not have is refused, naming both digests.
+        let bad = config.replace(&Digest::sha256(&plain_b).hex, &"0".repeat(64));
+        let bad_d = Digest::sha256(bad.as_bytes());
+        let manifest = manifest.replace(&config_d.hex, &bad_d.hex);
+        let path2 = dir.path().join("b.tar");
+        let mut b = tar::Builder::new(File::create(&path2).unwrap());
+        append(
+            &mut b,
+            &format!("blobs/sha256/{}", bad_d.hex),
+            bad.as_bytes(),
+        );
+        append(&mut b, &format!("blobs/sha256/{}", gz_d.hex), &gz);
+        append(&mut b, "old/layer.tar", &zst);
+        append(&mut b, "manifest.json", manifest.as_bytes());
+        b.finish().unwrap();
+        drop(b);
+        let src = ArchiveSource::open(&path2, None, &SourceOptions::default()).unwrap();
+        let e = src.resolve(&Platform::host()).unwrap_err().to_string();
+        assert!(
+            e.contains(&zst_d.to_string()) && e.contains("not to its diff_id"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn names() {
