@@ -9,6 +9,8 @@
 //!   sign, commit the manifest last; repository lifecycle (mkfs, resign, tags) and repair.
 //! - [`server`]: HTTP/1.1 server for repositories under `/cvmfs/<fqrn>/`, with proxy-friendly
 //!   cache headers.
+//! - [`ingest`]: container images in: references, digests, image documents, and the
+//!   sources (registries, OCI layouts, docker-save archives) that deliver verified blobs.
 //! - [`remote`]: what a client fetches through: the download manager, the shared verified
 //!   cache, rollback refusal, offline mode.
 //! - [`mount`]: the mounted tree without the kernel, and its fuser adapter.

@@ -1,5 +1,23 @@
-//! Container images in: OCI and Docker images from registries, OCI layouts and `docker
-//! save` archives, turned into repository images file by file.
+//! Container images in: OCI and Docker images read from registries, OCI layout directories
+//! and `docker save` archives, verified as they stream, and published as repository images
+//! file by file.
+//!
+//! - [`reference`]: image names by Docker's rules (`busybox`, `host:5000/app:v1@sha256:…`,
+//!   `oci:DIR:tag`, `docker-archive:FILE:name:tag`).
+//! - [`digest`]: `sha256:<hex>` digests and the reader that verifies a blob while it streams.
+//! - [`media`]: the image documents (index, manifest, config) and their media types.
+//! - [`source`]: where images come from: a registry, an OCI layout, a docker-save archive;
+//!   each resolves a platform's manifest and config and opens verified layer streams.
+//! - [`names`]: where an ingested image lives in a repository, and the links naming it.
+//! - [`meta`]: what an image says about running it, stored beside its root filesystem.
+//! - [`error`]: why reading an image failed, naming the image, the blob and the cause.
 
+pub mod digest;
+pub mod error;
+pub mod media;
 pub mod meta;
 pub mod names;
+pub mod reference;
+pub mod source;
+
+pub use error::{BlobFault, IngestError};

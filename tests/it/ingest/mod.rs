@@ -1,0 +1,8 @@
+//! Container images in: the image sources (registry, OCI layout, docker-save archive)
+//! against real components — Debian's `docker-registry`, `umoci`, `skopeo`, `openssl` —
+//! and the faults a source must name clearly.
+
+mod fixtures;
+mod sources;
+mod sources_auth;
+mod sources_faults;
