@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # attr: getfattr, an independent reader of xattrs; nginx and squid: real servers and proxies
 # in front of the client; runc and busybox-static: containers run from a lazy mount; g++,
-# make and python3: the Mesos module's daemon client and its tests (isolator/).
-bash scripts/setup.sh attr util-linux tar nginx squid runc busybox-static g++ make python3
+# make and python3: the Mesos module's daemon client and its tests (isolator/); umoci: OCI images
+# built offline for the ingest tests, and its unpack as their oracle.
+bash scripts/setup.sh attr util-linux tar nginx squid runc busybox-static g++ make python3 umoci
 if [ "$(id -u)" != 0 ]; then
   echo "test.sh: the tests need root (device nodes, chown, tmpfs mounts)" >&2
   exit 1

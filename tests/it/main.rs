@@ -12,6 +12,7 @@ mod fixture;
 mod fuzz;
 mod hostile;
 mod incremental;
+mod ingest;
 mod loader;
 mod mount;
 mod net;

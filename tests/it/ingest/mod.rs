@@ -1,0 +1,3 @@
+//! Container images in.
+
+mod layers;
