@@ -448,7 +448,7 @@ fn append_raw(
 fn hostile_layers_are_refused_and_nothing_is_published() {
     let repo = TestRepo::new();
     let base = hostile(member(b"etc/motd", tar::EntryType::Regular, b"", b"hello"));
-    ingest(&repo, &[base.clone()], &ReadLimits::default()).unwrap();
+    ingest(&repo, &[base], &ReadLimits::default()).unwrap();
     let before = (repo.listing(), object_names(&repo.repo));
     let manifest = std::fs::read(repo.repo.join(".cvmfspublished")).unwrap();
 
@@ -476,7 +476,7 @@ fn hostile_layers_are_refused_and_nothing_is_published() {
         ),
         (
             vec![
-                symlink_out.clone(),
+                symlink_out,
                 hostile(member(b"s/passwd", tar::EntryType::Regular, b"", b"x")),
             ],
             "s/passwd",
