@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 # in front of the client; runc and busybox-static: containers run from a lazy mount; g++,
 # make and python3: the Mesos module's daemon client and its tests (isolator/);
 # docker-registry, umoci, skopeo, openssl and apache2-utils (htpasswd): a real registry,
-# images built offline and pushed to it, a test CA, Basic-auth users (image sources).
+# images built offline and pushed to it, a test CA, Basic-auth users (image sources); umoci's
+# unpack is also the oracle of the layer tests.
 bash scripts/setup.sh attr util-linux tar nginx squid runc busybox-static g++ make python3 \
   docker-registry umoci skopeo openssl apache2-utils
 if [ "$(id -u)" != 0 ]; then

@@ -7,6 +7,8 @@
 //!   snapshots, paths, the local Stratum-0 directory, `check`, listings.
 //! - [`publish`]: the write side: walk, chunk, hash and compress in parallel, write catalogs,
 //!   sign, commit the manifest last; repository lifecycle (mkfs, resign, tags) and repair.
+//! - [`ingest`]: container images in: layers read once (objects stored while streaming)
+//!   and applied with OCI semantics onto an in-memory tree, which publish takes as it is.
 //! - [`server`]: HTTP/1.1 server for repositories under `/cvmfs/<fqrn>/`, with proxy-friendly
 //!   cache headers.
 //! - [`ingest`]: container images in: references, digests, image documents, and the

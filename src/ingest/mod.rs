@@ -8,12 +8,16 @@
 //! - [`media`]: the image documents (index, manifest, config) and their media types.
 //! - [`source`]: where images come from: a registry, an OCI layout, a docker-save archive;
 //!   each resolves a platform's manifest and config and opens verified layer streams.
+//! - [`layer`]: a layer's tar stream read once, its files stored as objects while it
+//!   streams, and applied with OCI semantics onto an in-memory tree; no scratch directory,
+//!   no root.
 //! - [`names`]: where an ingested image lives in a repository, and the links naming it.
 //! - [`meta`]: what an image says about running it, stored beside its root filesystem.
 //! - [`error`]: why reading an image failed, naming the image, the blob and the cause.
 
 pub mod digest;
 pub mod error;
+pub mod layer;
 pub mod media;
 pub mod meta;
 pub mod names;

@@ -13,6 +13,7 @@ use crate::cvmfs::catalog::Chunk;
 use crate::cvmfs::hash::{ContentHash, HashAlgo};
 use crate::cvmfs::object::{compress_and_hash, ObjectKind, ObjectName};
 use crate::repository::local::LocalStore;
+use crate::repository::source::IoError;
 
 use super::chunker::{ChunkDetector, ChunkSizes};
 use super::index::PublishIndex;
@@ -47,6 +48,53 @@ impl FileContent {
                 .iter()
                 .map(|c| ObjectName::new(c.hash, ObjectKind::Chunk))
                 .collect(),
+        }
+    }
+
+    /// The file size in bytes.
+    pub fn size(&self) -> u64 {
+        match self {
+            FileContent::Whole { size, .. } | FileContent::Chunked { size, .. } => *size,
+        }
+    }
+
+    /// A one-line text form: `W SIZE HASH` or `C SIZE OFFSET:SIZE:HASH,...` (the publish
+    /// index and remembered layers store it).
+    pub fn encode(&self) -> String {
+        match self {
+            FileContent::Whole { hash, size } => format!("W {size} {}", hash.to_hex()),
+            FileContent::Chunked { size, chunks } => {
+                let list: Vec<String> = chunks
+                    .iter()
+                    .map(|c| format!("{}:{}:{}", c.offset, c.size, c.hash.to_hex()))
+                    .collect();
+                format!("C {size} {}", list.join(","))
+            }
+        }
+    }
+
+    /// Parses [`FileContent::encode`]'s form; `None` if it is not one.
+    pub fn decode(s: &str) -> Option<FileContent> {
+        let mut parts = s.splitn(3, ' ');
+        let (kind, size, rest) = (parts.next()?, parts.next()?.parse().ok()?, parts.next()?);
+        match kind {
+            "W" => Some(FileContent::Whole {
+                hash: ContentHash::parse(rest).ok()?,
+                size,
+            }),
+            "C" => {
+                let mut chunks = Vec::new();
+                for c in rest.split(',') {
+                    let mut f = c.splitn(3, ':');
+                    chunks.push(Chunk {
+                        offset: f.next()?.parse().ok()?,
+                        size: f.next()?.parse().ok()?,
+                        hash: ContentHash::parse(f.next()?).ok()?,
+                    });
+                }
+                Some(FileContent::Chunked { size, chunks })
+            }
+            _ => None,
         }
     }
 }
@@ -163,6 +211,49 @@ fn check_unchanged(f: &File, job: &FileJob) -> Result<(), PublishError> {
     }
 }
 
+/// Why storing a stream of file content failed: reading the stream, or storing its objects.
+#[derive(Debug, thiserror::Error)]
+pub enum ContentError {
+    /// The reader failed (for a walked file: the file; for a layer: the decompressor or
+    /// the tar stream under it).
+    #[error("reading the content: {0}")]
+    Read(#[source] std::io::Error),
+    /// Writing an object into the store failed.
+    #[error(transparent)]
+    Store(#[from] IoError),
+}
+
+/// What storing one file's content did.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// Where the bytes now live.
+    pub content: FileContent,
+    /// Bytes read from the stream (the file size).
+    pub size: u64,
+    /// Objects written as new.
+    pub written: u64,
+    /// Objects that were in the store already, whole.
+    pub reused: u64,
+}
+
+/// Stores all of `reader` as a file's content: chunked when `chunking` is given and
+/// `size_hint` (the expected size) is above the minimum chunk size, one whole-file object
+/// otherwise. Chunking compresses on the rayon pool and blocks until it is done, so the
+/// caller must not be a pool worker.
+pub fn store_content(
+    reader: &mut dyn Read,
+    size_hint: u64,
+    store: &LocalStore,
+    algo: HashAlgo,
+    chunking: Option<ChunkSizes>,
+    progress: &dyn Progress,
+) -> Result<Stored, ContentError> {
+    match chunking.filter(|c| c.validate().is_ok() && c.might_chunk(size_hint)) {
+        Some(sizes) => store_chunked(reader, store, algo, sizes, progress),
+        None => store_whole(reader, size_hint, store, algo, progress),
+    }
+}
+
 /// Files up to this size are read and compressed in memory (one pass, no temporary file
 /// unless the object is new); larger ones are streamed with bounded memory.
 const IN_MEMORY: u64 = 16 << 20;
@@ -172,60 +263,105 @@ thread_local! {
     static BUFFERS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
-fn whole_file(job: &FileJob, s: &ContentSettings<'_>) -> Result<FileContent, PublishError> {
-    let mut f = open_checked(job, s)?;
-    if job.meta.size <= IN_MEMORY {
-        return BUFFERS.with(|b| {
+/// Keeps the first error of the reader it wraps: the store wraps read errors in its own
+/// context, and callers need to tell a failed read from a failed write.
+struct Catching<'a> {
+    inner: &'a mut dyn Read,
+    progress: &'a dyn Progress,
+    error: Option<std::io::Error>,
+}
+
+impl Read for Catching<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            match self.inner.read(buf) {
+                Ok(n) => {
+                    self.progress.bytes(n as u64);
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let shown = std::io::Error::new(e.kind(), e.to_string());
+                    self.error.get_or_insert(e);
+                    return Err(shown);
+                }
+            }
+        }
+    }
+}
+
+impl Catching<'_> {
+    /// The reader's own error if it failed, else `e` as a store error.
+    fn blame(&mut self, e: IoError) -> ContentError {
+        match self.error.take() {
+            Some(read) => ContentError::Read(read),
+            None => ContentError::Store(e),
+        }
+    }
+}
+
+/// Stores all of `reader` as one whole-file object: in memory when `size_hint` is at most
+/// 16 MiB (and the stream keeps to it), streamed through a temporary file otherwise.
+pub fn store_whole(
+    reader: &mut dyn Read,
+    size_hint: u64,
+    store: &LocalStore,
+    algo: HashAlgo,
+    progress: &dyn Progress,
+) -> Result<Stored, ContentError> {
+    let mut r = Catching {
+        inner: reader,
+        progress,
+        error: None,
+    };
+    if size_hint <= IN_MEMORY {
+        let done = BUFFERS.with(|b| -> Result<Option<Stored>, ContentError> {
             let (data, compressed) = &mut *b.borrow_mut();
             data.clear();
-            (&mut f)
+            (&mut r)
                 .take(IN_MEMORY + 1)
                 .read_to_end(data)
-                .map_err(|e| PublishError::io("reading", &job.source, e))?;
-            s.progress.bytes(data.len() as u64);
-            check_unchanged(&f, job)?;
-            if data.len() as u64 != job.meta.size {
-                return Err(PublishError::Changed(job.source.clone()));
+                .map_err(|e| ContentError::Read(r.error.take().unwrap_or(e)))?;
+            if data.len() as u64 > IN_MEMORY {
+                return Ok(None); // longer than it said: streamed below, prefix first
             }
             crate::cvmfs::object::compress_into(data, compressed);
-            let hash = s.algo.digest(compressed);
-            s.store
-                .put_compressed(&ObjectName::new(hash, ObjectKind::File), compressed)?;
-            Ok(FileContent::Whole {
-                hash,
+            let hash = algo.digest(compressed);
+            let new = store.put_compressed(&ObjectName::new(hash, ObjectKind::File), compressed)?;
+            Ok(Some(Stored {
+                content: FileContent::Whole {
+                    hash,
+                    size: data.len() as u64,
+                },
                 size: data.len() as u64,
-            })
-        });
+                written: u64::from(new),
+                reused: u64::from(!new),
+            }))
+        })?;
+        if let Some(s) = done {
+            return Ok(s);
+        }
+        let prefix = BUFFERS.with(|b| std::mem::take(&mut b.borrow_mut().0));
+        let mut chained = std::io::Cursor::new(prefix).chain(&mut r);
+        let result = stream_whole(&mut chained, store, algo);
+        drop(chained);
+        return result.map_err(|e| r.blame(e));
     }
+    stream_whole(&mut r, store, algo).map_err(|e| r.blame(e))
+}
 
-    let mut counting = CountingReader {
-        inner: &mut f,
-        progress: s.progress,
-    };
-    let (name, size, _) =
-        s.store
-            .put_stream(ObjectKind::File, s.algo, &mut counting, &job.source)?;
-    check_unchanged(&f, job)?;
-    if size != job.meta.size {
-        return Err(PublishError::Changed(job.source.clone()));
-    }
-    Ok(FileContent::Whole {
-        hash: name.hash,
+fn stream_whole(r: &mut dyn Read, store: &LocalStore, algo: HashAlgo) -> Result<Stored, IoError> {
+    let (name, size, new) =
+        store.put_stream(ObjectKind::File, algo, r, std::path::Path::new("(content)"))?;
+    Ok(Stored {
+        content: FileContent::Whole {
+            hash: name.hash,
+            size,
+        },
         size,
+        written: u64::from(new),
+        reused: u64::from(!new),
     })
-}
-
-struct CountingReader<'a, R: Read> {
-    inner: &'a mut R,
-    progress: &'a dyn Progress,
-}
-
-impl<R: Read> Read for CountingReader<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.progress.bytes(n as u64);
-        Ok(n)
-    }
 }
 
 /// Bounds how many chunks are being compressed at once (memory: this many × max chunk).
@@ -249,55 +385,60 @@ impl InFlight {
     }
 }
 
-/// Reads a large file on the calling thread (which must not be a pool worker: it blocks
-/// while every worker compresses a chunk) and compresses its chunks on the pool.
-fn chunked_file(
-    job: &FileJob,
-    s: &ContentSettings<'_>,
+/// Cuts all of `reader` into content-defined chunks on the calling thread (which must not
+/// be a pool worker: it blocks while every worker compresses a chunk) and compresses them
+/// on the pool; at most pool size + 1 chunks are in memory at once. A stream that makes a
+/// single chunk is stored as a whole-file object, as upstream does.
+pub fn store_chunked(
+    reader: &mut dyn Read,
+    store: &LocalStore,
+    algo: HashAlgo,
     sizes: ChunkSizes,
-) -> Result<FileContent, PublishError> {
-    let mut f = open_checked(job, s)?;
+    progress: &dyn Progress,
+) -> Result<Stored, ContentError> {
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
     let inflight = InFlight {
         count: Mutex::new(0),
         freed: Condvar::new(),
         limit: rayon::current_num_threads() + 1,
     };
-    let results: Mutex<Vec<Result<Chunk, PublishError>>> = Mutex::new(Vec::new());
+    let results: Mutex<Vec<Result<Chunk, IoError>>> = Mutex::new(Vec::new());
+    let written = AtomicU64::new(0);
     let mut offset = 0u64;
     let mut pending: Option<(u64, Vec<u8>)> = None; // held back: a lone chunk is stored whole
-    let dispatched = std::sync::atomic::AtomicUsize::new(0);
+    let dispatched = AtomicUsize::new(0);
     let read_result =
-        rayon::in_place_scope(|scope| -> Result<Option<(u64, Vec<u8>)>, PublishError> {
+        rayon::in_place_scope(|scope| -> Result<Option<(u64, Vec<u8>)>, ContentError> {
             let mut detector = ChunkDetector::new(sizes);
             let mut current: Vec<u8> = Vec::with_capacity(sizes.min as usize);
             let mut buf = vec![0u8; 1 << 20];
             let dispatch = |start: u64, data: Vec<u8>| {
                 inflight.acquire();
-                dispatched.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let (inflight, results, algo, store) = (&inflight, &results, s.algo, s.store);
+                dispatched.fetch_add(1, Relaxed);
+                let (inflight, results, written) = (&inflight, &results, &written);
                 scope.spawn(move |_| {
                     let (compressed, hash) = compress_and_hash(algo, &data);
                     let name = ObjectName::new(hash, ObjectKind::Chunk);
-                    let r = store
-                        .put_compressed(&name, &compressed)
-                        .map(|_| Chunk {
+                    let r = store.put_compressed(&name, &compressed).map(|new| {
+                        written.fetch_add(u64::from(new), Relaxed);
+                        Chunk {
                             offset: start,
                             size: data.len() as u64,
                             hash,
-                        })
-                        .map_err(PublishError::from);
+                        }
+                    });
                     results.lock().expect("chunk results").push(r);
                     inflight.release();
                 });
             };
             loop {
-                let n = match f.read(&mut buf) {
+                let n = match reader.read(&mut buf) {
                     Ok(0) => break,
                     Ok(n) => n,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(PublishError::io("reading", &job.source, e)),
+                    Err(e) => return Err(ContentError::Read(e)),
                 };
-                s.progress.bytes(n as u64);
+                progress.bytes(n as u64);
                 let mut rest = &buf[..n];
                 while let Some(cut) = detector.feed(rest) {
                     current.extend_from_slice(&rest[..cut]);
@@ -319,7 +460,7 @@ fn chunked_file(
                     dispatch(ps, pd);
                 }
             }
-            if dispatched.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            if dispatched.load(Relaxed) == 0 {
                 return Ok(pending.take());
             }
             if let Some((ps, pd)) = pending.take() {
@@ -327,16 +468,15 @@ fn chunked_file(
             }
             Ok(None)
         })?;
-    check_unchanged(&f, job)?;
-    if offset != job.meta.size {
-        return Err(PublishError::Changed(job.source.clone()));
-    }
     if let Some((_, data)) = read_result {
-        // One chunk only: stored as a plain whole-file object, as upstream does.
-        let name = s.store.put(ObjectKind::File, s.algo, &data)?;
-        return Ok(FileContent::Whole {
-            hash: name.hash,
+        // One chunk only (or none: an empty stream): a plain whole-file object.
+        let (compressed, hash) = compress_and_hash(algo, &data);
+        let new = store.put_compressed(&ObjectName::new(hash, ObjectKind::File), &compressed)?;
+        return Ok(Stored {
+            content: FileContent::Whole { hash, size: offset },
             size: offset,
+            written: u64::from(new),
+            reused: u64::from(!new),
         });
     }
     let mut chunks = results
@@ -345,8 +485,48 @@ fn chunked_file(
         .into_iter()
         .collect::<Result<Vec<_>, _>>()?;
     chunks.sort_by_key(|c| c.offset);
-    Ok(FileContent::Chunked {
+    let written = written.into_inner();
+    Ok(Stored {
+        reused: chunks.len() as u64 - written,
+        written,
+        content: FileContent::Chunked {
+            size: offset,
+            chunks,
+        },
         size: offset,
-        chunks,
     })
+}
+
+fn whole_file(job: &FileJob, s: &ContentSettings<'_>) -> Result<FileContent, PublishError> {
+    let mut f = open_checked(job, s)?;
+    let stored = store_whole(&mut f, job.meta.size, s.store, s.algo, s.progress)
+        .map_err(|e| content_error(job, e))?;
+    finish_read(&f, job, stored)
+}
+
+fn chunked_file(
+    job: &FileJob,
+    s: &ContentSettings<'_>,
+    sizes: ChunkSizes,
+) -> Result<FileContent, PublishError> {
+    let mut f = open_checked(job, s)?;
+    let stored = store_chunked(&mut f, s.store, s.algo, sizes, s.progress)
+        .map_err(|e| content_error(job, e))?;
+    finish_read(&f, job, stored)
+}
+
+fn content_error(job: &FileJob, e: ContentError) -> PublishError {
+    match e {
+        ContentError::Read(e) => PublishError::io("reading", &job.source, e),
+        ContentError::Store(e) => PublishError::Io(e),
+    }
+}
+
+/// A walked file read whole must still be as the walk saw it, at the size it saw.
+fn finish_read(f: &File, job: &FileJob, stored: Stored) -> Result<FileContent, PublishError> {
+    check_unchanged(f, job)?;
+    if stored.size != job.meta.size {
+        return Err(PublishError::Changed(job.source.clone()));
+    }
+    Ok(stored.content)
 }

@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection};
 
-use crate::cvmfs::catalog::Chunk;
-use crate::cvmfs::hash::{ContentHash, HashAlgo};
+use crate::cvmfs::hash::HashAlgo;
 use crate::cvmfs::object::ObjectName;
 
 use super::content::FileContent;
@@ -52,43 +51,6 @@ pub struct IndexError {
     source: rusqlite::Error,
 }
 
-fn encode(c: &FileContent) -> String {
-    match c {
-        FileContent::Whole { hash, size } => format!("W {size} {}", hash.to_hex()),
-        FileContent::Chunked { size, chunks } => {
-            let list: Vec<String> = chunks
-                .iter()
-                .map(|c| format!("{}:{}:{}", c.offset, c.size, c.hash.to_hex()))
-                .collect();
-            format!("C {size} {}", list.join(","))
-        }
-    }
-}
-
-fn decode(s: &str) -> Option<FileContent> {
-    let mut parts = s.splitn(3, ' ');
-    let (kind, size, rest) = (parts.next()?, parts.next()?.parse().ok()?, parts.next()?);
-    match kind {
-        "W" => Some(FileContent::Whole {
-            hash: ContentHash::parse(rest).ok()?,
-            size,
-        }),
-        "C" => {
-            let mut chunks = Vec::new();
-            for c in rest.split(',') {
-                let mut f = c.splitn(3, ':');
-                chunks.push(Chunk {
-                    offset: f.next()?.parse().ok()?,
-                    size: f.next()?.parse().ok()?,
-                    hash: ContentHash::parse(f.next()?).ok()?,
-                });
-            }
-            Some(FileContent::Chunked { size, chunks })
-        }
-        _ => None,
-    }
-}
-
 impl PublishIndex {
     /// Loads the index at `path`; a missing or unreadable index is an empty one.
     pub fn load(path: &Path) -> Self {
@@ -125,7 +87,7 @@ impl PublishIndex {
                     .filter(|s| !s.is_empty())
                     .map(|s| s.parse().ok())
                     .collect();
-                if let (Some(content), Some(stored)) = (decode(&content), stored) {
+                if let (Some(content), Some(stored)) = (FileContent::decode(&content), stored) {
                     if stored.len() == content.objects().len() {
                         idx.records.insert(
                             path,
@@ -208,7 +170,7 @@ impl PublishIndex {
                     s[4],
                     s[5],
                     s[6],
-                    encode(c),
+                    c.encode(),
                     stored.join(",")
                 ])
                 .map(|_| ())
@@ -238,6 +200,7 @@ impl PublishIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cvmfs::catalog::Chunk;
 
     #[test]
     fn content_encoding_round_trips() {
@@ -260,8 +223,8 @@ mod tests {
                 ],
             },
         ] {
-            assert_eq!(decode(&encode(&c)), Some(c));
+            assert_eq!(FileContent::decode(&c.encode()), Some(c));
         }
-        assert_eq!(decode("X 1 2"), None);
+        assert_eq!(FileContent::decode("X 1 2"), None);
     }
 }

@@ -282,7 +282,23 @@ pub fn publish(
     opts: &PublishOptions,
     progress: &dyn Progress,
 ) -> Result<PublishReport, PublishError> {
-    let store = LocalStore::journaled(&opts.repo);
+    transaction(&opts.repo, |store| publish_inner(opts, progress, store))
+}
+
+/// Runs `work` under the publisher lock with a journaled store of the repository at
+/// `repo`, on a thread whose stack cannot be the limit for deep trees. If `work` fails
+/// (or panics) before a new manifest is in place, what it wrote is taken back: the objects
+/// it created and its reflog entry. Ingest stores layer contents and publishes a tree
+/// ([`publish_tree`]) within one transaction, so a refused layer leaves nothing behind.
+pub fn transaction<T, E>(
+    repo: &Path,
+    work: impl FnOnce(&LocalStore) -> Result<T, E> + Send,
+) -> Result<T, E>
+where
+    T: Send,
+    E: From<PublishError> + Send,
+{
+    let store = LocalStore::journaled(repo);
     let _lock = lock(&store)?;
     let before = undo::remember(&store);
     // Deep trees recurse deeply; give the work a stack that cannot be the limit.
@@ -290,7 +306,7 @@ pub fn publish(
         std::thread::Builder::new()
             .name("publish".into())
             .stack_size(256 << 20)
-            .spawn_scoped(s, || publish_inner(opts, progress, &store))
+            .spawn_scoped(s, || work(&store))
             .expect("spawning the publish thread")
             .join()
     });
@@ -314,6 +330,134 @@ fn publish_inner(
     store: &LocalStore,
 ) -> Result<PublishReport, PublishError> {
     let started = Instant::now();
+    let begun = begin(opts, store)?;
+    let target = &begun.target;
+
+    let t_walk = Instant::now();
+    let mut walker = walk::Walker::new();
+    let root_node = walker.walk_root(&opts.source, target)?;
+
+    let spool = spool_dir(&opts.repo);
+    std::fs::create_dir_all(&spool).map_err(|e| PublishError::io("creating", &spool, e))?;
+    let index_path = spool.join("publish-index.sqlite");
+    let index = if opts.full {
+        index::PublishIndex::default()
+    } else {
+        index::PublishIndex::load(&index_path)
+    };
+    progress.start(walker.jobs.iter().map(|j| j.meta.size).sum());
+    let settings = content::ContentSettings {
+        store,
+        algo: begun.algo,
+        chunking: opts.chunking,
+        progress,
+        index: &index,
+    };
+    let t_content = Instant::now();
+    let (contents, stats) = content::process_all(&walker.jobs, &settings)?;
+    let t_catalogs = Instant::now();
+
+    let dirtab = match std::fs::read(opts.source.join(".cvmfsdirtab")) {
+        Ok(t) => partition::Dirtab::parse(&t),
+        Err(_) => partition::Dirtab::default(),
+    };
+    let done = build_and_commit(opts, progress, store, &begun, root_node, &contents, &dirtab)?;
+    if let Err(e) = index.save(target, &walker.jobs, &contents, |o| store.stored_len(o)) {
+        progress.warn(&format!(
+            "{e}; the publish itself stands, but the next one may read unchanged files again"
+        ));
+    }
+    Ok(PublishReport {
+        revision: begun.revision,
+        root: done.root,
+        entries: walker.entries,
+        files_read: stats.files_read,
+        bytes_read: stats.bytes_read,
+        files_reused: stats.files_reused,
+        catalogs_written: done.written,
+        catalogs_kept: done.kept,
+        seconds: started.elapsed().as_secs_f64(),
+        phases: [
+            (t_content - t_walk).as_secs_f64(),
+            (t_catalogs - t_content).as_secs_f64(),
+            (done.commit_started - t_catalogs).as_secs_f64(),
+            done.commit_started.elapsed().as_secs_f64(),
+        ],
+    })
+}
+
+/// Publishes a tree made in memory (by ingest) as the next revision: `root` is the tree's
+/// root directory, `contents` the contents its [`walk::NodeKind::File`] indices point into,
+/// their objects already in `store`. Catalogs, grafting under `opts.path`, tags and the
+/// commit are exactly those of [`publish`]; `opts.source`, `opts.full` and
+/// `opts.chunking` are not used (there is no source to read). Call it inside a
+/// [`transaction`] on `store`, which holds the lock. The report counts every file as
+/// read, none as reused.
+pub fn publish_tree(
+    store: &LocalStore,
+    opts: &PublishOptions,
+    root: walk::Node,
+    contents: &[content::FileContent],
+    progress: &dyn Progress,
+) -> Result<PublishReport, PublishError> {
+    let started = Instant::now();
+    let begun = begin(opts, store)?;
+    progress.start(contents.iter().map(|c| c.size()).sum());
+    let (entries, files) = count_tree(&root);
+    let t_catalogs = Instant::now();
+    let done = build_and_commit(
+        opts,
+        progress,
+        store,
+        &begun,
+        root,
+        contents,
+        &partition::Dirtab::default(),
+    )?;
+    Ok(PublishReport {
+        revision: begun.revision,
+        root: done.root,
+        entries,
+        files_read: files,
+        bytes_read: contents.iter().map(|c| c.size()).sum(),
+        files_reused: 0,
+        catalogs_written: done.written,
+        catalogs_kept: done.kept,
+        seconds: started.elapsed().as_secs_f64(),
+        phases: [
+            0.0,
+            0.0,
+            (done.commit_started - t_catalogs).as_secs_f64(),
+            done.commit_started.elapsed().as_secs_f64(),
+        ],
+    })
+}
+
+/// Entries (the root included) and regular-file names of a tree.
+fn count_tree(n: &walk::Node) -> (u64, u64) {
+    match &n.kind {
+        walk::NodeKind::Dir(children) => children.iter().fold((1, 0), |(e, f), c| {
+            let (ce, cf) = count_tree(c);
+            (e + ce, f + cf)
+        }),
+        walk::NodeKind::File(_) => (1, 1),
+        _ => (1, 0),
+    }
+}
+
+/// What every publish settles before it looks at its source.
+struct Begun {
+    target: Vec<u8>,
+    repo: Repository,
+    keys: SigningKeys,
+    old_manifest: crate::cvmfs::manifest::Manifest,
+    algo: HashAlgo,
+    now: i64,
+    revision: u64,
+}
+
+/// Checks the options, opens and verifies the current revision and loads the keys.
+fn begin(opts: &PublishOptions, store: &LocalStore) -> Result<Begun, PublishError> {
     let target = crate::repository::path::normalize(&opts.path)?;
     if let Some(t) = &opts.tag {
         crate::cvmfs::history::validate_tag_name(t)?;
@@ -327,51 +471,61 @@ fn publish_inner(
     let keys = signing_keys(&repo, &key_paths)?;
     let old_manifest = repo.manifest().clone();
     let algo: HashAlgo = old_manifest.hash_algo();
-    let now = timefmt::now();
     let revision = old_manifest.revision + 1;
+    Ok(Begun {
+        target,
+        repo,
+        keys,
+        old_manifest,
+        algo,
+        now: timefmt::now(),
+        revision,
+    })
+}
 
-    let t_walk = Instant::now();
-    let mut walker = walk::Walker::new();
-    let mut root_node = walker.walk_root(&opts.source, &target)?;
+/// What [`build_and_commit`] did.
+struct Done {
+    root: NestedRef,
+    written: u64,
+    kept: u64,
+    commit_started: Instant,
+}
+
+/// Cuts the tree into catalogs, writes them, grafts them under the target path and commits
+/// the revision (history, reflog, sync, signed manifest last).
+fn build_and_commit(
+    opts: &PublishOptions,
+    progress: &dyn Progress,
+    store: &LocalStore,
+    begun: &Begun,
+    mut root_node: walk::Node,
+    contents: &[content::FileContent],
+    dirtab: &partition::Dirtab,
+) -> Result<Done, PublishError> {
+    let Begun {
+        target,
+        repo,
+        keys,
+        old_manifest,
+        algo,
+        now,
+        revision,
+    } = begun;
+    let (algo, now, revision) = (*algo, *now, *revision);
     root_node.name = target
         .rsplit(|&b| b == b'/')
         .next()
         .unwrap_or_default()
         .to_vec();
-
-    let spool = spool_dir(&opts.repo);
-    std::fs::create_dir_all(&spool).map_err(|e| PublishError::io("creating", &spool, e))?;
-    let index_path = spool.join("publish-index.sqlite");
-    let index = if opts.full {
-        index::PublishIndex::default()
-    } else {
-        index::PublishIndex::load(&index_path)
-    };
-    progress.start(walker.jobs.iter().map(|j| j.meta.size).sum());
-    let settings = content::ContentSettings {
-        store,
-        algo,
-        chunking: opts.chunking,
-        progress,
-        index: &index,
-    };
-    let t_content = Instant::now();
-    let (contents, stats) = content::process_all(&walker.jobs, &settings)?;
-    let t_catalogs = Instant::now();
-
-    let dirtab = match std::fs::read(opts.source.join(".cvmfsdirtab")) {
-        Ok(t) => partition::Dirtab::parse(&t),
-        Err(_) => partition::Dirtab::default(),
-    };
-    let roots = partition::catalog_roots(&root_node, &target, &dirtab, opts.auto_catalogs);
-    let old = old::OldRevision::new(&repo);
+    let roots = partition::catalog_roots(&root_node, target, dirtab, opts.auto_catalogs);
+    let old = old::OldRevision::new(repo);
     let mut ctx = build::BuildCtx {
         store,
         algo,
         revision,
         now,
         ttl: opts.ttl,
-        contents: &contents,
+        contents,
         roots: &roots,
         old: &old,
         written: 0,
@@ -379,7 +533,7 @@ fn publish_inner(
         split_links: 0,
         empty_object: None,
     };
-    let built = ctx.build(&root_node, &target)?;
+    let built = ctx.build(&root_node, target)?;
     let root = if target.is_empty() {
         built.nested
     } else {
@@ -400,7 +554,7 @@ fn publish_inner(
             ..dir_meta
         };
         let g = graft::Graft {
-            path: &target,
+            path: target,
             subtree: built,
             dir_meta,
         };
@@ -416,7 +570,7 @@ fn publish_inner(
         ));
     }
     progress.finish();
-    let t_commit = Instant::now();
+    let commit_started = Instant::now();
 
     let history = repo.history()?;
     let tags = opts
@@ -426,38 +580,22 @@ fn publish_inner(
         .collect();
     commit::commit(commit::CommitInput {
         store,
-        keys: &keys,
+        keys,
         fqrn: &old_manifest.fqrn,
         algo,
         root: &root,
         revision,
         now,
         ttl: opts.ttl,
-        old_manifest: Some(&old_manifest),
+        old_manifest: Some(old_manifest),
         history,
         tags,
         move_trunk: true,
     })?;
-    if let Err(e) = index.save(&target, &walker.jobs, &contents, |o| store.stored_len(o)) {
-        progress.warn(&format!(
-            "{e}; the publish itself stands, but the next one may read unchanged files again"
-        ));
-    }
-    Ok(PublishReport {
-        revision,
+    Ok(Done {
         root,
-        entries: walker.entries,
-        files_read: stats.files_read,
-        bytes_read: stats.bytes_read,
-        files_reused: stats.files_reused,
-        catalogs_written: written,
-        catalogs_kept: kept,
-        seconds: started.elapsed().as_secs_f64(),
-        phases: [
-            (t_content - t_walk).as_secs_f64(),
-            (t_catalogs - t_content).as_secs_f64(),
-            (t_commit - t_catalogs).as_secs_f64(),
-            t_commit.elapsed().as_secs_f64(),
-        ],
+        written,
+        kept,
+        commit_started,
     })
 }

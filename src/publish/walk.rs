@@ -103,6 +103,12 @@ pub const MAX_DEPTH: usize = 2048;
 /// Extended attributes that describe the publishing host, not the image.
 const SKIPPED_XATTRS: &[&[u8]] = &[b"security.selinux"];
 
+/// Whether an extended attribute is left out of the repository: it describes the host
+/// (its SELinux labels), not the image. Ingest drops the same ones from layers.
+pub fn skipped_xattr(name: &[u8]) -> bool {
+    SKIPPED_XATTRS.contains(&name)
+}
+
 /// Walks a source tree into [`Node`]s, collecting its regular files as [`FileJob`]s.
 pub struct Walker {
     /// Every regular file found, in walk order; [`NodeKind::File`] holds an index into it.
@@ -228,7 +234,7 @@ fn read_xattrs(path: &Path) -> Result<Option<Xattrs>, PublishError> {
     };
     let mut out = Xattrs::new();
     for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        if SKIPPED_XATTRS.contains(&name) {
+        if skipped_xattr(name) {
             continue;
         }
         let cname = CString::new(name).expect("split at NUL");
