@@ -1,27 +1,50 @@
 //! Where ingested images live in a repository, and the names that lead to them.
 //!
-//! An image's root filesystem is a directory named by its content, so that every agent and
-//! every re-ingest agrees on it and an unchanged image is never written twice:
-//! `<prefix>/.flat/<first 2 hex>/<manifest digest hex>`, with its own nested catalog. Beside
-//! it (not inside: the root filesystem is exactly the image's), `<same>.json` holds what
-//! the image says about running it ([`super::meta::ImageMeta`]). The readable name follows
-//! the tag: `<prefix>/<registry>/<repository>:<tag>` (or `@sha256:<hex>` for a reference
-//! by digest) is a symlink to the root filesystem, relative, so it resolves under any
-//! mount point. This is the layout of CernVM-FS's DUCC (unpacked.cern.ch), whose readers
-//! and scripts therefore find lazyroot's images where they expect them.
+//! Each image is one directory named by its content, so that every agent and every
+//! re-ingest agrees on it and an unchanged image is never written twice:
+//! `<prefix>/.flat/<first 2 hex>/<manifest digest hex>/`, its own nested catalog, holding
+//! `rootfs/` (the image's root filesystem, exactly as the layers make it) and, beside it,
+//! `image.json` (what the image says about running it, [`super::meta::ImageMeta`]). The
+//! readable name follows the tag: `<prefix>/<registry>/<repository>:<tag>` (or
+//! `@sha256:<hex>` for a reference by digest) is a symlink to the root filesystem,
+//! relative, so it resolves under any mount point.
+//!
+//! Against DUCC's `/.flat/<2>/<digest>` (the root filesystem itself) and its metadata kept
+//! elsewhere: one directory per image holding both is one graft in a publish and one
+//! removal in a prune, and its nested catalog carries the image whole.
 
-/// The directory under the prefix that holds every image's root filesystem.
+/// The directory under the prefix that holds every image.
 pub const FLAT: &str = ".flat";
 
-/// The root filesystem of the image whose manifest digest is `hex` (lowercase hex, no
+/// The name of an image's root filesystem inside its directory.
+pub const ROOTFS: &str = "rootfs";
+
+/// The name of an image's metadata inside its directory.
+pub const META: &str = "image.json";
+
+/// The directory of the image whose manifest digest is `hex` (lowercase hex, no
 /// algorithm), under repository directory `prefix` (`""` or `/a/b`).
-pub fn flat_dir(prefix: &str, hex: &str) -> String {
+pub fn image_dir(prefix: &str, hex: &str) -> String {
     format!("{prefix}/{FLAT}/{}/{hex}", &hex[..2.min(hex.len())])
+}
+
+/// The root filesystem of image `hex`: what a link names and a task runs on.
+pub fn flat_dir(prefix: &str, hex: &str) -> String {
+    format!("{}/{ROOTFS}", image_dir(prefix, hex))
 }
 
 /// The metadata file beside the root filesystem of image `hex`.
 pub fn meta_file(prefix: &str, hex: &str) -> String {
-    format!("{}.json", flat_dir(prefix, hex))
+    format!("{}/{META}", image_dir(prefix, hex))
+}
+
+/// The metadata file of the image whose root filesystem is `rootfs`, if `rootfs` is one
+/// ([`flat_dir`]'s shape: `…/.flat/<2>/<hex>/rootfs`).
+pub fn meta_of_rootfs(rootfs: &str) -> Option<String> {
+    let dir = rootfs.strip_suffix(&format!("/{ROOTFS}"))?;
+    let mut up = dir.rsplit('/');
+    let (hex, two, flat) = (up.next()?, up.next()?, up.next()?);
+    (flat == FLAT && two.len() == 2 && hex.starts_with(two)).then(|| format!("{dir}/{META}"))
 }
 
 /// The link naming an image: `<prefix>/<registry>/<repository>:<tag>`, or
@@ -85,8 +108,17 @@ mod tests {
     fn links_point_at_flat_directories_from_anywhere() {
         let hex = "ab".repeat(32);
         let flat = flat_dir("", &hex);
-        assert_eq!(flat, format!("/.flat/ab/{hex}"));
-        assert_eq!(meta_file("/p", &hex), format!("/p/.flat/ab/{hex}.json"));
+        assert_eq!(flat, format!("/.flat/ab/{hex}/rootfs"));
+        assert_eq!(
+            meta_file("/p", &hex),
+            format!("/p/.flat/ab/{hex}/image.json")
+        );
+        assert_eq!(
+            meta_of_rootfs(&flat_dir("/p", &hex)),
+            Some(meta_file("/p", &hex))
+        );
+        assert_eq!(meta_of_rootfs("/p/.flat/ab/rootfs"), None);
+        assert_eq!(meta_of_rootfs("/images/app/rootfs"), None);
         let link = link_path(
             "",
             "docker.io",
@@ -95,7 +127,7 @@ mod tests {
         );
         assert_eq!(link, "/docker.io/library/busybox:1.36");
         let target = link_target(&link, &flat);
-        assert_eq!(target, format!("../../.flat/ab/{hex}"));
+        assert_eq!(target, format!("../../.flat/ab/{hex}/rootfs"));
         assert_eq!(resolve_link(&link, &target).as_deref(), Some(flat.as_str()));
         let under = link_path(
             "/images",
@@ -105,7 +137,7 @@ mod tests {
         );
         let flat_under = flat_dir("/images", &hex);
         let t = link_target(&under, &flat_under);
-        assert_eq!(t, format!("../.flat/ab/{hex}"));
+        assert_eq!(t, format!("../.flat/ab/{hex}/rootfs"));
         assert_eq!(
             resolve_link(&under, &t).as_deref(),
             Some(flat_under.as_str())

@@ -4,7 +4,7 @@
 use crate::cvmfs::catalog::EntryKind;
 use crate::cvmfs::hash::ContentHash;
 use crate::ingest::meta::{ImageMeta, MAX_META_BYTES};
-use crate::ingest::names::FLAT;
+use crate::ingest::names::meta_of_rootfs;
 use crate::repository::Repository;
 
 use super::app;
@@ -22,9 +22,7 @@ pub fn app_of(
     size: u64,
     path: &str,
 ) -> Option<serde_json::Value> {
-    if !path.split('/').any(|c| c == FLAT) {
-        return None;
-    }
+    let meta_path = meta_of_rootfs(path)?;
     let snapshot = repo.snapshot_of(root, size).ok()?;
     let read = |p: &str, limit: u64| -> Option<Vec<u8>> {
         let found = snapshot.lookup(p.as_bytes()).ok()??;
@@ -41,7 +39,6 @@ pub fn app_of(
             }
         }
     };
-    let meta_path = format!("{path}.json");
     let meta = match ImageMeta::from_bytes(&read(&meta_path, MAX_META_BYTES)?) {
         Ok(m) => m,
         Err(e) => {

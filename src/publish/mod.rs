@@ -433,6 +433,63 @@ pub fn publish_tree(
     })
 }
 
+/// Publishes several trees made in memory as one revision, each grafted as its own nested
+/// catalog at its target (`opts.path` is not used). As [`publish_tree`] otherwise: call it
+/// inside a [`transaction`]. With no trees, nothing is published and `None` is returned.
+pub fn publish_trees(
+    store: &LocalStore,
+    opts: &PublishOptions,
+    grafts: Vec<TreeGraft<'_>>,
+    progress: &dyn Progress,
+) -> Result<Option<PublishReport>, PublishError> {
+    if grafts.is_empty() {
+        return Ok(None);
+    }
+    if grafts.iter().any(|g| g.target.is_empty()) {
+        return Err(PublishError::Invalid(
+            "a tree grafted with others cannot be the repository root".into(),
+        ));
+    }
+    let started = Instant::now();
+    let begun = begin(opts, store)?;
+    let bytes: u64 = grafts
+        .iter()
+        .flat_map(|g| g.contents.iter())
+        .map(|c| c.size())
+        .sum();
+    progress.start(bytes);
+    let (entries, files) = grafts.iter().fold((0, 0), |(e, f), g| {
+        let (ge, gf) = count_tree(&g.root);
+        (e + ge, f + gf)
+    });
+    let t_catalogs = Instant::now();
+    let done = build_and_commit_all(
+        opts,
+        progress,
+        store,
+        &begun,
+        grafts,
+        &partition::Dirtab::default(),
+    )?;
+    Ok(Some(PublishReport {
+        revision: begun.revision,
+        root: done.root,
+        entries,
+        files_read: files,
+        bytes_read: bytes,
+        files_reused: 0,
+        catalogs_written: done.written,
+        catalogs_kept: done.kept,
+        seconds: started.elapsed().as_secs_f64(),
+        phases: [
+            0.0,
+            0.0,
+            (done.commit_started - t_catalogs).as_secs_f64(),
+            done.commit_started.elapsed().as_secs_f64(),
+        ],
+    }))
+}
+
 /// Entries (the root included) and regular-file names of a tree.
 fn count_tree(n: &walk::Node) -> (u64, u64) {
     match &n.kind {
@@ -491,6 +548,16 @@ struct Done {
     commit_started: Instant,
 }
 
+/// A tree built in memory and where it goes: its own nested catalog at `target`.
+pub struct TreeGraft<'a> {
+    /// Where the tree goes (normalized, not the root).
+    pub target: Vec<u8>,
+    /// The tree's root directory.
+    pub root: walk::Node,
+    /// The contents its [`walk::NodeKind::File`] indices point into, objects stored.
+    pub contents: &'a [content::FileContent],
+}
+
 /// Cuts the tree into catalogs, writes them, grafts them under the target path and commits
 /// the revision (history, reflog, sync, signed manifest last).
 fn build_and_commit(
@@ -498,75 +565,99 @@ fn build_and_commit(
     progress: &dyn Progress,
     store: &LocalStore,
     begun: &Begun,
-    mut root_node: walk::Node,
+    root_node: walk::Node,
     contents: &[content::FileContent],
     dirtab: &partition::Dirtab,
 ) -> Result<Done, PublishError> {
+    let graft = TreeGraft {
+        target: begun.target.clone(),
+        root: root_node,
+        contents,
+    };
+    build_and_commit_all(opts, progress, store, begun, vec![graft], dirtab)
+}
+
+/// [`build_and_commit`] for several trees at once: each is built and grafted in turn onto
+/// the root the previous graft made, and the revision is committed once.
+fn build_and_commit_all(
+    opts: &PublishOptions,
+    progress: &dyn Progress,
+    store: &LocalStore,
+    begun: &Begun,
+    grafts: Vec<TreeGraft<'_>>,
+    dirtab: &partition::Dirtab,
+) -> Result<Done, PublishError> {
     let Begun {
-        target,
         repo,
         keys,
         old_manifest,
         algo,
         now,
         revision,
+        ..
     } = begun;
     let (algo, now, revision) = (*algo, *now, *revision);
-    root_node.name = target
-        .rsplit(|&b| b == b'/')
-        .next()
-        .unwrap_or_default()
-        .to_vec();
-    let roots = partition::catalog_roots(&root_node, target, dirtab, opts.auto_catalogs);
     let old = old::OldRevision::new(repo);
-    let mut ctx = build::BuildCtx {
-        store,
-        algo,
-        revision,
-        now,
-        ttl: opts.ttl,
+    let mut root = NestedRef {
+        path: Vec::new(),
+        hash: old_manifest.root_catalog,
+        size: old_manifest.root_catalog_size,
+    };
+    let (mut written, mut kept, mut split_links) = (0, 0, 0);
+    for TreeGraft {
+        target,
+        root: mut root_node,
         contents,
-        roots: &roots,
-        old: &old,
-        written: 0,
-        kept: 0,
-        split_links: 0,
-        empty_object: None,
-    };
-    let built = ctx.build(&root_node, target)?;
-    let root = if target.is_empty() {
-        built.nested
-    } else {
-        let old_root = NestedRef {
-            path: Vec::new(),
-            hash: old_manifest.root_catalog,
-            size: old_manifest.root_catalog_size,
+    } in grafts
+    {
+        root_node.name = target
+            .rsplit(|&b| b == b'/')
+            .next()
+            .unwrap_or_default()
+            .to_vec();
+        let roots = partition::catalog_roots(&root_node, &target, dirtab, opts.auto_catalogs);
+        let mut ctx = build::BuildCtx {
+            store,
+            algo,
+            revision,
+            now,
+            ttl: opts.ttl,
+            contents,
+            roots: &roots,
+            old: &old,
+            written: 0,
+            kept: 0,
+            split_links: 0,
+            empty_object: None,
         };
-        let dir_meta = walk::Meta {
-            mode: libc::S_IFDIR | 0o755,
-            mtime: now,
-            ..root_node.meta.clone()
+        let built = ctx.build(&root_node, &target)?;
+        root = if target.is_empty() {
+            built.nested
+        } else {
+            let dir_meta = walk::Meta {
+                mode: libc::S_IFDIR | 0o755,
+                mtime: now,
+                uid: 0,
+                gid: 0,
+                mtime_ns: 0,
+                ..root_node.meta.clone()
+            };
+            let g = graft::Graft {
+                path: &target,
+                subtree: built,
+                dir_meta,
+            };
+            graft::graft_into(&mut ctx, &root, &g, Some(opts.ttl))?.0
         };
-        let dir_meta = walk::Meta {
-            uid: 0,
-            gid: 0,
-            mtime_ns: 0,
-            ..dir_meta
-        };
-        let g = graft::Graft {
-            path: target,
-            subtree: built,
-            dir_meta,
-        };
-        graft::graft_into(&mut ctx, &old_root, &g, Some(opts.ttl))?.0
-    };
-    let (written, kept) = (ctx.written, ctx.kept);
-    if ctx.split_links > 0 {
+        written += ctx.written;
+        kept += ctx.kept;
+        split_links += ctx.split_links;
+    }
+    if split_links > 0 {
         progress.warn(&format!(
-            "{} files have hard links in other directories (or outside the source); \
-             CernVM-FS keeps hard links within one directory, so those names are stored as \
-             separate entries with the same content",
-            ctx.split_links
+            "{split_links} files have hard links in other directories (or outside the \
+             source); CernVM-FS keeps hard links within one directory, so those names are \
+             stored as separate entries with the same content"
         ));
     }
     progress.finish();
