@@ -1,5 +1,6 @@
 //! Command-line interface: argument parsing and the glue to the library.
 
+mod ingest;
 mod mount;
 mod progress;
 mod provision;
@@ -58,6 +59,9 @@ pub enum Command {
     Mkfs(write::MkfsArgs),
     /// Publish a directory tree as the next revision.
     Publish(write::PublishArgs),
+    /// Ingest container images (registries, OCI layouts, docker archives) as the next
+    /// revision: each image a content-named directory, named by registry, repository, tag.
+    Ingest(ingest::IngestArgs),
     /// Sign a new whitelist (they expire; 30 days by default).
     Resign(write::ResignArgs),
     /// Rewrite the current revision's catalogs that differ from what stock CernVM-FS writes
@@ -92,6 +96,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Mkfs(a) => write::mkfs(a),
         Command::Publish(a) => write::publish(a),
+        Command::Ingest(a) => ingest::run(a),
         Command::Resign(a) => write::resign(a),
         Command::Tag(a) => write::tag(a),
         Command::Repair(a) => write::repair(a),

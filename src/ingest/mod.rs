@@ -22,6 +22,8 @@ pub mod media;
 pub mod meta;
 pub mod names;
 pub mod reference;
+pub mod run;
+pub mod seen;
 pub mod source;
 
 pub use error::{BlobFault, IngestError};

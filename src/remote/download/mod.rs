@@ -69,6 +69,9 @@ pub enum DownloadError {
     },
 }
 
+/// Worker threads of each download manager's runtime (one per repository).
+pub const RUNTIME_THREADS: usize = 2;
+
 impl DownloadError {
     /// Whether every server answered that it does not have the file (404).
     pub fn is_missing(&self) -> bool {
@@ -172,7 +175,7 @@ impl Downloader {
     /// `settings` must have at least one host and one proxy group.
     pub fn new(settings: Settings) -> io::Result<Self> {
         let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(RUNTIME_THREADS)
             .thread_name("lazyroot-download")
             .enable_all()
             .build()?;

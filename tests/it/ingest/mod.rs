@@ -3,6 +3,7 @@
 //! and the faults a source must name clearly; layers applied as `umoci unpack` applies
 //! them, and hostile layers refused.
 
+mod end_to_end;
 mod fixtures;
 mod layers;
 mod sources;

@@ -1,0 +1,545 @@
+//! `lazyroot ingest`: images from registries, OCI layouts and docker archives into a
+//! repository, all of one call in one signed revision. Each new image's layers are read
+//! once, in order, onto an in-memory tree whose files go straight into objects; the image
+//! directory ([`super::names`]) and the links of every registry the call touches are
+//! grafted, and the revision committed. An unchanged image publishes nothing; a moved tag
+//! changes only its link.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crate::cvmfs::catalog::EntryKind;
+use crate::publish::content::{store_whole, FileContent};
+use crate::publish::walk::{Meta, Node, NodeKind};
+use crate::publish::{self, NoProgress, PublishError, PublishOptions, TreeGraft};
+use crate::repository::local::LocalStore;
+use crate::repository::Snapshot;
+
+use super::layer::{read_layer, Compression, LayerError, ReadLimits, Tree};
+use super::media::LayerCompression;
+use super::meta::ImageMeta;
+use super::names::{self, Version};
+use super::reference::{Reference, ReferenceError};
+use super::seen::SeenLayers;
+use super::source::{self, Platform, ResolvedImage, SourceOptions};
+use super::IngestError;
+
+/// What to ingest, and where.
+pub struct IngestOptions {
+    /// The repository directory (as for `publish`).
+    pub repo: PathBuf,
+    /// Its keys directory.
+    pub keys: PathBuf,
+    /// The images: registry references, `oci:DIR[:tag]`, `docker-archive:FILE[:ref]`.
+    pub references: Vec<String>,
+    /// Repository directory the images and their names go under: `""` or `/a/b`.
+    pub prefix: String,
+    /// The platform picked from multi-platform images.
+    pub platform: Platform,
+    /// How sources are reached (credentials, CAs, insecure registries, timeouts).
+    pub source: SourceOptions,
+    /// Bounds on what one layer may hold.
+    pub limits: ReadLimits,
+}
+
+/// What happened to one reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A new image: its layers were applied and its directory published.
+    New,
+    /// The image was in the repository already; only its name now points at it.
+    Relinked,
+    /// The name already pointed at this image: nothing to publish.
+    Unchanged,
+}
+
+/// One reference's result.
+#[derive(Debug, Clone)]
+pub struct ImageReport {
+    /// The reference as given.
+    pub reference: String,
+    /// Its name in the repository (the link).
+    pub link: String,
+    /// Its manifest digest.
+    pub manifest_digest: String,
+    /// What was done.
+    pub outcome: Outcome,
+}
+
+/// What one `ingest` call did.
+#[derive(Debug, Clone, Default)]
+pub struct IngestReport {
+    /// One per reference, in order.
+    pub images: Vec<ImageReport>,
+    /// Layers downloaded and read.
+    pub layers_fetched: u64,
+    /// Layers applied from the layer cache, neither downloaded nor read.
+    pub layers_reused: u64,
+    /// Compressed bytes read from sources.
+    pub bytes_downloaded: u64,
+    /// Objects written new.
+    pub objects_written: u64,
+    /// Objects that were in the repository already.
+    pub objects_reused: u64,
+    /// The revision published, if any.
+    pub revision: Option<u64>,
+    /// Wall time in seconds.
+    pub seconds: f64,
+}
+
+/// Why an ingest failed; nothing of it is published.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestRunError {
+    /// A reference that cannot be parsed.
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    /// Reading the image from its source failed.
+    #[error(transparent)]
+    Source(#[from] IngestError),
+    /// A layer was refused.
+    #[error(transparent)]
+    Layer(#[from] LayerError),
+    /// Storing or publishing failed.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    /// The image's metadata could not be stored.
+    #[error("storing the metadata of {reference}: {source}")]
+    Meta {
+        /// The reference.
+        reference: String,
+        /// Why.
+        source: crate::publish::content::ContentError,
+    },
+    /// The layer count and the config's `diff_ids` disagree (checked by the source too).
+    #[error("{reference}: {layers} layers but {diff_ids} diff_ids in the config")]
+    LayerCount {
+        /// The reference.
+        reference: String,
+        /// Layers in the manifest.
+        layers: usize,
+        /// diff_ids in the config.
+        diff_ids: usize,
+    },
+}
+
+/// An image resolved and placed: where it goes and what names it.
+struct Placed {
+    reference: String,
+    resolved: ResolvedImage,
+    image_dir: String,
+    link: String,
+    registry_dir: String,
+    source: Box<dyn source::ImageSource>,
+}
+
+/// Ingests every reference of `opts` into one new revision (none if nothing changed).
+pub fn ingest(opts: &IngestOptions) -> Result<IngestReport, IngestRunError> {
+    let started = Instant::now();
+    let mut placed = Vec::new();
+    for r in &opts.references {
+        placed.push(place(r, opts)?);
+    }
+    let mut report = publish::transaction(&opts.repo, |store| publish_all(store, opts, placed))?;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Resolves `reference` to its platform's manifest and its place in the repository.
+fn place(reference: &str, opts: &IngestOptions) -> Result<Placed, IngestRunError> {
+    let parsed = Reference::parse(reference)?;
+    let source = source::open(&parsed, &opts.source)?;
+    let resolved = source.resolve(&opts.platform)?;
+    if resolved.layers.len() != resolved.diff_ids.len() {
+        return Err(IngestRunError::LayerCount {
+            reference: reference.into(),
+            layers: resolved.layers.len(),
+            diff_ids: resolved.diff_ids.len(),
+        });
+    }
+    let (registry, repository, version) = name_of(&parsed);
+    let link = names::link_path(&opts.prefix, &registry, &repository, &version);
+    Ok(Placed {
+        reference: reference.into(),
+        image_dir: names::image_dir(&opts.prefix, &resolved.manifest_digest.hex),
+        registry_dir: format!("{}/{registry}", opts.prefix),
+        link,
+        resolved,
+        source,
+    })
+}
+
+/// The name an image gets: a registry reference's own; `localhost/<directory or file
+/// name>:<tag>` for a layout or an archive (an archive's own `RepoTags` name when one was
+/// asked for).
+fn name_of(r: &Reference) -> (String, String, Version) {
+    let local = |path: &std::path::Path, tag: Option<&str>| {
+        let base = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_lowercase())
+            .unwrap_or_else(|| "image".into());
+        let base: String = base
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        (
+            "localhost".to_string(),
+            base,
+            Version::Tag(tag.unwrap_or("latest").to_string()),
+        )
+    };
+    match r {
+        Reference::Registry(rr) => {
+            let version = match (&rr.tag, &rr.digest) {
+                (Some(t), _) => Version::Tag(t.clone()),
+                (None, Some(d)) => Version::Digest(d.to_string()),
+                (None, None) => Version::Tag("latest".into()),
+            };
+            (rr.registry.clone(), rr.repository.clone(), version)
+        }
+        Reference::OciLayout { dir, tag } => local(dir, tag.as_deref()),
+        Reference::DockerArchive { file, reference } => {
+            match reference.as_deref().and_then(|s| Reference::parse(s).ok()) {
+                Some(Reference::Registry(rr)) => name_of(&Reference::Registry(rr)),
+                _ => local(file, None),
+            }
+        }
+    }
+}
+
+/// Inside the publish transaction: what exists, the new images' trees, the links, one
+/// commit.
+fn publish_all(
+    store: &LocalStore,
+    opts: &IngestOptions,
+    placed: Vec<Placed>,
+) -> Result<IngestReport, IngestRunError> {
+    let (repo, _) = publish::open_current(store, &opts.keys)?;
+    let manifest = repo.manifest().clone();
+    let algo = manifest.hash_algo();
+    let snapshot = repo
+        .snapshot_of(manifest.root_catalog, manifest.root_catalog_size)
+        .map_err(PublishError::from)?;
+    let spool = publish::spool_dir(&opts.repo);
+    std::fs::create_dir_all(&spool).map_err(|e| PublishError::io("creating", &spool, e))?;
+    let seen = SeenLayers::open(&spool.join("ingest-layers.sqlite"));
+    let chunking = Some(crate::publish::chunker::ChunkSizes::default());
+    let mut report = IngestReport::default();
+    let mut trees: Vec<(String, Node, Vec<FileContent>)> = Vec::new();
+    let mut links: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let mut remembered = Vec::new();
+    for p in placed {
+        let flat = format!("{}/{}", p.image_dir, names::ROOTFS);
+        let present =
+            is_dir(&snapshot, &p.image_dir) || trees.iter().any(|(dir, _, _)| *dir == p.image_dir);
+        // Two references to one image in one call: its tree is made once.
+        let target = names::link_target(&p.link, &flat);
+        let linked = symlink_of(&snapshot, &p.link).as_deref() == Some(target.as_str());
+        let outcome = match (present, linked) {
+            (true, true) => Outcome::Unchanged,
+            (true, false) => Outcome::Relinked,
+            (false, _) => Outcome::New,
+        };
+        if outcome == Outcome::New {
+            let mut tree = Tree::new();
+            for (layer, diff_id) in p.resolved.layers.iter().zip(&p.resolved.diff_ids) {
+                let diff = diff_id.to_string();
+                let entries = match seen.get(&diff, store) {
+                    Some(e) => {
+                        report.layers_reused += 1;
+                        e
+                    }
+                    None => {
+                        let compression = match LayerCompression::of(layer).map_err(|source| {
+                            IngestError::Media {
+                                reference: p.reference.clone(),
+                                what: format!("layer {}", layer.digest),
+                                source,
+                            }
+                        })? {
+                            LayerCompression::None => Compression::None,
+                            LayerCompression::Gzip => Compression::Gzip,
+                            LayerCompression::Zstd => Compression::Zstd,
+                        };
+                        let blob = p.source.open_blob(layer)?;
+                        let (entries, stats) = read_layer(
+                            blob,
+                            compression,
+                            &layer.digest.to_string(),
+                            Some(&diff),
+                            store,
+                            algo,
+                            chunking,
+                            &opts.limits,
+                        )?;
+                        report.layers_fetched += 1;
+                        report.bytes_downloaded += layer.size;
+                        report.objects_written += stats.objects_written;
+                        report.objects_reused += stats.objects_reused;
+                        remembered.push((diff.clone(), entries.clone()));
+                        entries
+                    }
+                };
+                tree.apply(&entries)?;
+            }
+            let (rootfs, mut contents) = tree.into_publish(None);
+            let meta = meta_of(&p);
+            let bytes = meta.to_bytes();
+            let stored = store_whole(
+                &mut &bytes[..],
+                bytes.len() as u64,
+                store,
+                algo,
+                &NoProgress,
+            )
+            .map_err(|source| IngestRunError::Meta {
+                reference: p.reference.clone(),
+                source,
+            })?;
+            contents.push(stored.content);
+            let image = image_node(rootfs, contents.len() - 1, bytes.len() as u64);
+            trees.push((p.image_dir.clone(), image, contents));
+        }
+        if outcome != Outcome::Unchanged {
+            let rel = p.link[p.registry_dir.len() + 1..].to_string();
+            links
+                .entry(p.registry_dir.clone())
+                .or_default()
+                .insert(rel, target);
+        }
+        report.images.push(ImageReport {
+            reference: p.reference,
+            link: p.link,
+            manifest_digest: p.resolved.manifest_digest.to_string(),
+            outcome,
+        });
+    }
+    // Each touched registry's names, rebuilt from the current revision plus the new links.
+    let mut name_trees = Vec::new();
+    for (dir, new) in &links {
+        let mut root = existing_names(&snapshot, dir);
+        for (rel, target) in new {
+            put_link(&mut root, rel, target);
+        }
+        name_trees.push((dir.clone(), root));
+    }
+    let (heads, contents): (Vec<(String, Node)>, Vec<Vec<FileContent>>) = trees
+        .into_iter()
+        .map(|(dir, node, contents)| ((dir, node), contents))
+        .unzip();
+    let mut grafts: Vec<TreeGraft<'_>> = heads
+        .into_iter()
+        .zip(&contents)
+        .map(|((dir, node), contents)| TreeGraft {
+            target: dir.into_bytes(),
+            root: node,
+            contents,
+        })
+        .collect();
+    for (dir, root) in name_trees {
+        grafts.push(TreeGraft {
+            target: dir.into_bytes(),
+            root,
+            contents: &[],
+        });
+    }
+    let mut o = PublishOptions::new(&opts.repo, &opts.keys, std::path::Path::new("/nonexistent"));
+    o.path = Vec::new();
+    let published = publish::publish_trees(store, &o, grafts, &NoProgress)?;
+    report.revision = published.map(|r| r.revision);
+    if report.revision.is_some() {
+        for (diff, entries) in &remembered {
+            if let Err(e) = seen.put(diff, entries) {
+                tracing::warn!("layer cache: remembering {diff}: {e}");
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// The metadata stored beside the image's root filesystem.
+fn meta_of(p: &Placed) -> ImageMeta {
+    let c = &p.resolved.config;
+    let run = c.config.clone().unwrap_or_default();
+    let platform = match &c.variant {
+        Some(v) => format!("{}/{}/{v}", c.os, c.architecture),
+        None => format!("{}/{}", c.os, c.architecture),
+    };
+    ImageMeta {
+        source: p.resolved.reference.clone(),
+        manifest_digest: p.resolved.manifest_digest.to_string(),
+        config_digest: super::digest::Digest::sha256(&p.resolved.config_bytes).to_string(),
+        platform,
+        entrypoint: run.entrypoint.unwrap_or_default(),
+        cmd: run.cmd.unwrap_or_default(),
+        env: run.env.unwrap_or_default(),
+        working_dir: run.working_dir.unwrap_or_default(),
+        user: run.user.unwrap_or_default(),
+        labels: run.labels.unwrap_or_default(),
+    }
+}
+
+/// A directory's metadata as ingest makes it: root's, 0755, at the epoch (so that the same
+/// image always gives the same bytes).
+fn dir_meta() -> Meta {
+    Meta {
+        mode: libc::S_IFDIR | 0o755,
+        uid: 0,
+        gid: 0,
+        size: 4096,
+        mtime: 0,
+        mtime_ns: 0,
+        ctime: 0,
+        ctime_ns: 0,
+        rdev: 0,
+        dev: 0,
+        ino: 0,
+        nlink: 2,
+    }
+}
+
+/// The image directory: `rootfs/` and `image.json` (content `meta`).
+fn image_node(mut rootfs: Node, meta: usize, meta_size: u64) -> Node {
+    rootfs.name = names::ROOTFS.as_bytes().to_vec();
+    let json = Node {
+        name: names::META.as_bytes().to_vec(),
+        meta: Meta {
+            mode: libc::S_IFREG | 0o644,
+            size: meta_size,
+            nlink: 1,
+            ..dir_meta()
+        },
+        xattrs: None,
+        kind: NodeKind::File(meta),
+    };
+    let mut children = vec![json, rootfs];
+    children.sort_by(|a, b| a.name.cmp(&b.name));
+    Node {
+        name: Vec::new(),
+        meta: dir_meta(),
+        xattrs: None,
+        kind: NodeKind::Dir(children),
+    }
+}
+
+fn is_dir(s: &Snapshot<'_>, path: &str) -> bool {
+    matches!(s.lookup(path.as_bytes()), Ok(Some(f)) if f.entry.kind() == EntryKind::Directory)
+}
+
+fn symlink_of(s: &Snapshot<'_>, path: &str) -> Option<String> {
+    match s.lookup(path.as_bytes()) {
+        Ok(Some(f)) if f.entry.kind() == EntryKind::Symlink => {
+            Some(String::from_utf8_lossy(&f.entry.symlink).into_owned())
+        }
+        _ => None,
+    }
+}
+
+/// The names under `dir` in the current revision: directories and links, kept as they
+/// are (anything else there is not ingest's and is left out with a warning).
+fn existing_names(s: &Snapshot<'_>, dir: &str) -> Node {
+    fn walk(s: &Snapshot<'_>, path: &str, meta: Meta, name: Vec<u8>, depth: usize) -> Node {
+        let mut children = Vec::new();
+        if depth < 64 {
+            for f in s.list(path.as_bytes()).unwrap_or_default() {
+                let e = &f.entry;
+                let child = format!("{path}/{}", String::from_utf8_lossy(&e.name));
+                let m = Meta {
+                    mode: e.mode,
+                    uid: e.uid,
+                    gid: e.gid,
+                    size: e.size,
+                    mtime: e.mtime,
+                    mtime_ns: e.mtime_ns.unwrap_or(0),
+                    nlink: 1,
+                    ..dir_meta()
+                };
+                match e.kind() {
+                    EntryKind::Directory => {
+                        children.push(walk(s, &child, m, e.name.clone(), depth + 1))
+                    }
+                    EntryKind::Symlink => children.push(Node {
+                        name: e.name.clone(),
+                        meta: m,
+                        xattrs: None,
+                        kind: NodeKind::Symlink(e.symlink.clone()),
+                    }),
+                    // The marker of a nested catalog is made anew by the publisher.
+                    _ if e.name == b".cvmfscatalog" => {}
+                    _ => tracing::warn!("{child}: not a name ingest made; left out"),
+                }
+            }
+        }
+        children.sort_by(|a, b| a.name.cmp(&b.name));
+        Node {
+            name,
+            meta,
+            xattrs: None,
+            kind: NodeKind::Dir(children),
+        }
+    }
+    let meta = match s.lookup(dir.as_bytes()) {
+        Ok(Some(f)) if f.entry.kind() == EntryKind::Directory => Meta {
+            mode: f.entry.mode,
+            mtime: f.entry.mtime,
+            ..dir_meta()
+        },
+        _ => dir_meta(),
+    };
+    walk(s, dir, meta, Vec::new(), 0)
+}
+
+/// Puts (or replaces) the link `rel` (a path below the tree's root) to `target`.
+fn put_link(root: &mut Node, rel: &str, target: &str) {
+    let mut parts: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
+    let Some(leaf) = parts.pop() else { return };
+    let mut at = root;
+    for part in parts {
+        let NodeKind::Dir(children) = &mut at.kind else {
+            return;
+        };
+        let i = match children.iter().position(|c| c.name == part.as_bytes()) {
+            Some(i) if matches!(children[i].kind, NodeKind::Dir(_)) => i,
+            found => {
+                // A link where a directory must go is replaced by the directory.
+                if let Some(i) = found {
+                    children.remove(i);
+                }
+                children.push(Node {
+                    name: part.as_bytes().to_vec(),
+                    meta: dir_meta(),
+                    xattrs: None,
+                    kind: NodeKind::Dir(Vec::new()),
+                });
+                children.sort_by(|a, b| a.name.cmp(&b.name));
+                children
+                    .iter()
+                    .position(|c| c.name == part.as_bytes())
+                    .expect("just added")
+            }
+        };
+        at = &mut children[i];
+    }
+    let NodeKind::Dir(children) = &mut at.kind else {
+        return;
+    };
+    children.retain(|c| c.name != leaf.as_bytes());
+    children.push(Node {
+        name: leaf.as_bytes().to_vec(),
+        meta: Meta {
+            mode: libc::S_IFLNK | 0o777,
+            size: target.len() as u64,
+            nlink: 1,
+            ..dir_meta()
+        },
+        xattrs: None,
+        kind: NodeKind::Symlink(target.as_bytes().to_vec()),
+    });
+    children.sort_by(|a, b| a.name.cmp(&b.name));
+}
