@@ -23,6 +23,42 @@ pub fn check_fqrn(fqrn: &str) -> Result<(), String> {
     crate::cvmfs::fqrn::validate(fqrn).map_err(|e| e.to_string())
 }
 
+/// The repository path a request names: a directory (`/a/b`, normalized), or an image
+/// reference of `lazyroot ingest` (`registry/repository:tag`, Docker's defaults; one
+/// naming a registry host, a tag or a digest) turned into the link that names it
+/// (followed when the image is prepared).
+pub fn image_path(path_or_reference: &str) -> Result<String, String> {
+    // A relative path is not taken for a reference of Docker Hub: a reference names its
+    // tag or digest, or a registry host.
+    let first = path_or_reference.split('/').next().unwrap_or_default();
+    let registry = first.contains('.') || first.contains(':') || first == "localhost";
+    let versioned = path_or_reference.contains('@')
+        || path_or_reference
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .contains(':');
+    if path_or_reference.starts_with('/') || !(registry || versioned) {
+        return normalize_path(path_or_reference);
+    }
+    use crate::ingest::names::{link_path, Version};
+    use crate::ingest::reference::Reference;
+    match Reference::parse(path_or_reference) {
+        Ok(Reference::Registry(r)) => {
+            let version = match (&r.tag, &r.digest) {
+                (Some(t), _) => Version::Tag(t.clone()),
+                (None, Some(d)) => Version::Digest(d.to_string()),
+                (None, None) => Version::Tag("latest".into()),
+            };
+            normalize_path(&link_path("", &r.registry, &r.repository, &version))
+        }
+        Ok(_) => Err(format!(
+            "{path_or_reference:?}: an image is a repository path or a registry reference"
+        )),
+        Err(e) => Err(format!("not a path nor an image reference: {e}")),
+    }
+}
+
 /// "/images//bookworm/" → "/images/bookworm"; refuses relative paths, `.`/`..`, NUL.
 pub fn normalize_path(path: &str) -> Result<String, String> {
     if !path.starts_with('/') {

@@ -14,7 +14,7 @@ use super::api;
 use super::appc::AppcStore;
 use super::config::Config;
 use super::error::ProvisionError;
-use super::image::{check_fqrn, normalize_path, revision_at, ImageKey};
+use super::image::{check_fqrn, image_path, revision_at, ImageKey};
 use super::mounts::{Mount, Mounter, Resolved};
 use super::state::{now, ImageRow, State};
 
@@ -238,7 +238,7 @@ impl Provisioner {
     /// hash) unless it is mounted, and writes its appc store entry and state row.
     pub fn prepare(&self, req: &api::PrepareImageRequest) -> Result<api::Image, ProvisionError> {
         check_fqrn(&req.fqrn).map_err(ProvisionError::Invalid)?;
-        let path = normalize_path(&req.path).map_err(ProvisionError::Invalid)?;
+        let path = image_path(&req.path).map_err(ProvisionError::Invalid)?;
         let given = |s: &str| (!s.is_empty()).then(|| s.to_string());
         let at = revision_at(given(&req.root_hash).as_deref(), given(&req.tag).as_deref())
             .map_err(ProvisionError::Invalid)?;

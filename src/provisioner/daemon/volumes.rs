@@ -4,7 +4,7 @@
 use super::{Inner, Provisioner};
 use crate::mount::Skeleton;
 use crate::provisioner::error::ProvisionError;
-use crate::provisioner::image::{check_fqrn, normalize_path, ImageKey};
+use crate::provisioner::image::{check_fqrn, image_path, ImageKey};
 use crate::repository::At;
 
 impl Provisioner {
@@ -46,7 +46,7 @@ impl Provisioner {
         target: &std::path::Path,
     ) -> Result<(), ProvisionError> {
         check_fqrn(fqrn).map_err(ProvisionError::Invalid)?;
-        let path = normalize_path(path).map_err(ProvisionError::Invalid)?;
+        let path = image_path(path).map_err(ProvisionError::Invalid)?;
         self.check_target(target)?;
         let resolved = self.mounter.resolve(fqrn, at)?;
         let path = self.mounter.follow_links(fqrn, &resolved, &path)?;

@@ -109,6 +109,13 @@ fn an_ingested_image_is_prepared_by_name_and_runs_its_entrypoint() {
         "hello from /etc\n"
     );
 
+    // By reference, as a task or an operator names it: the same image.
+    let by_ref = prepare("r.example.org/team/app:1.0").unwrap();
+    assert_eq!(by_ref.id, img.id);
+    let err = prepare("r.example.org/team/App:1.0")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("invalid_argument"), "{err}");
     // The tag moves to another image: a new prepare follows it, the first image stays.
     lay_out(&src, &two, "two", "1.0");
     w.repo.publish_at(&src, "/");
