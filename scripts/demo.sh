@@ -6,7 +6,8 @@
 # Needs root (FUSE, runc). Leaves its work in ${LAZYROOT_DEMO_DIR:-./demo-work}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh attr busybox-static runc curl   # getfattr shows downloads; busybox: the image's userland
+# getfattr shows downloads; busybox: the image's userland; umoci builds the sample OCI image
+bash scripts/setup.sh attr busybox-static runc curl umoci
 cargo build --release --locked --bin lazyroot --example run_task
 bin=$PWD/target/release/lazyroot
 work=${LAZYROOT_DEMO_DIR:-$PWD/demo-work}
@@ -30,6 +31,20 @@ set -x
 set +x
 cmp <("$bin" cat --repo "$work/repo" --keys "$work/keys" /images/demo/usr/share/doc/big.bin) "$work/image/usr/share/doc/big.bin"
 echo "demo: the 20 MiB file reads back byte-identical; repository in $work/repo, keys in $work/keys"
+
+# The same tree as a container image (an OCI layout, as skopeo or buildah write one; a
+# registry reference works the same), ingested without unpacking: its files are the
+# objects already published, so only the image's own catalog and metadata are new.
+umoci init --layout "$work/oci"
+umoci new --image "$work/oci:demo"
+umoci unpack --image "$work/oci:demo" "$work/bundle" > /dev/null
+cp -a "$work/image/." "$work/bundle/rootfs/"
+umoci repack --image "$work/oci:demo" "$work/bundle" > /dev/null
+umoci config --image "$work/oci:demo" --config.entrypoint /bin/cat --config.cmd /etc/motd --config.env GREETING=hello
+set -x
+"$bin" ingest "oci:$work/oci:demo" --repo "$work/repo" --keys "$work/keys"
+"$bin" ls --repo "$work/repo" --keys "$work/keys" -l /localhost
+set +x
 
 # Serve it over HTTP and mount it lazily: only what is read is downloaded and verified.
 pids=()
@@ -76,9 +91,12 @@ set -x
 "$bin" image prepare demo.example.org /images/demo --tag demo-v1 --socket "$work/control.sock"
 target/release/examples/run_task --socket "$work/control.sock" demo.example.org /images/demo --tag demo-v1 \
   -- /bin/sh -c 'cat /etc/motd; echo "root directory of the task:"; ls /'
+"$bin" image prepare demo.example.org localhost/oci:demo --socket "$work/control.sock"
 "$bin" image list --socket "$work/control.sock"
 set +x
-id=$("$bin" image list --socket "$work/control.sock" --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["images"][0]["id"])')
+ingested=$("$bin" image list --socket "$work/control.sock" --json | python3 -c 'import json, sys; print([i["appc_dir"] for i in json.load(sys.stdin)["images"] if "/.flat/" in i["path"]][0])')
+echo "demo: the ingested image's appc entry runs its own entrypoint: $(python3 -c 'import json, sys; print(json.dumps(json.load(open(sys.argv[1]))["app"]))' "$ingested/manifest")"
+id=$("$bin" image list --socket "$work/control.sock" --json | python3 -c 'import json, sys; print([i["id"] for i in json.load(sys.stdin)["images"] if i["path"] == "/images/demo"][0])')
 echo "demo: Mesos finds the image in $work/appc/images/$id: $(ls "$work/appc/images/$id" | tr '\n' ' ')-> $(readlink "$work/appc/images/$id/rootfs")"
 # On demand: what an agent with --appc_simple_discovery_uri_prefix asks when a task names the
 # image by name and version only, nothing prepared beforehand.
