@@ -400,41 +400,17 @@ pub fn publish_tree(
     contents: &[content::FileContent],
     progress: &dyn Progress,
 ) -> Result<PublishReport, PublishError> {
-    let started = Instant::now();
-    let begun = begin(opts, store)?;
-    progress.start(contents.iter().map(|c| c.size()).sum());
-    let (entries, files) = count_tree(&root);
-    let t_catalogs = Instant::now();
-    let done = build_and_commit(
-        opts,
-        progress,
-        store,
-        &begun,
+    let target = crate::repository::path::normalize(&opts.path)?;
+    let graft = TreeGraft {
+        target,
         root,
         contents,
-        &partition::Dirtab::default(),
-    )?;
-    Ok(PublishReport {
-        revision: begun.revision,
-        root: done.root,
-        entries,
-        files_read: files,
-        bytes_read: contents.iter().map(|c| c.size()).sum(),
-        files_reused: 0,
-        catalogs_written: done.written,
-        catalogs_kept: done.kept,
-        seconds: started.elapsed().as_secs_f64(),
-        phases: [
-            0.0,
-            0.0,
-            (done.commit_started - t_catalogs).as_secs_f64(),
-            done.commit_started.elapsed().as_secs_f64(),
-        ],
-    })
+    };
+    Ok(publish_trees(store, opts, vec![graft], progress)?.expect("one tree given"))
 }
 
 /// Publishes several trees made in memory as one revision, each grafted as its own nested
-/// catalog at its target (`opts.path` is not used). As [`publish_tree`] otherwise: call it
+/// catalog at its target (`opts.path` is not used; a lone tree may be the root). As [`publish_tree`] otherwise: call it
 /// inside a [`transaction`]. With no trees, nothing is published and `None` is returned.
 pub fn publish_trees(
     store: &LocalStore,
@@ -445,7 +421,7 @@ pub fn publish_trees(
     if grafts.is_empty() {
         return Ok(None);
     }
-    if grafts.iter().any(|g| g.target.is_empty()) {
+    if grafts.len() > 1 && grafts.iter().any(|g| g.target.is_empty()) {
         return Err(PublishError::Invalid(
             "a tree grafted with others cannot be the repository root".into(),
         ));

@@ -13,8 +13,7 @@ use super::fixtures::*;
 use crate::common::*;
 
 fn opts(repo: &TestRepo, registry: &str, refs: &[String]) -> IngestOptions {
-    let mut source = options();
-    source.insecure_registries = vec![registry.to_string()];
+    let source = insecure(registry);
     IngestOptions {
         repo: repo.repo.clone(),
         keys: repo.keys.clone(),
@@ -165,24 +164,13 @@ fn images_from_a_registry_are_ingested_once_and_named_by_tag() {
 #[test]
 fn a_failed_ingest_publishes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
-    let layout = tmp.path().join("layout");
-    three_layers(&layout, "v1");
-    let reg = Registry::start(RegistryAuth::None);
-    skopeo_copy(
-        &format!("oci:{}:v1", layout.display()),
-        &format!("docker://{}/team/app:v1", reg.addr()),
-        &[],
-    );
+    let (reg, _) = registry_with_three_layers(tmp.path());
     let repo = TestRepo::new();
     let before = repo.open().manifest().clone();
     let reference = format!("{}/team/app:v1", reg.addr());
-    let img = open(&reference, &{
-        let mut o = options();
-        o.insecure_registries = vec![reg.addr()];
-        o
-    })
-    .resolve(&Platform::parse("linux/amd64").unwrap())
-    .unwrap();
+    let img = open(&reference, &insecure(&reg.addr()))
+        .resolve(&Platform::parse("linux/amd64").unwrap())
+        .unwrap();
     std::fs::remove_file(reg.blob_data(&img.layers[2].digest.hex)).unwrap();
     let err = ingest(&opts(&repo, &reg.addr(), std::slice::from_ref(&reference))).unwrap_err();
     let msg = chain(&err);

@@ -53,6 +53,27 @@ pub fn options() -> SourceOptions {
 }
 
 /// Opens the source `reference` names.
+/// [`options`] with plain HTTP allowed to the test registry at `addr`.
+pub fn insecure(addr: &str) -> SourceOptions {
+    let mut o = options();
+    o.insecure_registries = vec![addr.to_string()];
+    o
+}
+
+/// The three-layer image as `team/app:v1` in a new anonymous registry (the layout in
+/// `tmp/layout`).
+pub fn registry_with_three_layers(tmp: &Path) -> (Registry, std::path::PathBuf) {
+    let layout = tmp.join("layout");
+    three_layers(&layout, "v1");
+    let reg = Registry::start(RegistryAuth::None);
+    skopeo_copy(
+        &format!("oci:{}:v1", layout.display()),
+        &format!("docker://{}/team/app:v1", reg.addr()),
+        &[],
+    );
+    (reg, layout)
+}
+
 pub fn open(reference: &str, options: &SourceOptions) -> Box<dyn ImageSource> {
     source::open(&Reference::parse(reference).unwrap(), options)
         .unwrap_or_else(|e| panic!("opening {reference}: {e}"))

@@ -81,12 +81,6 @@ pub fn check_config(img: &ResolvedImage, arch: &str) {
     assert_eq!(img.manifest_digest, Digest::sha256(&img.manifest_bytes));
 }
 
-fn insecure(addr: &str) -> lazyroot::ingest::source::SourceOptions {
-    let mut o = options();
-    o.insecure_registries = vec![addr.to_string()];
-    o
-}
-
 #[test]
 fn ingest_registry_anonymous_multi_layer() {
     let t0 = Instant::now();

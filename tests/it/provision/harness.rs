@@ -164,16 +164,7 @@ impl World {
 
     /// Mounts of the daemon's images that this mount namespace sees.
     pub fn image_mounts(&self) -> usize {
-        let root = self.work.join("images");
-        std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap()
-            .lines()
-            .filter(|l| {
-                l.split(' ')
-                    .nth(4)
-                    .is_some_and(|m| Path::new(m).starts_with(&root))
-            })
-            .count()
+        mounts_under(&self.work.join("images"))
     }
 
     pub fn appc_entries(&self) -> usize {
@@ -245,6 +236,19 @@ impl Drop for Daemon {
             self.stop();
         }
     }
+}
+
+/// Mounts below `dir` that this mount namespace sees.
+pub fn mounts_under(dir: &Path) -> usize {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            l.split(' ')
+                .nth(4)
+                .is_some_and(|m| Path::new(m).starts_with(dir))
+        })
+        .count()
 }
 
 /// An OCI bundle running `args` from `rootfs`.
