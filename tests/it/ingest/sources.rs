@@ -85,15 +85,8 @@ pub fn check_config(img: &ResolvedImage, arch: &str) {
 fn ingest_registry_anonymous_multi_layer() {
     let t0 = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
-    let layout = tmp.path().join("layout");
-    three_layers(&layout, "v1");
-    let reg = Registry::start(RegistryAuth::None);
-    skopeo_copy(
-        &format!("oci:{}:v1", layout.display()),
-        &format!("docker://{}/test/app:v1", reg.addr()),
-        &[],
-    );
-    let reference = format!("{}/test/app:v1", reg.addr());
+    let (reg, _) = registry_with_three_layers(tmp.path());
+    let reference = format!("{}/team/app:v1", reg.addr());
     let src = open(&reference, &insecure(&reg.addr()));
     let img = src.resolve(&amd64()).unwrap();
     assert_eq!(img.reference, reference);
@@ -109,7 +102,7 @@ fn ingest_registry_anonymous_multi_layer() {
     assert!(has(&names[2], "srv/data.txt"), "{names:?}");
 
     // The same image pinned by its digest: the bytes served must hash to it.
-    let pinned = format!("{}/test/app@{}", reg.addr(), img.manifest_digest);
+    let pinned = format!("{}/team/app@{}", reg.addr(), img.manifest_digest);
     let by_digest = open(&pinned, &insecure(&reg.addr()))
         .resolve(&amd64())
         .unwrap();
@@ -239,14 +232,7 @@ fn ingest_registry_multi_platform_index() {
 #[test]
 fn ingest_layout_and_archive_match_the_registry() {
     let tmp = tempfile::tempdir().unwrap();
-    let layout = tmp.path().join("layout");
-    three_layers(&layout, "v1");
-    let reg = Registry::start(RegistryAuth::None);
-    skopeo_copy(
-        &format!("oci:{}:v1", layout.display()),
-        &format!("docker://{}/test/app:v1", reg.addr()),
-        &[],
-    );
+    let (reg, layout) = registry_with_three_layers(tmp.path());
     let archive = tmp.path().join("app.tar");
     skopeo_copy(
         &format!("oci:{}:v1", layout.display()),
@@ -254,7 +240,7 @@ fn ingest_layout_and_archive_match_the_registry() {
         &[],
     );
     let remote = open(
-        &format!("{}/test/app:v1", reg.addr()),
+        &format!("{}/team/app:v1", reg.addr()),
         &insecure(&reg.addr()),
     );
     let r = remote.resolve(&amd64()).unwrap();
@@ -302,7 +288,7 @@ fn ingest_layout_and_archive_match_the_registry() {
         Err(e) => e.to_string(),
         Ok(_) => panic!("an absent name was found"),
     };
-    assert_parts(&e, &["docker.io/library/other:v2", "docker.io/test/app:v1"]);
+    assert_parts(&e, &["docker.io/library/other:v2", "docker.io/team/app:v1"]);
 }
 
 #[test]

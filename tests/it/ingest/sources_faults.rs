@@ -16,14 +16,7 @@ use super::sources::amd64;
 /// A registry holding `team/app:v1` (three layers), and its layout.
 fn pushed() -> (tempfile::TempDir, Registry) {
     let tmp = tempfile::tempdir().unwrap();
-    let layout = tmp.path().join("layout");
-    three_layers(&layout, "v1");
-    let reg = Registry::start(RegistryAuth::None);
-    skopeo_copy(
-        &format!("oci:{}:v1", layout.display()),
-        &format!("docker://{}/team/app:v1", reg.addr()),
-        &[],
-    );
+    let (reg, _) = registry_with_three_layers(tmp.path());
     (tmp, reg)
 }
 
