@@ -288,7 +288,7 @@ fn ingest_layout_and_archive_match_the_registry() {
         Err(e) => e.to_string(),
         Ok(_) => panic!("an absent name was found"),
     };
-    assert_parts(&e, &["docker.io/library/other:v2", "docker.io/team/app:v1"]);
+    assert_parts(&e, &["docker.io/library/other:v2", "docker.io/test/app:v1"]);
 }
 
 #[test]
