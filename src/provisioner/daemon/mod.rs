@@ -269,7 +269,10 @@ impl Provisioner {
             // Nothing half-done stays: no entry, no mount of an image the state lacks.
             if existing.is_none() {
                 let _ = self.appc.remove(&id);
-                if let Some(mut m) = inner.mounts.remove(&id) {
+                let taken = inner.mounts.remove(&id);
+                // Unmounted after the lock goes, as every unmount.
+                drop(inner);
+                if let Some(mut m) = taken {
                     m.detach();
                 }
             }
@@ -324,6 +327,7 @@ impl Provisioner {
         self.mounted.notify_all();
         match result {
             Ok(mut m) if inner.stopping => {
+                drop(inner);
                 m.detach();
                 Err(ProvisionError::Unavailable(
                     "the provisioner is stopping".into(),

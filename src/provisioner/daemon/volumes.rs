@@ -75,13 +75,16 @@ impl Provisioner {
         let mut inner = self.inner.lock().expect("provisioner");
         inner.mounting.remove(&busy);
         let mut m = mounted?;
+        // Undone after the lock goes, as every unmount.
         if inner.stopping {
+            drop(inner);
             m.detach();
             return Err(ProvisionError::Unavailable(
                 "the provisioner is stopping".into(),
             ));
         }
         if let Err(e) = inner.state.put_volume(&target.display().to_string(), &key) {
+            drop(inner);
             m.detach();
             return Err(e.into());
         }
