@@ -315,6 +315,28 @@ impl LayerCompression {
         }
     }
 
+    /// The compression any OCI or Docker layer media type names (non-distributable and
+    /// foreign ones too, which [`LayerCompression::of`] refuses); `None` for media types
+    /// that are not layers.
+    pub fn from_media_type(media_type: &str) -> Option<LayerCompression> {
+        match media_type {
+            "application/vnd.oci.image.layer.v1.tar"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar"
+            | "application/vnd.docker.image.rootfs.diff.tar" => Some(LayerCompression::None),
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+            | "application/vnd.docker.image.rootfs.diff.tar.gzip"
+            | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => {
+                Some(LayerCompression::Gzip)
+            }
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => {
+                Some(LayerCompression::Zstd)
+            }
+            _ => None,
+        }
+    }
+
     /// The compression of a stream by its first bytes (gzip `1f 8b`, zstd `28 b5 2f fd`),
     /// for archives whose members carry no media type.
     pub fn sniff(head: &[u8]) -> LayerCompression {

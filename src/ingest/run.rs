@@ -17,7 +17,6 @@ use crate::repository::local::LocalStore;
 use crate::repository::Snapshot;
 
 use super::layer::{read_layer, Compression, LayerError, ReadLimits, Tree};
-use super::media::LayerCompression;
 use super::meta::ImageMeta;
 use super::names::{self, Version};
 use super::reference::{Reference, ReferenceError};
@@ -256,17 +255,12 @@ fn publish_all(
                         e
                     }
                     None => {
-                        let compression = match LayerCompression::of(layer).map_err(|source| {
-                            IngestError::Media {
+                        let compression =
+                            Compression::of(layer).map_err(|source| IngestError::Media {
                                 reference: p.reference.clone(),
                                 what: format!("layer {}", layer.digest),
                                 source,
-                            }
-                        })? {
-                            LayerCompression::None => Compression::None,
-                            LayerCompression::Gzip => Compression::Gzip,
-                            LayerCompression::Zstd => Compression::Zstd,
-                        };
+                            })?;
                         let blob = p.source.open_blob(layer)?;
                         let (entries, stats) = read_layer(
                             blob,

@@ -10,51 +10,9 @@ use sha2::{Digest, Sha256};
 
 use super::errors::Problem;
 
-/// How a layer's tar stream is compressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    /// A plain tar stream.
-    None,
-    /// gzip (`+gzip`, Docker's `tar.gzip`).
-    Gzip,
-    /// Zstandard (`+zstd`).
-    Zstd,
-}
-
-impl Compression {
-    /// The compression an OCI or Docker layer media type names; `None` for media types
-    /// that are not layers (or not known).
-    pub fn from_media_type(media_type: &str) -> Option<Compression> {
-        match media_type {
-            "application/vnd.oci.image.layer.v1.tar"
-            | "application/vnd.oci.image.layer.nondistributable.v1.tar"
-            | "application/vnd.docker.image.rootfs.diff.tar" => Some(Compression::None),
-            "application/vnd.oci.image.layer.v1.tar+gzip"
-            | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
-            | "application/vnd.docker.image.rootfs.diff.tar.gzip"
-            | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => {
-                Some(Compression::Gzip)
-            }
-            "application/vnd.oci.image.layer.v1.tar+zstd"
-            | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => {
-                Some(Compression::Zstd)
-            }
-            _ => None,
-        }
-    }
-
-    /// The compression the first bytes of a layer show (for Docker archives, whose
-    /// `layer.tar` may be compressed whatever its name says).
-    pub fn sniff(start: &[u8]) -> Compression {
-        if start.starts_with(&[0x1f, 0x8b]) {
-            Compression::Gzip
-        } else if start.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Compression::Zstd
-        } else {
-            Compression::None
-        }
-    }
-}
+/// How a layer's tar stream is compressed: the one type the image documents name
+/// ([`LayerCompression::of`] a descriptor) and the decompressor takes.
+pub use crate::ingest::media::LayerCompression as Compression;
 
 /// The largest zstd window accepted (2^27 = 128 MiB, libzstd's own default limit): a
 /// frame asking for more is refused rather than allocated.
