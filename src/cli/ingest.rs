@@ -7,6 +7,7 @@ use std::time::Duration;
 use lazyroot::ingest::layer::ReadLimits;
 use lazyroot::ingest::run::{ingest, IngestOptions, Outcome};
 use lazyroot::ingest::source::{Platform, SourceOptions};
+use lazyroot::ingest::wishlist;
 
 use super::RepoArgs;
 
@@ -14,8 +15,17 @@ use super::RepoArgs;
 pub struct IngestArgs {
     /// Images: `[registry/]repository[:tag|@sha256:digest]` (Docker Hub's defaults:
     /// docker.io, library/), `oci:DIR[:tag]`, `docker-archive:FILE[:name:tag]`.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "wishlist")]
     pub references: Vec<String>,
+    /// A file of references, one a line (`#` comments; a registry reference's tag may be
+    /// a glob, e.g. `library/python:3.1*`). A reference that fails is listed and the exit
+    /// status is 1, but the others are published.
+    #[arg(long)]
+    pub wishlist: Option<PathBuf>,
+    /// Remove the names under the prefix that no wishlist line (or REF) gives, and the
+    /// images no name leads to afterwards (their objects stay for `gc`).
+    #[arg(long, requires = "wishlist")]
+    pub prune: bool,
     #[command(flatten)]
     pub repo: RepoArgs,
     /// Repository directory the images and their names go under (default: the root).
@@ -74,6 +84,14 @@ pub fn run(a: IngestArgs) -> anyhow::Result<ExitCode> {
         platform,
         source,
         limits: ReadLimits::default(),
+        wishes: match &a.wishlist {
+            Some(w) => wishlist::read(w)?,
+            None => Vec::new(),
+        },
+        // One failing image must not hold back the rest of a wishlist (cron keeps
+        // retrying the failed ones; the others should not wait for them).
+        keep_going: a.wishlist.is_some(),
+        prune: a.prune,
     };
     let r = ingest(&opts)?;
     for i in &r.images {
@@ -86,6 +104,9 @@ pub fn run(a: IngestArgs) -> anyhow::Result<ExitCode> {
             "{} {what}: {} -> {}",
             i.reference, i.link, i.manifest_digest
         );
+    }
+    for p in &r.pruned {
+        println!("pruned: {p}");
     }
     match r.revision {
         Some(rev) => println!("published revision {rev}"),
@@ -100,5 +121,13 @@ pub fn run(a: IngestArgs) -> anyhow::Result<ExitCode> {
         r.objects_reused,
         r.seconds
     );
-    Ok(ExitCode::SUCCESS)
+    if r.failed.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!("{} references failed:", r.failed.len());
+    for f in r.failed {
+        // `{:#}`: the error with its causes, as the command's own errors are shown.
+        eprintln!("  {}: {:#}", f.reference, anyhow::Error::new(f.error));
+    }
+    Ok(ExitCode::FAILURE)
 }

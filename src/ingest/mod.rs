@@ -13,6 +13,8 @@
 //!   no root.
 //! - [`names`]: where an ingested image lives in a repository, and the links naming it.
 //! - [`meta`]: what an image says about running it, stored beside its root filesystem.
+//! - [`wishlist`]: the images a repository should hold, tag globs, what a prune keeps.
+//! - [`run`]: one `ingest` call: sources read, layers applied, names linked, one publish.
 //! - [`error`]: why reading an image failed, naming the image, the blob and the cause.
 
 pub mod digest;
@@ -25,5 +27,6 @@ pub mod reference;
 pub mod run;
 pub mod seen;
 pub mod source;
+pub mod wishlist;
 
 pub use error::{BlobFault, IngestError};

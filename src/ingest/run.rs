@@ -3,7 +3,9 @@
 //! once, in order, onto an in-memory tree whose files go straight into objects; the image
 //! directory ([`super::names`]) and the links of every registry the call touches are
 //! grafted, and the revision committed. An unchanged image publishes nothing; a moved tag
-//! changes only its link.
+//! changes only its link. With a wishlist, a reference that fails is reported and the
+//! others are published; a prune removes the names no wish gives and the images no name
+//! leads to, in the same revision.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -22,6 +24,7 @@ use super::names::{self, Version};
 use super::reference::{Reference, ReferenceError};
 use super::seen::SeenLayers;
 use super::source::{self, Platform, ResolvedImage, SourceOptions};
+use super::wishlist::{self, Keep, Wish};
 use super::IngestError;
 
 /// What to ingest, and where.
@@ -40,6 +43,15 @@ pub struct IngestOptions {
     pub source: SourceOptions,
     /// Bounds on what one layer may hold.
     pub limits: ReadLimits,
+    /// Wishlist lines, ingested after `references` (a tag glob becomes every matching
+    /// tag).
+    pub wishes: Vec<Wish>,
+    /// A reference that fails is reported in [`IngestReport::failed`] and the others are
+    /// published (else the first failure fails the call and nothing is published).
+    pub keep_going: bool,
+    /// Removes the names (links into the image directories) under the prefix that neither
+    /// `references` nor `wishes` give, and the images no remaining name leads to.
+    pub prune: bool,
 }
 
 /// What happened to one reference.
@@ -66,8 +78,17 @@ pub struct ImageReport {
     pub outcome: Outcome,
 }
 
+/// A reference that could not be ingested (with [`IngestOptions::keep_going`]).
+#[derive(Debug)]
+pub struct Failure {
+    /// The reference or wishlist line.
+    pub reference: String,
+    /// Why.
+    pub error: IngestRunError,
+}
+
 /// What one `ingest` call did.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct IngestReport {
     /// One per reference, in order.
     pub images: Vec<ImageReport>,
@@ -81,6 +102,10 @@ pub struct IngestReport {
     pub objects_written: u64,
     /// Objects that were in the repository already.
     pub objects_reused: u64,
+    /// The references that failed; the others were published.
+    pub failed: Vec<Failure>,
+    /// What a prune removed: links, then image directories.
+    pub pruned: Vec<String>,
     /// The revision published, if any.
     pub revision: Option<u64>,
     /// Wall time in seconds.
@@ -110,6 +135,22 @@ pub enum IngestRunError {
         /// Why.
         source: crate::publish::content::ContentError,
     },
+    /// A wishlist line could not be read.
+    #[error(transparent)]
+    Wishlist(#[from] wishlist::WishlistError),
+    /// A registry directory holds something ingest did not make: rebuilding its names
+    /// would drop it.
+    #[error("{path} is not a name ingest made, in a registry directory ingest rebuilds; move it out of the way")]
+    Foreign {
+        /// The repository path.
+        path: String,
+    },
+    /// A prune with nothing to keep would remove every image.
+    #[error("--prune with an empty wishlist would remove every image under {prefix:?}; refused")]
+    PruneEverything {
+        /// The prefix.
+        prefix: String,
+    },
     /// The layer count and the config's `diff_ids` disagree (checked by the source too).
     #[error("{reference}: {layers} layers but {diff_ids} diff_ids in the config")]
     LayerCount {
@@ -133,15 +174,75 @@ struct Placed {
 }
 
 /// Ingests every reference of `opts` into one new revision (none if nothing changed).
+/// Resolving (the network's part) happens before the publisher lock is taken.
 pub fn ingest(opts: &IngestOptions) -> Result<IngestReport, IngestRunError> {
     let started = Instant::now();
-    let mut placed = Vec::new();
-    for r in &opts.references {
-        placed.push(place(r, opts)?);
+    if opts.prune && opts.references.is_empty() && opts.wishes.is_empty() {
+        return Err(IngestRunError::PruneEverything {
+            prefix: opts.prefix.clone(),
+        });
     }
-    let mut report = publish::transaction(&opts.repo, |store| publish_all(store, opts, placed))?;
+    let mut failures = Failures {
+        keep_going: opts.keep_going,
+        failed: Vec::new(),
+    };
+    let mut references = opts.references.clone();
+    for w in &opts.wishes {
+        match wishlist::expand(w, &opts.source) {
+            Ok(r) => references.extend(r),
+            Err(e) => failures.add(&w.text, e.into())?,
+        }
+    }
+    let mut placed: Vec<Placed> = Vec::new();
+    for r in &references {
+        if placed.iter().any(|p| p.reference == *r) {
+            continue;
+        }
+        match place(r, opts) {
+            Ok(p) => placed.push(p),
+            Err(e) => failures.add(r, e)?,
+        }
+    }
+    let keep = opts.prune.then(|| {
+        let given: Vec<Reference> = opts
+            .references
+            .iter()
+            .filter_map(|r| Reference::parse(r).ok())
+            .collect();
+        Keep::new(&opts.prefix, &opts.wishes, &given)
+    });
+    let mut report = publish::transaction(&opts.repo, |store| {
+        publish_all(store, opts, placed, keep.as_ref(), &mut failures)
+    })?;
+    report.failed = failures.failed;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// The failures of one call: kept with `keep_going`, else the first one fails it.
+struct Failures {
+    keep_going: bool,
+    failed: Vec<Failure>,
+}
+
+impl Failures {
+    fn add(&mut self, reference: &str, error: IngestRunError) -> Result<(), IngestRunError> {
+        if !self.keep_going {
+            return Err(error);
+        }
+        tracing::warn!("{reference}: {error}");
+        self.failed.push(Failure {
+            reference: reference.to_string(),
+            error,
+        });
+        Ok(())
+    }
+}
+
+/// The link that names the image `r` under `prefix`.
+pub fn link_of(prefix: &str, r: &Reference) -> String {
+    let (registry, repository, version) = name_of(r);
+    names::link_path(prefix, &registry, &repository, &version)
 }
 
 /// Resolves `reference` to its platform's manifest and its place in the repository.
@@ -212,32 +313,37 @@ fn name_of(r: &Reference) -> (String, String, Version) {
     }
 }
 
-/// Inside the publish transaction: what exists, the new images' trees, the links, one
-/// commit.
+/// Inside the publish transaction: what exists, the new images' trees, the links (and
+/// with `keep`, what a prune removes), one commit.
 fn publish_all(
     store: &LocalStore,
     opts: &IngestOptions,
     placed: Vec<Placed>,
+    keep: Option<&Keep>,
+    failures: &mut Failures,
 ) -> Result<IngestReport, IngestRunError> {
     let (repo, _) = publish::open_current(store, &opts.keys)?;
     let manifest = repo.manifest().clone();
-    let algo = manifest.hash_algo();
     let snapshot = repo
         .snapshot_of(manifest.root_catalog, manifest.root_catalog_size)
         .map_err(PublishError::from)?;
     let spool = publish::spool_dir(&opts.repo);
     std::fs::create_dir_all(&spool).map_err(|e| PublishError::io("creating", &spool, e))?;
-    let seen = SeenLayers::open(&spool.join("ingest-layers.sqlite"));
-    let chunking = Some(crate::publish::chunker::ChunkSizes::default());
-    let mut report = IngestReport::default();
+    let mut run = Run {
+        store,
+        opts,
+        algo: manifest.hash_algo(),
+        seen: SeenLayers::open(&spool.join("ingest-layers.sqlite")),
+        report: IngestReport::default(),
+        remembered: Vec::new(),
+    };
     let mut trees: Vec<(String, Node, Vec<FileContent>)> = Vec::new();
     let mut links: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    let mut remembered = Vec::new();
     for p in placed {
         let flat = format!("{}/{}", p.image_dir, names::ROOTFS);
+        // Two references to one image in one call: its tree is made once.
         let present =
             is_dir(&snapshot, &p.image_dir) || trees.iter().any(|(dir, _, _)| *dir == p.image_dir);
-        // Two references to one image in one call: its tree is made once.
         let target = names::link_target(&p.link, &flat);
         let linked = symlink_of(&snapshot, &p.link).as_deref() == Some(target.as_str());
         let outcome = match (present, linked) {
@@ -246,59 +352,13 @@ fn publish_all(
             (false, _) => Outcome::New,
         };
         if outcome == Outcome::New {
-            let mut tree = Tree::new();
-            for (layer, diff_id) in p.resolved.layers.iter().zip(&p.resolved.diff_ids) {
-                let diff = diff_id.to_string();
-                let entries = match seen.get(&diff, store) {
-                    Some(e) => {
-                        report.layers_reused += 1;
-                        e
-                    }
-                    None => {
-                        let compression =
-                            Compression::of(layer).map_err(|source| IngestError::Media {
-                                reference: p.reference.clone(),
-                                what: format!("layer {}", layer.digest),
-                                source,
-                            })?;
-                        let blob = p.source.open_blob(layer)?;
-                        let (entries, stats) = read_layer(
-                            blob,
-                            compression,
-                            &layer.digest.to_string(),
-                            Some(&diff),
-                            store,
-                            algo,
-                            chunking,
-                            &opts.limits,
-                        )?;
-                        report.layers_fetched += 1;
-                        report.bytes_downloaded += layer.size;
-                        report.objects_written += stats.objects_written;
-                        report.objects_reused += stats.objects_reused;
-                        remembered.push((diff.clone(), entries.clone()));
-                        entries
-                    }
-                };
-                tree.apply(&entries)?;
+            match run.image_tree(&p) {
+                Ok((image, contents)) => trees.push((p.image_dir.clone(), image, contents)),
+                Err(e) => {
+                    failures.add(&p.reference, e)?;
+                    continue;
+                }
             }
-            let (rootfs, mut contents) = tree.into_publish(None);
-            let meta = meta_of(&p);
-            let bytes = meta.to_bytes();
-            let stored = store_whole(
-                &mut &bytes[..],
-                bytes.len() as u64,
-                store,
-                algo,
-                &NoProgress,
-            )
-            .map_err(|source| IngestRunError::Meta {
-                reference: p.reference.clone(),
-                source,
-            })?;
-            contents.push(stored.content);
-            let image = image_node(rootfs, contents.len() - 1, bytes.len() as u64);
-            trees.push((p.image_dir.clone(), image, contents));
         }
         if outcome != Outcome::Unchanged {
             let rel = p.link[p.registry_dir.len() + 1..].to_string();
@@ -307,21 +367,21 @@ fn publish_all(
                 .or_default()
                 .insert(rel, target);
         }
-        report.images.push(ImageReport {
+        run.report.images.push(ImageReport {
             reference: p.reference,
             link: p.link,
             manifest_digest: p.resolved.manifest_digest.to_string(),
             outcome,
         });
     }
-    // Each touched registry's names, rebuilt from the current revision plus the new links.
-    let mut name_trees = Vec::new();
-    for (dir, new) in &links {
-        let mut root = existing_names(&snapshot, dir);
-        for (rel, target) in new {
-            put_link(&mut root, rel, target);
-        }
-        name_trees.push((dir.clone(), root));
+    let new_dirs: Vec<&str> = trees.iter().map(|(dir, _, _)| dir.as_str()).collect();
+    let names = name_changes(&snapshot, &opts.prefix, &links, keep, &new_dirs)?;
+    let mut removals = names.removals;
+    let mut pruned = names.pruned;
+    if keep.is_some() {
+        let images = unnamed_images(&snapshot, &opts.prefix, &names.leads_to, &new_dirs);
+        pruned.extend(images.iter().cloned());
+        removals.extend(images);
     }
     let (heads, contents): (Vec<(String, Node)>, Vec<Vec<FileContent>>) = trees
         .into_iter()
@@ -336,25 +396,279 @@ fn publish_all(
             contents,
         })
         .collect();
-    for (dir, root) in name_trees {
+    for (dir, root) in names.trees {
         grafts.push(TreeGraft {
             target: dir.into_bytes(),
             root,
             contents: &[],
         });
     }
+    let removals: Vec<Vec<u8>> = removals.into_iter().map(String::into_bytes).collect();
     let mut o = PublishOptions::new(&opts.repo, &opts.keys, std::path::Path::new("/nonexistent"));
     o.path = Vec::new();
-    let published = publish::publish_trees(store, &o, grafts, &NoProgress)?;
+    let published = publish::publish_trees(store, &o, grafts, &removals, &NoProgress)?;
+    let mut report = run.report;
+    report.pruned = pruned;
     report.revision = published.map(|r| r.revision);
     if report.revision.is_some() {
-        for (diff, entries) in &remembered {
-            if let Err(e) = seen.put(diff, entries) {
+        for (diff, entries) in &run.remembered {
+            if let Err(e) = run.seen.put(diff, entries) {
                 tracing::warn!("layer cache: remembering {diff}: {e}");
             }
         }
     }
     Ok(report)
+}
+
+/// What one call carries from image to image.
+struct Run<'a> {
+    store: &'a LocalStore,
+    opts: &'a IngestOptions,
+    algo: crate::cvmfs::hash::HashAlgo,
+    seen: SeenLayers,
+    report: IngestReport,
+    /// Layers read this call, remembered once the revision is committed.
+    remembered: Vec<(String, super::layer::LayerEntries)>,
+}
+
+impl Run<'_> {
+    /// A new image's directory: its layers applied in order (each from the layer cache or
+    /// read from the source) and its metadata beside the root filesystem.
+    fn image_tree(&mut self, p: &Placed) -> Result<(Node, Vec<FileContent>), IngestRunError> {
+        let chunking = Some(crate::publish::chunker::ChunkSizes::default());
+        let mut tree = Tree::new();
+        for (layer, diff_id) in p.resolved.layers.iter().zip(&p.resolved.diff_ids) {
+            let diff = diff_id.to_string();
+            let entries = match self.seen.get(&diff, self.store) {
+                Some(e) => {
+                    self.report.layers_reused += 1;
+                    e
+                }
+                None => {
+                    let compression =
+                        Compression::of(layer).map_err(|source| IngestError::Media {
+                            reference: p.reference.clone(),
+                            what: format!("layer {}", layer.digest),
+                            source,
+                        })?;
+                    let blob = p.source.open_blob(layer)?;
+                    let (entries, stats) = read_layer(
+                        blob,
+                        compression,
+                        &layer.digest.to_string(),
+                        Some(&diff),
+                        self.store,
+                        self.algo,
+                        chunking,
+                        &self.opts.limits,
+                    )?;
+                    self.report.layers_fetched += 1;
+                    self.report.bytes_downloaded += layer.size;
+                    self.report.objects_written += stats.objects_written;
+                    self.report.objects_reused += stats.objects_reused;
+                    self.remembered.push((diff.clone(), entries.clone()));
+                    entries
+                }
+            };
+            tree.apply(&entries)?;
+        }
+        let (rootfs, mut contents) = tree.into_publish(None);
+        let bytes = meta_of(p).to_bytes();
+        let stored = store_whole(
+            &mut &bytes[..],
+            bytes.len() as u64,
+            self.store,
+            self.algo,
+            &NoProgress,
+        )
+        .map_err(|source| IngestRunError::Meta {
+            reference: p.reference.clone(),
+            source,
+        })?;
+        contents.push(stored.content);
+        let image = image_node(rootfs, contents.len() - 1, bytes.len() as u64);
+        Ok((image, contents))
+    }
+}
+
+/// How the names change in this revision.
+struct NameChanges {
+    /// Registry directories to graft anew.
+    trees: Vec<(String, Node)>,
+    /// Registry directories left empty by a prune.
+    removals: Vec<String>,
+    /// Links a prune removed.
+    pruned: Vec<String>,
+    /// The image directories the names lead to afterwards (with a prune: all of them).
+    leads_to: std::collections::BTreeSet<String>,
+}
+
+/// Each touched registry directory's names, rebuilt from the current revision plus the new
+/// `links`; with `keep`, every registry directory under the prefix, less the links into
+/// the image directories that no wish gives. A directory whose names did not change is
+/// left as it is (so an unchanged wishlist publishes nothing).
+fn name_changes(
+    s: &Snapshot<'_>,
+    prefix: &str,
+    links: &BTreeMap<String, BTreeMap<String, String>>,
+    keep: Option<&Keep>,
+    new_dirs: &[&str],
+) -> Result<NameChanges, IngestRunError> {
+    let mut dirs: std::collections::BTreeSet<String> = links.keys().cloned().collect();
+    if keep.is_some() {
+        dirs.extend(registry_dirs(s, prefix));
+    }
+    let flat_root = format!("{prefix}/{}/", names::FLAT);
+    let mut out = NameChanges {
+        trees: Vec::new(),
+        removals: Vec::new(),
+        pruned: Vec::new(),
+        leads_to: Default::default(),
+    };
+    for dir in dirs {
+        let exists = is_dir(s, &dir);
+        let mut root = if exists {
+            existing_names(s, &dir)?
+        } else {
+            Node {
+                name: Vec::new(),
+                meta: dir_meta(),
+                xattrs: None,
+                kind: NodeKind::Dir(Vec::new()),
+            }
+        };
+        let new = links.get(&dir);
+        for (rel, target) in new.into_iter().flatten() {
+            put_link(&mut root, rel, target);
+        }
+        let before = out.pruned.len();
+        if let Some(keep) = keep {
+            prune_links(&mut root, &dir, &flat_root, keep, &mut out.pruned);
+        }
+        collect_targets(&root, &dir, &flat_root, &mut out.leads_to);
+        if new.is_none() && out.pruned.len() == before {
+            continue;
+        }
+        match &root.kind {
+            NodeKind::Dir(children) if children.is_empty() => {
+                if exists {
+                    out.removals.push(dir);
+                }
+            }
+            _ => out.trees.push((dir, root)),
+        }
+    }
+    // A new image is led to by the link made for it.
+    out.leads_to.extend(new_dirs.iter().map(|d| d.to_string()));
+    Ok(out)
+}
+
+/// The registry directories under `prefix`: names a registry component can have (with a
+/// `.` or a `:`, or `localhost`), so that other directories of the repository are never
+/// taken for ingest's.
+fn registry_dirs(s: &Snapshot<'_>, prefix: &str) -> Vec<String> {
+    let at = if prefix.is_empty() { "" } else { prefix };
+    s.list(at.as_bytes())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|f| f.entry.kind() == EntryKind::Directory)
+        .map(|f| String::from_utf8_lossy(&f.entry.name).into_owned())
+        .filter(|n| !n.starts_with('.') && (n.contains('.') || n.contains(':') || n == "localhost"))
+        .map(|n| format!("{prefix}/{n}"))
+        .collect()
+}
+
+/// The image directory a link at `path` to `target` leads to, if it leads into
+/// `flat_root` (`<prefix>/.flat/`) as ingest's links do.
+fn image_of_link(path: &str, target: &[u8], flat_root: &str) -> Option<String> {
+    let to = names::resolve_link(path, std::str::from_utf8(target).ok()?)?;
+    let dir = to.strip_suffix(&format!("/{}", names::ROOTFS))?;
+    dir.starts_with(flat_root).then(|| dir.to_string())
+}
+
+/// Removes the links below `node` (at repository path `path`) that lead into the image
+/// directories and that `keep` does not keep, then the directories left empty.
+fn prune_links(node: &mut Node, path: &str, flat_root: &str, keep: &Keep, out: &mut Vec<String>) {
+    let NodeKind::Dir(children) = &mut node.kind else {
+        return;
+    };
+    children.retain_mut(|c| {
+        let child = format!("{path}/{}", String::from_utf8_lossy(&c.name));
+        match &c.kind {
+            NodeKind::Symlink(target) => {
+                let ours = image_of_link(&child, target, flat_root).is_some();
+                if ours && !keep.keeps(&child) {
+                    out.push(child);
+                    return false;
+                }
+                true
+            }
+            NodeKind::Dir(_) => {
+                prune_links(c, &child, flat_root, keep, out);
+                !matches!(&c.kind, NodeKind::Dir(g) if g.is_empty())
+            }
+            _ => true,
+        }
+    });
+}
+
+/// The image directories the links below `node` lead to.
+fn collect_targets(
+    node: &Node,
+    path: &str,
+    flat_root: &str,
+    out: &mut std::collections::BTreeSet<String>,
+) {
+    let NodeKind::Dir(children) = &node.kind else {
+        return;
+    };
+    for c in children {
+        let child = format!("{path}/{}", String::from_utf8_lossy(&c.name));
+        match &c.kind {
+            NodeKind::Symlink(target) => {
+                if let Some(dir) = image_of_link(&child, target, flat_root) {
+                    out.insert(dir);
+                }
+            }
+            NodeKind::Dir(_) => collect_targets(c, &child, flat_root, out),
+            _ => {}
+        }
+    }
+}
+
+/// The image directories under `<prefix>/.flat` that no name leads to: each one, or its
+/// whole `<2 hex>` directory when nothing there stays and no new image goes there.
+fn unnamed_images(
+    s: &Snapshot<'_>,
+    prefix: &str,
+    leads_to: &std::collections::BTreeSet<String>,
+    new_dirs: &[&str],
+) -> Vec<String> {
+    let flat = format!("{prefix}/{}", names::FLAT);
+    let mut out = Vec::new();
+    let dirs = |p: &str| -> Vec<String> {
+        s.list(p.as_bytes())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|f| f.entry.kind() == EntryKind::Directory)
+            .map(|f| format!("{p}/{}", String::from_utf8_lossy(&f.entry.name)))
+            .collect()
+    };
+    for two in dirs(&flat) {
+        let images = dirs(&two);
+        let gone: Vec<String> = images
+            .iter()
+            .filter(|d| !leads_to.contains(*d))
+            .cloned()
+            .collect();
+        let arriving = new_dirs.iter().any(|d| d.starts_with(&format!("{two}/")));
+        if !gone.is_empty() && gone.len() == images.len() && !arriving {
+            out.push(two);
+        } else {
+            out.extend(gone);
+        }
+    }
+    out
 }
 
 /// The metadata stored beside the image's root filesystem.
@@ -436,9 +750,15 @@ fn symlink_of(s: &Snapshot<'_>, path: &str) -> Option<String> {
 }
 
 /// The names under `dir` in the current revision: directories and links, kept as they
-/// are (anything else there is not ingest's and is left out with a warning).
-fn existing_names(s: &Snapshot<'_>, dir: &str) -> Node {
-    fn walk(s: &Snapshot<'_>, path: &str, meta: Meta, name: Vec<u8>, depth: usize) -> Node {
+/// are. Anything else there is not ingest's and is refused rather than dropped.
+fn existing_names(s: &Snapshot<'_>, dir: &str) -> Result<Node, IngestRunError> {
+    fn walk(
+        s: &Snapshot<'_>,
+        path: &str,
+        meta: Meta,
+        name: Vec<u8>,
+        depth: usize,
+    ) -> Result<Node, IngestRunError> {
         let mut children = Vec::new();
         if depth < 64 {
             for f in s.list(path.as_bytes()).unwrap_or_default() {
@@ -456,7 +776,7 @@ fn existing_names(s: &Snapshot<'_>, dir: &str) -> Node {
                 };
                 match e.kind() {
                     EntryKind::Directory => {
-                        children.push(walk(s, &child, m, e.name.clone(), depth + 1))
+                        children.push(walk(s, &child, m, e.name.clone(), depth + 1)?)
                     }
                     EntryKind::Symlink => children.push(Node {
                         name: e.name.clone(),
@@ -466,17 +786,17 @@ fn existing_names(s: &Snapshot<'_>, dir: &str) -> Node {
                     }),
                     // The marker of a nested catalog is made anew by the publisher.
                     _ if e.name == b".cvmfscatalog" => {}
-                    _ => tracing::warn!("{child}: not a name ingest made; left out"),
+                    _ => return Err(IngestRunError::Foreign { path: child }),
                 }
             }
         }
         children.sort_by(|a, b| a.name.cmp(&b.name));
-        Node {
+        Ok(Node {
             name,
             meta,
             xattrs: None,
             kind: NodeKind::Dir(children),
-        }
+        })
     }
     let meta = match s.lookup(dir.as_bytes()) {
         Ok(Some(f)) if f.entry.kind() == EntryKind::Directory => Meta {

@@ -1,6 +1,7 @@
-//! Placing a newly built subtree catalog at `--path P` inside the previous revision: only
-//! the catalogs on the way from the root to P are rewritten; every other catalog, and so
-//! every other image in the repository, is kept byte for byte.
+//! Placing a newly built subtree catalog at `--path P` inside the previous revision, or
+//! removing what is at P: only the catalogs on the way from the root to P are rewritten;
+//! every other catalog, and so every other image in the repository, is kept byte for
+//! byte.
 
 use crate::cvmfs::catalog::schema::flags;
 use crate::cvmfs::catalog::writer::CatalogProperties;
@@ -23,14 +24,32 @@ pub struct Graft<'a> {
     pub dir_meta: Meta,
 }
 
+/// One change to the previous revision.
+pub enum Edit<'a> {
+    /// A new subtree in place of whatever was at its path.
+    Put(&'a Graft<'a>),
+    /// Whatever is at this path (not the root), gone, with every catalog below it.
+    Remove(&'a [u8]),
+}
+
+impl Edit<'_> {
+    fn path(&self) -> &[u8] {
+        match self {
+            Edit::Put(g) => g.path,
+            Edit::Remove(p) => p,
+        }
+    }
+}
+
 /// Rewrites the catalog `r` (mounted at `r.path`) and those below it on the way to the
-/// graft point; returns the new reference and the counters of all it holds.
+/// edited path; returns the new reference and the counters of all it holds.
 pub fn graft_into(
     ctx: &mut BuildCtx<'_>,
     r: &NestedRef,
-    g: &Graft<'_>,
+    edit: &Edit<'_>,
     ttl: Option<u64>,
 ) -> Result<(NestedRef, Counters), PublishError> {
+    let path = edit.path();
     let mut content = ctx.old.load(r)?;
     // This catalog is rewritten anyway: it leaves as stock writes catalogs, whatever wrote
     // it before.
@@ -42,24 +61,31 @@ pub fn graft_into(
     let via = content
         .nested
         .values()
-        .find(|n| is_within(g.path, &n.path) && n.path != g.path)
+        .find(|n| is_within(path, &n.path) && n.path != path)
         .cloned();
-    let replaced = if let Some(child) = via {
-        let (new_ref, counters) = graft_into(ctx, &child, g, None)?;
-        content.nested.insert(child.path.clone(), new_ref);
-        (child.path, counters)
-    } else {
-        place(&mut content, g)?;
-        (g.path.to_vec(), g.subtree.totals.clone())
+    // The nested catalog this rewrite replaced, with its new totals (none if removed).
+    let replaced = match (via, edit) {
+        (Some(child), _) => {
+            let (new_ref, counters) = graft_into(ctx, &child, edit, None)?;
+            content.nested.insert(child.path.clone(), new_ref);
+            Some((child.path, counters))
+        }
+        (None, Edit::Put(g)) => {
+            place(&mut content, g)?;
+            Some((g.path.to_vec(), g.subtree.totals.clone()))
+        }
+        (None, Edit::Remove(p)) => {
+            remove(&mut content, p)?;
+            None
+        }
     };
     // Counters: our own rows, and below them every nested catalog's totals.
     let own = Counters::of(&content);
     let mut below = Counters::default();
     for n in content.nested.values() {
-        if n.path == replaced.0 {
-            below.plus(&replaced.1);
-        } else {
-            below.plus(&ctx.old.totals(n)?);
+        match &replaced {
+            Some((path, totals)) if *path == n.path => below.plus(totals),
+            _ => below.plus(&ctx.old.totals(n)?),
         }
     }
     let is_root = r.path.is_empty();
@@ -126,6 +152,31 @@ fn place(content: &mut CatalogContent, g: &Graft<'_>) -> Result<(), PublishError
     content
         .nested
         .insert(target.to_vec(), g.subtree.nested.clone());
+    fix_link_counts(content);
+    Ok(())
+}
+
+/// Removes the entry at `target` and everything below it from the catalog that holds it
+/// (nested catalogs below it are dropped from the references, so they are no longer part
+/// of the revision; their objects stay for garbage collection).
+fn remove(content: &mut CatalogContent, target: &[u8]) -> Result<(), PublishError> {
+    if target.is_empty() {
+        return Err(PublishError::Invalid(
+            "the repository root cannot be removed".into(),
+        ));
+    }
+    let keys = content.subtree_keys(PathKey::of(target));
+    if keys.is_empty() {
+        return Err(PublishError::Invalid(format!(
+            "{}: nothing there to remove",
+            shown(target)
+        )));
+    }
+    for k in keys {
+        content.rows.remove(&k);
+        content.chunks.remove(&k);
+    }
+    content.nested.retain(|p, _| !is_within(p, target));
     fix_link_counts(content);
     Ok(())
 }

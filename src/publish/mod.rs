@@ -406,20 +406,28 @@ pub fn publish_tree(
         root,
         contents,
     };
-    Ok(publish_trees(store, opts, vec![graft], progress)?.expect("one tree given"))
+    Ok(publish_trees(store, opts, vec![graft], &[], progress)?.expect("one tree given"))
 }
 
 /// Publishes several trees made in memory as one revision, each grafted as its own nested
-/// catalog at its target (`opts.path` is not used; a lone tree may be the root). As [`publish_tree`] otherwise: call it
-/// inside a [`transaction`]. With no trees, nothing is published and `None` is returned.
+/// catalog at its target (`opts.path` is not used; a lone tree may be the root), after
+/// removing the paths in `removals` (each must exist; a graft may go where a removal
+/// was). As [`publish_tree`] otherwise: call it inside a [`transaction`]. With no trees
+/// and no removals, nothing is published and `None` is returned.
 pub fn publish_trees(
     store: &LocalStore,
     opts: &PublishOptions,
     grafts: Vec<TreeGraft<'_>>,
+    removals: &[Vec<u8>],
     progress: &dyn Progress,
 ) -> Result<Option<PublishReport>, PublishError> {
-    if grafts.is_empty() {
+    if grafts.is_empty() && removals.is_empty() {
         return Ok(None);
+    }
+    if removals.iter().any(|r| r.is_empty()) {
+        return Err(PublishError::Invalid(
+            "the repository root cannot be removed".into(),
+        ));
     }
     if grafts.len() > 1 && grafts.iter().any(|g| g.target.is_empty()) {
         return Err(PublishError::Invalid(
@@ -445,6 +453,7 @@ pub fn publish_trees(
         store,
         &begun,
         grafts,
+        removals,
         &partition::Dirtab::default(),
     )?;
     Ok(Some(PublishReport {
@@ -550,17 +559,19 @@ fn build_and_commit(
         root: root_node,
         contents,
     };
-    build_and_commit_all(opts, progress, store, begun, vec![graft], dirtab)
+    build_and_commit_all(opts, progress, store, begun, vec![graft], &[], dirtab)
 }
 
-/// [`build_and_commit`] for several trees at once: each is built and grafted in turn onto
-/// the root the previous graft made, and the revision is committed once.
+/// [`build_and_commit`] for several trees at once: the removals are made first, then each
+/// tree is built and grafted in turn onto the root the previous edit made, and the
+/// revision is committed once.
 fn build_and_commit_all(
     opts: &PublishOptions,
     progress: &dyn Progress,
     store: &LocalStore,
     begun: &Begun,
     grafts: Vec<TreeGraft<'_>>,
+    removals: &[Vec<u8>],
     dirtab: &partition::Dirtab,
 ) -> Result<Done, PublishError> {
     let Begun {
@@ -580,6 +591,25 @@ fn build_and_commit_all(
         size: old_manifest.root_catalog_size,
     };
     let (mut written, mut kept, mut split_links) = (0, 0, 0);
+    let no_roots = std::collections::HashSet::new();
+    for path in removals {
+        let mut ctx = build::BuildCtx {
+            store,
+            algo,
+            revision,
+            now,
+            ttl: opts.ttl,
+            contents: &[],
+            roots: &no_roots,
+            old: &old,
+            written: 0,
+            kept: 0,
+            split_links: 0,
+            empty_object: None,
+        };
+        root = graft::graft_into(&mut ctx, &root, &graft::Edit::Remove(path), Some(opts.ttl))?.0;
+        written += ctx.written;
+    }
     for TreeGraft {
         target,
         root: mut root_node,
@@ -623,7 +653,7 @@ fn build_and_commit_all(
                 subtree: built,
                 dir_meta,
             };
-            graft::graft_into(&mut ctx, &root, &g, Some(opts.ttl))?.0
+            graft::graft_into(&mut ctx, &root, &graft::Edit::Put(&g), Some(opts.ttl))?.0
         };
         written += ctx.written;
         kept += ctx.kept;

@@ -22,6 +22,9 @@ fn opts(repo: &TestRepo, registry: &str, refs: &[String]) -> IngestOptions {
         platform: Platform::parse("linux/amd64").unwrap(),
         source,
         limits: ReadLimits::default(),
+        wishes: Vec::new(),
+        keep_going: false,
+        prune: false,
     }
 }
 

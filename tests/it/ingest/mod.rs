@@ -9,3 +9,4 @@ mod layers;
 mod sources;
 mod sources_auth;
 mod sources_faults;
+mod wishlist;
