@@ -23,7 +23,7 @@ pub struct IngestArgs {
     #[arg(long)]
     pub wishlist: Option<PathBuf>,
     /// Remove the names under the prefix that no wishlist line (or REF) gives, and the
-    /// images no name leads to afterwards (their objects stay for `gc`).
+    /// images no name leads to afterwards (their objects stay: older revisions name them).
     #[arg(long, requires = "wishlist")]
     pub prune: bool,
     #[command(flatten)]

@@ -268,3 +268,34 @@ fn a_second_run_while_one_publishes_is_refused_by_the_publisher_lock() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(revision(&repo), before + 1);
 }
+
+#[test]
+fn a_registry_directory_holding_what_ingest_did_not_make_is_refused_not_rebuilt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("layout");
+    images(&layout);
+    let reg = Registry::start(RegistryAuth::None);
+    push(&layout, &reg, "a", "team/py:3.10");
+    let repo = TestRepo::new();
+    let notes = tmp.path().join("notes");
+    write(&notes.join("README"), b"the registry's mirror policy\n");
+    let inside = format!("/{}/notes", reg.addr());
+    repo.publish_at(&notes, &inside);
+    let before = revision(&repo);
+    let out = cron(&repo, &reg.addr(), "@/team/py:3.10\n", &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(&format!("{inside}/README is not a name ingest made")),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(revision(&repo), before, "nothing published");
+    assert_eq!(
+        read_at(
+            &repo.open(),
+            At::Latest,
+            format!("{inside}/README").as_bytes()
+        ),
+        b"the registry's mirror policy\n"
+    );
+}
