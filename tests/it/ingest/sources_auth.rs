@@ -273,3 +273,59 @@ fn ingest_bearer_token_flow() {
         ],
     );
 }
+
+/// What registries backed by object stores do: blob GETs answered with a redirect to
+/// another origin (S3, a CDN). The blob is fetched from there and verified, and the
+/// registry's credentials never go with it.
+#[test]
+fn blobs_redirected_to_another_origin_get_no_credentials() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (reg, _layout) = registry_with_three_layers(tmp.path());
+    let upstream = reg.addr();
+    // The "object store": serves whatever path it is sent to, from the registry.
+    let store = Server::start({
+        let upstream = upstream.clone();
+        move |req, conn| relay(conn, &forward(req, &upstream))
+    });
+    let store_addr = store.addr();
+    // The registry's front: Basic auth on every request, blobs redirected to the store.
+    let front = Server::start(move |req, conn| {
+        if req.header("Authorization") != Some(&format!("Basic {}", b64(b"puller:s3cret"))) {
+            respond(
+                conn,
+                401,
+                &[("WWW-Authenticate", "Basic realm=\"registry\"")],
+                b"",
+            );
+        } else if req.path.contains("/blobs/") {
+            let to = format!("http://{store_addr}{}?X-Signature=abc", req.path);
+            respond(conn, 307, &[("Location", &to)], b"");
+        } else {
+            relay(conn, &forward(req, &upstream));
+        }
+    });
+    let reference = format!("{}/team/app:v1", front.addr());
+    let mut o = insecure(&front.addr());
+    o.insecure_registries.push(store.addr());
+    o.creds = Some(("puller".into(), "s3cret".into()));
+    let src = open(&reference, &o);
+    let img = src.resolve(&amd64()).unwrap();
+    read_layers(&*src, &img);
+    let at_store = store.requests.lock().unwrap().clone();
+    // The config and the three layers came from the store.
+    assert!(at_store.len() >= 4, "{at_store:?}");
+    assert!(at_store.iter().all(|r| r.path.contains("X-Signature=abc")));
+    assert!(
+        at_store.iter().all(|r| r.header("Authorization").is_none()),
+        "credentials went to another origin: {at_store:?}"
+    );
+
+    // A plain-HTTP redirect target that is not listed as insecure is refused by name.
+    let mut strict = o.clone();
+    strict.insecure_registries.retain(|h| *h != store.addr());
+    let e = open(&reference, &strict)
+        .resolve(&amd64())
+        .unwrap_err()
+        .to_string();
+    assert_parts(&e, &[&reference, &store.addr()]);
+}
