@@ -274,6 +274,26 @@ fn ingest_bearer_token_flow() {
     );
 }
 
+/// A registry's front on 127.0.0.1:0: Basic auth (`puller:s3cret`) on every request,
+/// blobs redirected to `store` when given, the rest relayed to the registry `upstream`.
+fn basic_front(upstream: String, store: Option<String>) -> Server {
+    Server::start(move |req, conn| {
+        if req.header("Authorization") != Some(&format!("Basic {}", b64(b"puller:s3cret"))) {
+            respond(
+                conn,
+                401,
+                &[("WWW-Authenticate", "Basic realm=\"registry\"")],
+                b"",
+            );
+        } else if let Some(store) = store.as_ref().filter(|_| req.path.contains("/blobs/")) {
+            let to = format!("http://{store}{}?X-Signature=abc", req.path);
+            respond(conn, 307, &[("Location", &to)], b"");
+        } else {
+            relay(conn, &forward(req, &upstream));
+        }
+    })
+}
+
 /// What registries backed by object stores do: blob GETs answered with a redirect to
 /// another origin (S3, a CDN). The blob is fetched from there and verified, and the
 /// registry's credentials never go with it.
@@ -288,22 +308,7 @@ fn blobs_redirected_to_another_origin_get_no_credentials() {
         move |req, conn| relay(conn, &forward(req, &upstream))
     });
     let store_addr = store.addr();
-    // The registry's front: Basic auth on every request, blobs redirected to the store.
-    let front = Server::start(move |req, conn| {
-        if req.header("Authorization") != Some(&format!("Basic {}", b64(b"puller:s3cret"))) {
-            respond(
-                conn,
-                401,
-                &[("WWW-Authenticate", "Basic realm=\"registry\"")],
-                b"",
-            );
-        } else if req.path.contains("/blobs/") {
-            let to = format!("http://{store_addr}{}?X-Signature=abc", req.path);
-            respond(conn, 307, &[("Location", &to)], b"");
-        } else {
-            relay(conn, &forward(req, &upstream));
-        }
-    });
+    let front = basic_front(upstream, Some(store_addr));
     let reference = format!("{}/team/app:v1", front.addr());
     let mut o = insecure(&front.addr());
     o.insecure_registries.push(store.addr());
@@ -328,4 +333,81 @@ fn blobs_redirected_to_another_origin_get_no_credentials() {
         .unwrap_err()
         .to_string();
     assert_parts(&e, &[&reference, &store.addr()]);
+}
+
+/// Credentials from Docker credential helpers, as `docker login` with ECR's, GCR's or a
+/// desktop keychain leaves them: `credHelpers` for one registry, `credsStore` for all,
+/// inline `auths` when the store has nothing; a helper's bad answer names the helper.
+#[test]
+fn credentials_from_docker_credential_helpers() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let (reg, _layout) = registry_with_three_layers(tmp.path());
+    let front = basic_front(reg.addr(), None);
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let asked = tmp.path().join("asked");
+    let helpers = [
+        (
+            "good",
+            format!(
+                "cat > {}\necho '{{\"ServerURL\":\"x\",\"Username\":\"puller\",\"Secret\":\"s3cret\"}}'",
+                asked.display()
+            ),
+        ),
+        (
+            "empty",
+            "echo 'credentials not found in native keychain'; exit 1".to_string(),
+        ),
+        ("garbage", "echo 'not json'".to_string()),
+    ];
+    for (name, body) in &helpers {
+        let p = bin.join(format!("docker-credential-{name}"));
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let reference = format!("{}/team/app:v1", front.addr());
+    let ingest_with = |config: &str| {
+        let repo = crate::common::TestRepo::new();
+        let file = tmp.path().join("config.json");
+        std::fs::write(&file, config.replace("@", &front.addr())).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_lazyroot"))
+            .env("PATH", &path)
+            .args(["ingest", &reference, "--insecure-registry", &front.addr()])
+            .arg("--docker-config")
+            .arg(&file)
+            .arg("--repo")
+            .arg(&repo.repo)
+            .arg("--keys")
+            .arg(&repo.keys)
+            .output()
+            .unwrap();
+        (out.status.success(), crate::common::stderr(&out))
+    };
+
+    let (ok, err) = ingest_with(r#"{"credHelpers":{"@":"good"},"credsStore":"garbage"}"#);
+    assert!(ok, "{err}");
+    assert_eq!(std::fs::read_to_string(&asked).unwrap(), front.addr());
+    let (ok, err) = ingest_with(&format!(
+        r#"{{"credsStore":"empty","auths":{{"@":{{"auth":"{}"}}}}}}"#,
+        b64(b"puller:s3cret")
+    ));
+    assert!(ok, "the store had nothing; the inline auths answer: {err}");
+    let (ok, err) = ingest_with(r#"{"credHelpers":{"@":"garbage"}}"#);
+    assert!(!ok);
+    assert_parts(
+        &err,
+        &[
+            &reference,
+            &format!(
+                "credential helper docker-credential-garbage for {}",
+                front.addr()
+            ),
+            "JSON",
+        ],
+    );
+    let (ok, err) = ingest_with(r#"{"credHelpers":{"@":"../evil"}}"#);
+    assert!(!ok);
+    assert!(err.contains("not a plain name"), "{err}");
 }

@@ -300,9 +300,11 @@ pub(crate) fn parse_challenges(header: &str) -> Vec<Challenge> {
     }
 }
 
-/// The credentials for `registry` in a Docker `config.json`: `auths.<key>.auth` (base64
-/// `user:pass`) or `username`/`password`, where the key is the registry with or without
-/// a scheme and path; Docker Hub is also found under `https://index.docker.io/v1/`.
+/// The credentials for `registry` in a Docker `config.json`, in Docker's order: the
+/// registry's `credHelpers` helper; else the `credsStore` helper; else (or when the store
+/// has none) `auths.<key>.auth` (base64 `user:pass`) or `username`/`password`, where the
+/// key is the registry with or without a scheme and path; Docker Hub is also found under
+/// `https://index.docker.io/v1/`.
 pub(crate) fn docker_config_creds(
     path: &Path,
     registry: &str,
@@ -321,6 +323,10 @@ pub(crate) fn docker_config_creds(
     struct Config {
         #[serde(default)]
         auths: HashMap<String, Entry>,
+        #[serde(default, rename = "credHelpers")]
+        cred_helpers: HashMap<String, String>,
+        #[serde(default, rename = "credsStore")]
+        creds_store: Option<String>,
     }
     #[derive(serde::Deserialize)]
     struct Entry {
@@ -340,6 +346,24 @@ pub(crate) fn docker_config_creds(
         let host = k.split('/').next().unwrap_or(k);
         host == registry || (hub.contains(&registry) && hub.contains(&host))
     };
+    let helper = config
+        .cred_helpers
+        .iter()
+        .find(|(k, _)| wanted(k))
+        .map(|(_, h)| h.clone())
+        .or(config.creds_store.clone().filter(|s| !s.is_empty()));
+    if let Some(helper) = helper {
+        let found = super::cred_helper::get(&helper, registry).map_err(|fault| {
+            RegistryError::CredHelper {
+                helper: helper.clone(),
+                registry: registry.to_string(),
+                fault,
+            }
+        })?;
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
     let Some((_, entry)) = config.auths.iter().find(|(k, _)| wanted(k)) else {
         return Ok(None);
     };

@@ -183,6 +183,17 @@ pub enum RegistryError {
         #[source]
         source: io::Error,
     },
+    /// A Docker credential helper gave nothing usable.
+    #[error("credential helper docker-credential-{helper} for {registry}: {fault}")]
+    CredHelper {
+        /// The helper's name (after `docker-credential-`).
+        helper: String,
+        /// The registry asked about.
+        registry: String,
+        /// Why.
+        #[source]
+        fault: super::cred_helper::HelperFault,
+    },
     /// The TLS configuration cannot be built.
     #[error("TLS setup: {0}")]
     TlsSetup(#[source] rustls::Error),

@@ -5,11 +5,13 @@
 //!
 //! - `client`: one GET and the policy around it (auth, redirects, retries, timeouts).
 //! - `auth`: challenges, tokens, credentials from `--creds` or Docker's `config.json`.
+//! - `cred_helper`: Docker credential helpers (`credHelpers`, `credsStore`).
 //! - `tls`: rustls with the system's roots and `--ca` files.
 //! - `errors`: [`RegistryError`].
 
 mod auth;
 mod client;
+mod cred_helper;
 mod errors;
 mod tls;
 
