@@ -6,8 +6,9 @@
 # Needs root (FUSE, runc). Leaves its work in ${LAZYROOT_DEMO_DIR:-./demo-work}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# getfattr shows downloads; busybox: the image's userland; umoci builds the sample OCI image
-bash scripts/setup.sh attr busybox-static runc curl umoci
+# getfattr shows downloads; busybox: the image's userland; umoci builds the sample OCI image,
+# skopeo pushes it into a local docker-registry (Debian's distribution registry)
+bash scripts/setup.sh attr busybox-static runc curl umoci skopeo docker-registry
 cargo build --release --locked --bin lazyroot --example run_task
 bin=$PWD/target/release/lazyroot
 work=${LAZYROOT_DEMO_DIR:-$PWD/demo-work}
@@ -32,24 +33,42 @@ set +x
 cmp <("$bin" cat --repo "$work/repo" --keys "$work/keys" /images/demo/usr/share/doc/big.bin) "$work/image/usr/share/doc/big.bin"
 echo "demo: the 20 MiB file reads back byte-identical; repository in $work/repo, keys in $work/keys"
 
-# The same tree as a container image (an OCI layout, as skopeo or buildah write one; a
-# registry reference works the same), ingested without unpacking: its files are the
-# objects already published, so only the image's own catalog and metadata are new.
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+# The same tree as a container image, built offline with umoci, pushed into a local
+# registry and ingested from it without unpacking: its files are the objects already
+# published, so only the image's own catalog and metadata are new. Without a registry
+# (docker-registry does not start) the OCI layout is ingested directly; the rest is the same.
 umoci init --layout "$work/oci"
 umoci new --image "$work/oci:demo"
 umoci unpack --image "$work/oci:demo" "$work/bundle" > /dev/null
 cp -a "$work/image/." "$work/bundle/rootfs/"
 umoci repack --image "$work/oci:demo" "$work/bundle" > /dev/null
 umoci config --image "$work/oci:demo" --config.entrypoint /bin/cat --config.cmd /etc/motd --config.env GREETING=hello
-set -x
-"$bin" ingest "oci:$work/oci:demo" --repo "$work/repo" --keys "$work/keys"
-"$bin" ls --repo "$work/repo" --keys "$work/keys" -l /localhost
-set +x
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+printf '%s\n' 'version: 0.1' 'log: {level: warn, accesslog: {disabled: true}}' \
+  "storage: {filesystem: {rootdirectory: $work/registry}}" "http: {addr: 127.0.0.1:$port}" > "$work/registry.yml"
+docker-registry serve "$work/registry.yml" > "$work/registry.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$port/v2/" && break; sleep 0.1; done
+if curl -sf -o /dev/null "http://127.0.0.1:$port/v2/"; then
+  image=127.0.0.1:$port/demo/app:v1
+  skopeo --insecure-policy copy --quiet --dest-tls-verify=false "oci:$work/oci:demo" "docker://$image"
+  set -x
+  "$bin" ingest "$image" --insecure-registry "127.0.0.1:$port" --repo "$work/repo" --keys "$work/keys"
+  set +x
+else
+  echo "demo: docker-registry did not start (see $work/registry.log); ingesting the OCI layout instead"
+  image=localhost/oci:demo
+  set -x
+  "$bin" ingest "oci:$work/oci:demo" --repo "$work/repo" --keys "$work/keys"
+  set +x
+fi
+"$bin" ls --repo "$work/repo" --keys "$work/keys" -l "/${image%/*}"
 
 # Serve it over HTTP and mount it lazily: only what is read is downloaded and verified.
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
 "$bin" serve --listen 127.0.0.1:0 --repo "$work/repo" > "$work/serve.log" &
 pids+=($!)
 for _ in $(seq 100); do grep -q '^serving' "$work/serve.log" 2>/dev/null && break; sleep 0.1; done
@@ -91,7 +110,7 @@ set -x
 "$bin" image prepare demo.example.org /images/demo --tag demo-v1 --socket "$work/control.sock"
 target/release/examples/run_task --socket "$work/control.sock" demo.example.org /images/demo --tag demo-v1 \
   -- /bin/sh -c 'cat /etc/motd; echo "root directory of the task:"; ls /'
-"$bin" image prepare demo.example.org localhost/oci:demo --socket "$work/control.sock"
+"$bin" image prepare demo.example.org "$image" --socket "$work/control.sock"
 "$bin" image list --socket "$work/control.sock"
 set +x
 ingested=$("$bin" image list --socket "$work/control.sock" --json | python3 -c 'import json, sys; print([i["appc_dir"] for i in json.load(sys.stdin)["images"] if "/.flat/" in i["path"]][0])')
