@@ -99,6 +99,42 @@ pub fn dir_entry(
     }
 }
 
+impl<'a> BuildCtx<'a> {
+    /// A context for `revision` with nothing counted yet and no file contents (those
+    /// come with [`BuildCtx::with_contents`]); `roots` are the directories that root a
+    /// catalog.
+    pub fn new(
+        store: &'a LocalStore,
+        algo: HashAlgo,
+        revision: u64,
+        now: i64,
+        ttl: u64,
+        roots: &'a HashSet<Vec<u8>>,
+        old: &'a dyn OldCatalogs,
+    ) -> Self {
+        BuildCtx {
+            store,
+            algo,
+            revision,
+            now,
+            ttl,
+            contents: &[],
+            roots,
+            old,
+            written: 0,
+            kept: 0,
+            split_links: 0,
+            empty_object: None,
+        }
+    }
+
+    /// The same context, building a tree whose files are `contents`.
+    pub fn with_contents(mut self, contents: &'a [FileContent]) -> Self {
+        self.contents = contents;
+        self
+    }
+}
+
 impl BuildCtx<'_> {
     /// Builds the catalog rooted at directory `node`, mounted at `path`, and every catalog below.
     pub fn build(&mut self, node: &Node, path: &[u8]) -> Result<Built, PublishError> {

@@ -593,20 +593,7 @@ fn build_and_commit_all(
     let (mut written, mut kept, mut split_links) = (0, 0, 0);
     let no_roots = std::collections::HashSet::new();
     for path in removals {
-        let mut ctx = build::BuildCtx {
-            store,
-            algo,
-            revision,
-            now,
-            ttl: opts.ttl,
-            contents: &[],
-            roots: &no_roots,
-            old: &old,
-            written: 0,
-            kept: 0,
-            split_links: 0,
-            empty_object: None,
-        };
+        let mut ctx = build::BuildCtx::new(store, algo, revision, now, opts.ttl, &no_roots, &old);
         root = graft::graft_into(&mut ctx, &root, &graft::Edit::Remove(path), Some(opts.ttl))?.0;
         written += ctx.written;
     }
@@ -622,20 +609,8 @@ fn build_and_commit_all(
             .unwrap_or_default()
             .to_vec();
         let roots = partition::catalog_roots(&root_node, &target, dirtab, opts.auto_catalogs);
-        let mut ctx = build::BuildCtx {
-            store,
-            algo,
-            revision,
-            now,
-            ttl: opts.ttl,
-            contents,
-            roots: &roots,
-            old: &old,
-            written: 0,
-            kept: 0,
-            split_links: 0,
-            empty_object: None,
-        };
+        let mut ctx = build::BuildCtx::new(store, algo, revision, now, opts.ttl, &roots, &old)
+            .with_contents(contents);
         let built = ctx.build(&root_node, &target)?;
         root = if target.is_empty() {
             built.nested

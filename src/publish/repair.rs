@@ -49,20 +49,15 @@ pub fn repair(repo_dir: &Path, keys_dir: &Path) -> Result<RepairReport, PublishE
     let old = old::OldRevision::new(&repo);
     let no_roots = HashSet::new();
     let now = timefmt::now();
-    let mut ctx = BuildCtx {
-        store: &store,
-        algo: m.hash_algo(),
-        revision: m.revision + 1,
+    let mut ctx = BuildCtx::new(
+        &store,
+        m.hash_algo(),
+        m.revision + 1,
         now,
-        ttl: m.ttl,
-        contents: &[],
-        roots: &no_roots,
-        old: &old,
-        written: 0,
-        kept: 0,
-        split_links: 0,
-        empty_object: None,
-    };
+        m.ttl,
+        &no_roots,
+        &old,
+    );
     let mut report = RepairReport {
         revision: None,
         catalogs: 0,

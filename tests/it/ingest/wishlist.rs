@@ -25,6 +25,16 @@ fn images(layout: &Path) {
     }
 }
 
+/// The four images in a layout, a registry, and image a pushed as `team/py:3.10`.
+fn registry_with_images() -> (tempfile::TempDir, std::path::PathBuf, Registry) {
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("layout");
+    images(&layout);
+    let reg = Registry::start(RegistryAuth::None);
+    push(&layout, &reg, "a", "team/py:3.10");
+    (tmp, layout, reg)
+}
+
 fn push(layout: &Path, reg: &Registry, image: &str, to: &str) {
     skopeo_copy(
         &format!("oci:{}:{image}", layout.display()),
@@ -71,11 +81,7 @@ fn revision(repo: &TestRepo) -> u64 {
 
 #[test]
 fn a_wishlist_converts_what_is_missing_repairs_moved_tags_and_lists_failures() {
-    let tmp = tempfile::tempdir().unwrap();
-    let layout = tmp.path().join("layout");
-    images(&layout);
-    let reg = Registry::start(RegistryAuth::None);
-    push(&layout, &reg, "a", "team/py:3.10");
+    let (_tmp, layout, reg) = registry_with_images();
     push(&layout, &reg, "b", "team/py:3.11");
     push(&layout, &reg, "c", "team/py:2.7");
     push(&layout, &reg, "a", "team/tool:1");
@@ -138,11 +144,7 @@ fn a_wishlist_converts_what_is_missing_repairs_moved_tags_and_lists_failures() {
 
 #[test]
 fn prune_removes_what_no_wish_names_and_keeps_what_a_failing_wish_names() {
-    let tmp = tempfile::tempdir().unwrap();
-    let layout = tmp.path().join("layout");
-    images(&layout);
-    let reg = Registry::start(RegistryAuth::None);
-    push(&layout, &reg, "a", "team/py:3.10");
+    let (tmp, layout, reg) = registry_with_images();
     push(&layout, &reg, "b", "team/py:3.11");
     push(&layout, &reg, "c", "team/tool:1");
     push(&layout, &reg, "d", "other/x:1");
@@ -250,11 +252,7 @@ fn prune_removes_what_no_wish_names_and_keeps_what_a_failing_wish_names() {
 
 #[test]
 fn a_second_run_while_one_publishes_is_refused_by_the_publisher_lock() {
-    let tmp = tempfile::tempdir().unwrap();
-    let layout = tmp.path().join("layout");
-    images(&layout);
-    let reg = Registry::start(RegistryAuth::None);
-    push(&layout, &reg, "a", "team/py:3.10");
+    let (_tmp, _layout, reg) = registry_with_images();
     let repo = TestRepo::new();
     let before = revision(&repo);
     let store = lazyroot::repository::local::LocalStore::new(&repo.repo);
@@ -271,11 +269,7 @@ fn a_second_run_while_one_publishes_is_refused_by_the_publisher_lock() {
 
 #[test]
 fn a_registry_directory_holding_what_ingest_did_not_make_is_refused_not_rebuilt() {
-    let tmp = tempfile::tempdir().unwrap();
-    let layout = tmp.path().join("layout");
-    images(&layout);
-    let reg = Registry::start(RegistryAuth::None);
-    push(&layout, &reg, "a", "team/py:3.10");
+    let (tmp, _layout, reg) = registry_with_images();
     let repo = TestRepo::new();
     let notes = tmp.path().join("notes");
     write(&notes.join("README"), b"the registry's mirror policy\n");
