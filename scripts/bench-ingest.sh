@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Ingesting images from a registry (issue 12): `lazyroot ingest` against what a user does
 # today (skopeo copy to an OCI layout, umoci unpack, lazyroot publish of the rootfs).
-# Two images are built offline with umoci from the trees bench-lazy.sh makes: A = one layer
+# Two images are built offline with umoci from the trees scripts/bookworm-trees.sh makes: A = one layer
 # (debootstrap minbase bookworm), B = A's layer plus a second one with what python3 adds
 # (removed files become whiteouts). Both are pushed with skopeo into Debian's
 # docker-registry on 127.0.0.1 (a config of our own, storage in a temp dir). All in one run,
@@ -27,10 +27,10 @@ bin=${CARGO_TARGET_DIR:-$PWD/target}/release/lazyroot
 BENCH_DIR=${BENCH_DIR:-/var/tmp/lazyroot-bench}
 STEP_TIMEOUT=${STEP_TIMEOUT:-900} # seconds, each step
 # KEEP=1 keeps the run directory (registry storage, repositories, outputs) for a look.
-deb=$BENCH_DIR/bookworm py=$BENCH_DIR/bookworm-python
 log() { echo "bench-ingest: $*" >&2; }
 die() { log "$*"; exit 1; }
-[ -d "$deb" ] && [ -d "$py" ] || die "no $deb or $py: run scripts/bench-lazy.sh once first (it makes them)"
+eval "$(BENCH_DIR=$BENCH_DIR bash scripts/bookworm-trees.sh)"
+deb=$LAZYROOT_BOOKWORM py=$LAZYROOT_BOOKWORM_PYTHON
 
 run=$BENCH_DIR/ingest-run-$$
 registry=""

@@ -22,7 +22,7 @@
 # image mount's own counter (xattr user.rx) for (b)-(d) — and "link KiB": what the origins
 # sent through the shaped link (tc's byte counter of the htb class: packets with headers,
 # the repository's manifest, whitelist and certificate included).
-# Needs root and the tree bench-lazy.sh makes ($BENCH_DIR/bookworm). Loopback only; every
+# Needs root and the tree scripts/bookworm-trees.sh makes ($BENCH_DIR/bookworm). Loopback only; every
 # process started here, the tc qdisc, mounts and the run directory are removed on exit.
 # Usage: bash scripts/bench-launch.sh   (about 40 s once built; BENCH_DIR/launch-run-PID meanwhile)
 # Knobs (environment): RATE (100mbit), DELAY_MS (10, one way), VERSION (latest; or v1, the tag
@@ -42,7 +42,8 @@ VERSION=${VERSION:-latest}
 PORT_BASE=${PORT_BASE:-28660} # origin, relay, tarball origin, tarball relay
 port_origin=$PORT_BASE port_relay=$((PORT_BASE + 1))
 port_tar_origin=$((PORT_BASE + 2)) port_tar_relay=$((PORT_BASE + 3))
-deb=$BENCH_DIR/bookworm
+eval "$(BENCH_DIR=$BENCH_DIR bash scripts/bookworm-trees.sh)"
+deb=$LAZYROOT_BOOKWORM
 fqrn=launch.bench.lazyroot
 name=$fqrn/images/app
 arch=$(uname -m)
@@ -52,7 +53,6 @@ die() {
   log "$*"
   exit 1
 }
-[ -d "$deb" ] || die "no $deb: run scripts/bench-lazy.sh once first (it makes it)"
 case $VERSION in
 latest) tag_args=() ;;
 *) tag_args=(--tag "$VERSION") ;;

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Lazy-start benchmark: containers started from images that are never pulled.
 #
-# A debootstrap minbase bookworm rootfs and a copy of it with python3-minimal (both made once,
-# kept in $BENCH_DIR) are published into one repository (/images/bookworm, /images/python, and
+# A debootstrap minbase bookworm rootfs and a copy of it with python3-minimal (both made once
+# by scripts/bookworm-trees.sh, kept in $BENCH_DIR) are published into one repository (/images/bookworm, /images/python, and
 # a 1 GiB random file at /images/big) and
 # served by `lazyroot serve` through a shaped link: tc htb limits the server's port on `lo` to
 # $RATE, and scripts/delay-relay.py adds $DELAY_MS each way (netem is not in this kernel).
@@ -23,7 +23,7 @@ set -euo pipefail
 export LC_ALL=C # '.' as the decimal separator in $EPOCHREALTIME and awk
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "bench-lazy: run as root (chroot, FUSE, tc, drop_caches)" >&2; exit 1; }
-bash scripts/setup.sh debootstrap time curl attr iproute2 python3
+bash scripts/setup.sh time curl attr iproute2 python3
 cargo build --release --locked -q
 bin=${CARGO_TARGET_DIR:-$PWD/target}/release/lazyroot
 relay_py=$PWD/scripts/delay-relay.py
@@ -60,7 +60,6 @@ mnt=$run/mnt
 pids=() # servers and relays
 mount_pid=""
 shaped=0
-proc_mounted=""
 alive() { [ -e "/proc/$1" ] && ! grep -qs '^State:[[:space:]]*Z' "/proc/$1/status"; }
 cleanup() {
   set +e
@@ -72,56 +71,18 @@ cleanup() {
   mountpoint -q "$mnt" 2>/dev/null && umount -l "$mnt"
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
   [ "$shaped" = 1 ] && bash scripts/shape-lo.sh down
-  [ -n "$proc_mounted" ] && umount "$proc_mounted"
   if [ "$KEEP" = 1 ]; then log "kept $run"; else rm -rf "$run"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------------------------------------
-# Source trees, made once and kept in $BENCH_DIR; this script only reads them.
-deb=$BENCH_DIR/bookworm
-py=$BENCH_DIR/bookworm-python
-debootstrap_into() {
-  timeout 1200 debootstrap --variant=minbase bookworm "$1" http://deb.debian.org/debian \
-    >"$BENCH_DIR/debootstrap.log" 2>&1 || die "debootstrap failed, see $BENCH_DIR/debootstrap.log"
-}
-# install_python ROOT: apt-get install python3-minimal inside ROOT; fails if apt or dpkg do.
-install_python() {
-  local apt=(timeout 600 "${run_env[@]}" DEBIAN_FRONTEND=noninteractive chroot "$1" apt-get -q -y)
-  mount -t proc proc "$1/proc" # maintainer scripts may want /proc
-  proc_mounted=$1/proc
-  # The package lists debootstrap left may be stale (a superseded version 404s): update once.
-  local ok=0
-  { "${apt[@]}" install python3-minimal || { "${apt[@]}" update && "${apt[@]}" install python3-minimal; }; } \
-    >>"$BENCH_DIR/python-tree.log" 2>&1 && "${apt[@]}" clean >>"$BENCH_DIR/python-tree.log" 2>&1 || ok=1
-  umount "$proc_mounted"
-  proc_mounted=""
-  return $ok
-}
-make_python_tree() {
-  log "making $py: bookworm + python3-minimal (about 20 s)"
-  rm -rf "$py.tmp"
-  : >"$BENCH_DIR/python-tree.log"
-  cp -a "$deb" "$py.tmp"
-  if ! install_python "$py.tmp"; then
-    # bench-publish appends a line to every 100th file of $deb on each run; some are perl
-    # modules and dpkg state, which breaks dpkg in a copy. Start from a fresh base then.
-    log "dpkg fails in a copy of $deb (see $BENCH_DIR/python-tree.log): using a fresh debootstrap (about 2 minutes)"
-    rm -rf "$py.tmp"
-    debootstrap_into "$py.tmp"
-    install_python "$py.tmp" || die "installing python3-minimal failed, see $BENCH_DIR/python-tree.log"
-  fi
-  mv "$py.tmp" "$py"
-}
-mkdir -p "$BENCH_DIR" "$run" "$mnt" "$run/www"
-if [ ! -d "$deb" ]; then
-  log "debootstrap bookworm (about 2 minutes)"
-  rm -rf "$deb.tmp"
-  debootstrap_into "$deb.tmp"
-  mv "$deb.tmp" "$deb"
-fi
-[ -d "$py" ] || make_python_tree
+# Source trees, made once and kept in $BENCH_DIR by scripts/bookworm-trees.sh; this script
+# only reads them.
+eval "$(BENCH_DIR=$BENCH_DIR bash scripts/bookworm-trees.sh)"
+deb=$LAZYROOT_BOOKWORM
+py=$LAZYROOT_BOOKWORM_PYTHON
+mkdir -p "$run" "$mnt" "$run/www"
 
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }'; }

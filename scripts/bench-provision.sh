@@ -10,7 +10,8 @@
 #     while v1 stays mounted, and `python3 -c 'print(1)'` run in it: what v2 cost on top;
 #   - the daemon's peak resident memory.
 # total = fetch + task; writing the OCI bundle (runc spec) between them is left out of both.
-# Needs the trees bench-lazy.sh makes (in BENCH_DIR). Usage: bash scripts/bench-provision.sh
+# Needs the trees scripts/bookworm-trees.sh makes (in BENCH_DIR; made when missing).
+# Usage: bash scripts/bench-provision.sh
 set -euo pipefail
 export LC_ALL=C
 cd "$(dirname "$0")/.."
@@ -25,11 +26,11 @@ DELAY_MS=${DELAY_MS:-10}
 PORT_BASE=${PORT_BASE:-28650} # origin, relay, tarball origin, tarball relay
 port_origin=$PORT_BASE port_relay=$((PORT_BASE + 1))
 port_tar_origin=$((PORT_BASE + 2)) port_tar_relay=$((PORT_BASE + 3))
-deb=$BENCH_DIR/bookworm py=$BENCH_DIR/bookworm-python
+eval "$(BENCH_DIR=$BENCH_DIR bash scripts/bookworm-trees.sh)"
+deb=$LAZYROOT_BOOKWORM py=$LAZYROOT_BOOKWORM_PYTHON
 fqrn=provision.bench.lazyroot
 log() { echo "bench-provision: $*" >&2; }
 die() { log "$*"; exit 1; }
-[ -d "$deb" ] && [ -d "$py" ] || die "no $deb or $py: run scripts/bench-lazy.sh once first (it makes them)"
 
 run=$BENCH_DIR/provision-run-$$
 pids=() daemon="" shaped=0

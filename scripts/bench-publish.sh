@@ -7,7 +7,7 @@
 # Bounded: fixed trees, one pass each. Work stays in $BENCH_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh time debootstrap python3
+bash scripts/setup.sh time python3
 cargo build --release --locked -q
 bin=$PWD/target/release/lazyroot
 BENCH_DIR=${BENCH_DIR:-/var/tmp/lazyroot-bench}
@@ -44,11 +44,8 @@ PY
   touch "$gen/.done"
 fi
 
-deb=$BENCH_DIR/bookworm
-if [ ! -d "$deb" ]; then
-  debootstrap --variant=minbase bookworm "$deb.tmp" http://deb.debian.org/debian >"$BENCH_DIR/debootstrap.log" 2>&1
-  mv "$deb.tmp" "$deb"
-fi
+eval "$(BENCH_DIR=$BENCH_DIR bash scripts/bookworm-trees.sh)"
+deb=$LAZYROOT_BOOKWORM
 
 secs() { /usr/bin/time -f "%e %M" -o "$BENCH_DIR/time.out" "$@" >/dev/null 2>"$BENCH_DIR/cmd.err" || { cat "$BENCH_DIR/cmd.err" >&2; return 1; }; cat "$BENCH_DIR/time.out"; }
 mb() { du -sb --exclude=.done "$1" | awk '{printf "%.0f", $1/1e6}'; }
