@@ -4,7 +4,7 @@
 //! them, and hostile layers refused.
 
 mod end_to_end;
-mod fixtures;
+pub mod fixtures;
 mod layers;
 mod sources;
 mod sources_auth;

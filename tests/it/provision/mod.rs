@@ -4,6 +4,7 @@
 //! with runc, restarts, leaks, bad input.
 
 mod bad_input;
+mod bookworm;
 mod csi_volumes;
 mod cycles;
 mod discovery;
