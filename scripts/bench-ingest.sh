@@ -12,6 +12,10 @@
 #       uncompressed layer, peak RSS (/usr/bin/time -v), the figures it prints;
 #   (c) ingest of tag b into the same repository after a (its first layer is reused);
 #   (d) re-ingest of tag a unchanged ("nothing changed");
+#   (e) memory whatever the layer size: one image of a single $BIG_GIB GiB layer (default 2;
+#       0 skips), a few large files of random bytes (chunked) and 5000 small ones, built
+#       with umoci as an `oci:` layout and ingested with `lazyroot ingest oci:DIR:big` into
+#       a fresh repository: time, MB/s over the uncompressed layer, peak RSS;
 # then a check: `lazyroot ls -R` of the ingested rootfs (through its name link) against the
 # baseline's /images/a, entry counts and differing lines.
 # Network: loopback only. Every step has a timeout; the trap stops the registry and
@@ -26,6 +30,7 @@ bin=${CARGO_TARGET_DIR:-$PWD/target}/release/lazyroot
 
 BENCH_DIR=${BENCH_DIR:-/var/tmp/lazyroot-bench}
 STEP_TIMEOUT=${STEP_TIMEOUT:-900} # seconds, each step
+BIG_GIB=${BIG_GIB:-2}             # (e): the single layer's size; 0 skips (e)
 # KEEP=1 keeps the run directory (registry storage, repositories, outputs) for a look.
 log() { echo "bench-ingest: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -88,8 +93,8 @@ for tag in a b; do
     --config.entrypoint /bin/sh
 done
 # Layer sizes: compressed blobs and uncompressed streams, from the manifests.
-layer_sizes() { # TAG: one line per layer, "compressed_bytes uncompressed_bytes"
-  python3 - "$lay" "$1" <<'PY'
+layer_sizes() { # LAYOUT TAG: one line per layer, "compressed_bytes uncompressed_bytes"
+  python3 - "$1" "$2" <<'PY'
 import gzip, json, sys, os
 lay, tag = sys.argv[1], sys.argv[2]
 def blob(d): return os.path.join(lay, "blobs", *d.split(":"))
@@ -106,8 +111,8 @@ for l in man["layers"]:
     print(l["size"], n)
 PY
 }
-layer_sizes a >"$run/sizes-a"
-layer_sizes b >"$run/sizes-b"
+layer_sizes "$lay" a >"$run/sizes-a"
+layer_sizes "$lay" b >"$run/sizes-b"
 [ "$(wc -l <"$run/sizes-a")" = 1 ] && [ "$(wc -l <"$run/sizes-b")" = 2 ] || die "unexpected layer counts"
 a_gz=$(awk '{ print $1 }' "$run/sizes-a") a_raw=$(awk '{ print $2 }' "$run/sizes-a")
 b2_gz=$(awk 'NR == 2 { print $1 }' "$run/sizes-b") b2_raw=$(awk 'NR == 2 { print $2 }' "$run/sizes-b")
@@ -160,6 +165,48 @@ drop_caches
 log "(d) re-ingest of tag a unchanged"
 ing_a2_s=$(timed "$run/ing-a2.out" "${ingest_[@]}" "$addr/bench/app:a")
 grep -q '^nothing changed' "$run/ing-a2.out" || { cat "$run/ing-a2.out" >&2; die "(d): the re-ingest published something"; }
+
+if [ "$BIG_GIB" != 0 ]; then
+  log "(e) one $BIG_GIB GiB layer: generating its files"
+  big=$run/big
+  t umoci init --layout "$big/layout"
+  t umoci new --image "$big/layout:big"
+  t umoci unpack --image "$big/layout:big" "$big/bundle" >/dev/null
+  # 5000 small files (512 B to 16 KiB, half text, half random: about 40 MB), then four
+  # large ones of random bytes filling the rest: gzip cannot shrink them, and each is cut
+  # into ~8 MiB chunks, the path whose buffers bound ingest's memory.
+  python3 - "$big/bundle/rootfs" <<'PY'
+import os, random, sys
+root, rnd = sys.argv[1], random.Random(12)
+words = b" ".join(bytes(rnd.choice(b"abcdefghij") for _ in range(rnd.randint(2, 9))) for _ in range(200000))
+for i in range(5000):
+    d = os.path.join(root, "usr/share/small/d%02d" % (i % 50))
+    os.makedirs(d, exist_ok=True)
+    n = rnd.randint(512, 16384)
+    at = rnd.randrange(len(words) - n)
+    data = os.urandom(n) if i % 2 else words[at:at + n]
+    open(os.path.join(d, "f%04d" % i), "wb").write(data)
+PY
+  small_mib=$(du -sm "$big/bundle/rootfs" | cut -f1)
+  mkdir -p "$big/bundle/rootfs/opt/large"
+  for i in 1 2 3 4; do
+    head -c "$(((BIG_GIB * 1024 - small_mib) / 4))M" /dev/urandom >"$big/bundle/rootfs/opt/large/blob$i"
+  done
+  log "(e) packing it with umoci repack (gzip)"
+  big_pack_s=$(timed "$run/big-pack.out" umoci repack --image "$big/layout:big" "$big/bundle")
+  rm -rf "$big/bundle"
+  t umoci config --image "$big/layout:big" --os linux --architecture "$(dpkg --print-architecture)" \
+    --config.entrypoint /bin/sh
+  layer_sizes "$big/layout" big >"$run/sizes-big"
+  [ "$(wc -l <"$run/sizes-big")" = 1 ] || die "(e): the big image has $(wc -l <"$run/sizes-big") layers"
+  read -r big_gz big_raw <"$run/sizes-big"
+  log "(e) lazyroot ingest oci:$big/layout:big into a fresh repository"
+  R3=$run/repo-big K3=$run/keys-big
+  t "$bin" mkfs big.bench.lazyroot --repo "$R3" --keys "$K3" >/dev/null
+  drop_caches
+  ing_big_s=$(timed "$run/ing-big.out" "$bin" ingest "oci:$big/layout:big" --repo "$R3" --keys "$K3")
+  rm -rf "$big" # 2 x BIG_GIB on disk otherwise until the end
+fi
 
 log "checking: ls -R of the ingested rootfs against the baseline's /images/a"
 link=/$addr/bench/app:a
@@ -220,4 +267,12 @@ echo "check: differing ls -R lines (without .cvmfscatalog): $diff_lines; counts 
 if [ "$diff_lines" != 0 ]; then
   echo "first differences (< baseline, > ingest):"
   diff "$run/base.rel" "$run/ing.rel" | grep '^[<>]' | head -10 | cut -c1-200
+fi
+if [ "$BIG_GIB" != 0 ]; then
+  echo
+  echo "(e) one layer of $(mb "$big_raw") MB uncompressed ($(mb "$big_gz") MB gzip): 4 random files, 5000 small ones"
+  echo "  umoci repack (building the layer, gzip): $big_pack_s s"
+  printf "  lazyroot ingest oci:DIR:big, fresh repository: %.3f s, %.1f MB/s, peak RSS %s MiB\n" "$ing_big_s" \
+    "$(awk -v b="$big_raw" -v s="$ing_big_s" 'BEGIN { print b / 1e6 / s }')" "$(rss_mib "$run/ing-big.out")"
+  sed 's/^/  /' "$run/ing-big.out"
 fi
