@@ -387,8 +387,11 @@ impl InFlight {
 
 /// Cuts all of `reader` into content-defined chunks on the calling thread (which must not
 /// be a pool worker: it blocks while every worker compresses a chunk) and compresses them
-/// on the pool; at most pool size + 1 chunks are in memory at once. A stream that makes a
-/// single chunk is stored as a whole-file object, as upstream does.
+/// on the pool. Memory: one chunk per pool thread being compressed (its bytes and its
+/// compressed copy), the chunk being cut, and the first chunk until a second one shows the
+/// stream is chunked at all — with 16 MiB chunks at most, a few tens of MiB whatever the
+/// file's size. A stream that makes a single chunk is stored as a whole-file object, as
+/// upstream does.
 pub fn store_chunked(
     reader: &mut dyn Read,
     store: &LocalStore,
@@ -400,17 +403,22 @@ pub fn store_chunked(
     let inflight = InFlight {
         count: Mutex::new(0),
         freed: Condvar::new(),
-        limit: rayon::current_num_threads() + 1,
+        // No more than there are workers: a chunk queued behind busy workers would only
+        // hold memory, since the reader cuts the next one meanwhile anyway.
+        limit: rayon::current_num_threads(),
     };
     let results: Mutex<Vec<Result<Chunk, IoError>>> = Mutex::new(Vec::new());
     let written = AtomicU64::new(0);
     let mut offset = 0u64;
-    let mut pending: Option<(u64, Vec<u8>)> = None; // held back: a lone chunk is stored whole
+    // The first chunk, held back until a second one is cut: a lone chunk is stored whole.
+    let mut pending: Option<(u64, Vec<u8>)> = None;
     let dispatched = AtomicUsize::new(0);
     let read_result =
         rayon::in_place_scope(|scope| -> Result<Option<(u64, Vec<u8>)>, ContentError> {
             let mut detector = ChunkDetector::new(sizes);
-            let mut current: Vec<u8> = Vec::with_capacity(sizes.min as usize);
+            // Room for the largest chunk up front: growing by doubling would copy it, with
+            // both copies in memory for a moment. Only the pages written become resident.
+            let mut current: Vec<u8> = Vec::with_capacity(sizes.max as usize);
             let mut buf = vec![0u8; 1 << 20];
             let dispatch = |start: u64, data: Vec<u8>| {
                 inflight.acquire();
@@ -431,6 +439,17 @@ pub fn store_chunked(
                     inflight.release();
                 });
             };
+            // Each chunk cut: the first waits in `pending`; the second sends both.
+            let mut send = |start: u64, data: Vec<u8>| {
+                if dispatched.load(Relaxed) == 0 && pending.is_none() {
+                    pending = Some((start, data));
+                    return;
+                }
+                if let Some((ps, pd)) = pending.take() {
+                    dispatch(ps, pd);
+                }
+                dispatch(start, data);
+            };
             loop {
                 let n = match reader.read(&mut buf) {
                     Ok(0) => break,
@@ -444,29 +463,20 @@ pub fn store_chunked(
                     current.extend_from_slice(&rest[..cut]);
                     rest = &rest[cut..];
                     let done =
-                        std::mem::replace(&mut current, Vec::with_capacity(sizes.min as usize));
+                        std::mem::replace(&mut current, Vec::with_capacity(sizes.max as usize));
                     let start = offset;
                     offset += done.len() as u64;
-                    if let Some((ps, pd)) = pending.replace((start, done)) {
-                        dispatch(ps, pd);
-                    }
+                    send(start, done);
                 }
                 current.extend_from_slice(rest);
             }
             if !current.is_empty() {
                 let start = offset;
                 offset += current.len() as u64;
-                if let Some((ps, pd)) = pending.replace((start, std::mem::take(&mut current))) {
-                    dispatch(ps, pd);
-                }
+                send(start, std::mem::take(&mut current));
             }
-            if dispatched.load(Relaxed) == 0 {
-                return Ok(pending.take());
-            }
-            if let Some((ps, pd)) = pending.take() {
-                dispatch(ps, pd);
-            }
-            Ok(None)
+            // Nothing sent: at most one chunk, stored whole below.
+            Ok(pending.take())
         })?;
     if let Some((_, data)) = read_result {
         // One chunk only (or none: an empty stream): a plain whole-file object.
@@ -529,4 +539,87 @@ fn finish_read(f: &File, job: &FileJob, stored: Stored) -> Result<FileContent, P
         return Err(PublishError::Changed(job.source.clone()));
     }
     Ok(stored.content)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cvmfs::object::open_verified;
+    use crate::publish::NoProgress;
+
+    const SIZES: ChunkSizes = ChunkSizes {
+        min: 4 << 10,
+        avg: 8 << 10,
+        max: 16 << 10,
+    };
+
+    /// Deterministic incompressible bytes (xorshift).
+    fn noise(n: usize) -> Vec<u8> {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    fn read(store: &LocalStore, name: &ObjectName) -> Vec<u8> {
+        let compressed = std::fs::read(store.path_of(&name.path())).unwrap();
+        open_verified(name, &compressed, u64::MAX).unwrap()
+    }
+
+    /// Where an independent detector over the whole input cuts it: (offset, size) pairs.
+    fn cuts(data: &[u8]) -> Vec<(u64, u64)> {
+        let (mut d, mut out, mut start, mut at) = (ChunkDetector::new(SIZES), vec![], 0, 0);
+        let mut rest = data;
+        while let Some(n) = d.feed(rest) {
+            at += n;
+            out.push((start as u64, (at - start) as u64));
+            start = at;
+            rest = &rest[n..];
+        }
+        if at < data.len() {
+            out.push((start as u64, (data.len() - start) as u64));
+        }
+        out
+    }
+
+    #[test]
+    fn a_chunked_stream_is_stored_as_its_cuts_and_a_lone_chunk_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        store.create_layout().unwrap();
+        let data = noise(300 << 10);
+        let want = cuts(&data);
+        assert!(want.len() > 10, "{want:?}");
+        let s = store_chunked(&mut &data[..], &store, HashAlgo::Sha1, SIZES, &NoProgress).unwrap();
+        assert_eq!(s.size, data.len() as u64);
+        let FileContent::Chunked { size, chunks } = s.content else {
+            panic!("not chunked: {:?}", s.content)
+        };
+        assert_eq!(size, data.len() as u64);
+        let got: Vec<(u64, u64)> = chunks.iter().map(|c| (c.offset, c.size)).collect();
+        assert_eq!(got, want);
+        for c in &chunks {
+            let (at, n) = (c.offset as usize, c.size as usize);
+            let name = ObjectName::new(c.hash, ObjectKind::Chunk);
+            assert_eq!(read(&store, &name), &data[at..at + n]);
+        }
+        assert_eq!((s.written, s.reused), (chunks.len() as u64, 0));
+
+        // Shorter than the minimum chunk: no cut, so one whole-file object.
+        let short = &data[..3000];
+        let s = store_chunked(&mut &short[..], &store, HashAlgo::Sha1, SIZES, &NoProgress).unwrap();
+        let FileContent::Whole { hash, size } = s.content else {
+            panic!("not whole: {:?}", s.content)
+        };
+        assert_eq!(size, 3000);
+        assert_eq!(
+            read(&store, &ObjectName::new(hash, ObjectKind::File)),
+            short
+        );
+    }
 }
