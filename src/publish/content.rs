@@ -387,11 +387,11 @@ impl InFlight {
 
 /// Cuts all of `reader` into content-defined chunks on the calling thread (which must not
 /// be a pool worker: it blocks while every worker compresses a chunk) and compresses them
-/// on the pool. Memory: one chunk per pool thread being compressed (its bytes and its
-/// compressed copy), the chunk being cut, and the first chunk until a second one shows the
-/// stream is chunked at all — with 16 MiB chunks at most, a few tens of MiB whatever the
-/// file's size. A stream that makes a single chunk is stored as a whole-file object, as
-/// upstream does.
+/// on the pool. Memory, whatever the file's size: one chunk per pool thread being compressed
+/// (its bytes and its compressed copy), the chunk being cut, and the first chunk until a
+/// second one shows the stream is chunked at all; with the default 16 MiB maximum, at most
+/// 16 MiB + pool threads × 32 MiB. A stream that makes a single chunk is stored as a
+/// whole-file object, as upstream does.
 pub fn store_chunked(
     reader: &mut dyn Read,
     store: &LocalStore,
