@@ -18,7 +18,10 @@ use crate::repository::{RepoError, Repository, Trust, MANIFEST_PATH, WHITELIST_P
 
 /// A repository behind HTTP as an [`ObjectSource`]: files are fetched by the download
 /// manager, objects are served from the shared cache (downloaded and verified on a miss).
-/// Catalogs it loads stay pinned in the cache for its whole life.
+/// A catalog it hands out (a request with a mountpoint) stays pinned in the cache until the
+/// repository that asked for it releases it ([`ObjectSource::release`]), so that the quota
+/// never evicts what a revision still reads, and a mount that follows revisions for months
+/// pins only the catalogs of the revisions it still holds.
 pub struct RemoteSource {
     /// The repository's fully qualified name; also names its state in the cache.
     pub fqrn: String,
@@ -26,7 +29,6 @@ pub struct RemoteSource {
     pub downloader: Arc<Downloader>,
     /// The local cache objects are kept in, shared with other repositories.
     pub cache: Arc<Cache>,
-    pinned_catalogs: std::sync::Mutex<std::collections::HashSet<crate::cvmfs::hash::ContentHash>>,
 }
 
 impl RemoteSource {
@@ -37,7 +39,6 @@ impl RemoteSource {
             fqrn: fqrn.to_string(),
             downloader,
             cache,
-            pinned_catalogs: Default::default(),
         }
     }
 }
@@ -95,19 +96,16 @@ impl ObjectSource for RemoteSource {
                     SourceError::Fetch(e.to_string())
                 }
             })?;
-        if req.mountpoint.is_some()
-            && self
-                .pinned_catalogs
-                .lock()
-                .expect("pinned catalogs")
-                .insert(req.name.hash)
-        {
-            // A repository keeps the catalogs it loaded open for its whole life; the quota
-            // must not take them away from under it. (Catalogs of revisions a long-lived
-            // unpinned mount has moved past stay pinned until it exits: a known limit.)
+        if req.mountpoint.is_some() {
+            // A repository keeps the catalogs it loaded open while it lives; the quota must
+            // not take them away from under it. Counted: each hold ends with one release.
             self.cache.pin(&req.name.hash);
         }
         Ok(Verified::File(file))
+    }
+
+    fn release(&self, hash: &crate::cvmfs::hash::ContentHash) {
+        self.cache.unpin(hash);
     }
 }
 
@@ -213,7 +211,10 @@ fn prefetch_root_catalog(source: &RemoteSource, manifest: &[u8]) {
             compressed: true,
             mountpoint: Some(b""),
         };
-        let _ = source.object(&req);
+        // Only warming the cache: the repository takes its own hold when it loads it.
+        if source.object(&req).is_ok() {
+            source.release(&name.hash);
+        }
     }
 }
 

@@ -132,6 +132,19 @@ pub struct Repository {
     catalogs: Mutex<HashMap<ContentHash, Arc<Mutex<CatalogDb>>>>,
     /// Each loaded catalog's nested references: consulted on every path resolution.
     nested: Mutex<HashMap<ContentHash, Arc<Vec<NestedRef>>>>,
+    /// Catalogs fetched with a mountpoint, which the source holds for this repository
+    /// until it is dropped (a cache keeps them from eviction).
+    held: Mutex<std::collections::HashSet<ContentHash>>,
+}
+
+impl Drop for Repository {
+    fn drop(&mut self) {
+        // The catalogs of a revision a mount has moved past are closed with it; the cache
+        // may evict them again.
+        for h in self.held.get_mut().expect("held catalogs").drain() {
+            self.source.release(&h);
+        }
+    }
 }
 
 impl Repository {
@@ -172,7 +185,13 @@ impl Repository {
             whitelist,
             catalogs: Mutex::new(HashMap::new()),
             nested: Mutex::new(HashMap::new()),
+            held: Mutex::new(Default::default()),
         })
+    }
+
+    /// How many catalogs this repository has loaded (and keeps open).
+    pub fn loaded_catalogs(&self) -> usize {
+        self.catalogs.lock().expect("catalog map").len()
     }
 
     /// The manifest, verified against the certificate the whitelist approves.
@@ -253,7 +272,12 @@ impl Repository {
             what: format!("catalog {}", hash.to_hex()),
             source,
         };
-        let db = match self.catalog_object(hash, size, mountpoint)? {
+        let object = self.catalog_object(hash, size, mountpoint)?;
+        if mountpoint.is_some() && !self.held.lock().expect("held catalogs").insert(*hash) {
+            // Two threads loaded it at once: one hold is enough.
+            self.source.release(hash);
+        }
+        let db = match object {
             Verified::Bytes(b) => CatalogDb::from_bytes(&b).map_err(cat_err)?,
             // A cached catalog is opened in place: SQLite pages it in as needed, so a large
             // catalog costs page cache, not resident memory.

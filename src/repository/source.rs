@@ -121,6 +121,11 @@ pub trait ObjectSource: Send + Sync {
     /// A short description for messages (a directory or a URL).
     fn describe(&self) -> String;
 
+    /// Ends one hold of the object `hash`, which a request with a `mountpoint` (a catalog)
+    /// handed out: a caching source may evict it again once no one holds it. Every such
+    /// request that succeeded is released exactly once.
+    fn release(&self, _hash: &crate::cvmfs::hash::ContentHash) {}
+
     /// An object, verified against its name and decompressed. By default fetched whole
     /// into memory; a caching source hands out the path of its verified copy instead.
     fn object(&self, req: &ObjectRequest<'_>) -> Result<Verified, SourceError> {

@@ -390,6 +390,17 @@ impl Cache {
         }
     }
 
+    /// Objects pinned now, and the bytes they take by the cache's bookkeeping.
+    pub fn pinned(&self) -> (u64, u64) {
+        let hashes: Vec<ContentHash> = self.pins.lock().expect("pins").keys().copied().collect();
+        let db = self.db.lock().expect("cache db");
+        let bytes = hashes
+            .iter()
+            .filter_map(|h| db.size_of(h).ok().flatten())
+            .sum();
+        (hashes.len() as u64, bytes)
+    }
+
     /// Bytes the cache holds, by its bookkeeping.
     pub fn used(&self) -> u64 {
         self.db.lock().expect("cache db").total()
