@@ -216,6 +216,21 @@ impl MountedTree {
             }
             *last = Instant::now();
         }
+        self.refresh();
+    }
+
+    /// Looks for a newer revision now, whatever the TTL says (`lazyroot mount` does on
+    /// SIGHUP, as `cvmfs_talk remount` makes a CernVM-FS client do); a pinned tree stays.
+    pub fn check_now(&self) {
+        if self.pinned {
+            return;
+        }
+        *self.last_check.lock().expect("last check") = Instant::now();
+        self.refresh();
+    }
+
+    /// Opens the repository's newest revision and switches to it if it is newer.
+    fn refresh(&self) {
         // The clock of now, not of the mount's start: a whitelist that has expired since
         // must stop new revisions (the one mounted stays, as it was verified).
         let trust = Trust {
@@ -267,7 +282,9 @@ impl MountedTree {
             .ok_or(ClientError::NotFound)
     }
 
-    fn attr_of(&self, f: &Found) -> Attr {
+    /// The attributes of `f` under its inode number; `held`: the reply hands the kernel a
+    /// reference (a lookup), counted until it forgets it.
+    fn attr_of(&self, f: &Found, held: bool) -> Attr {
         let e = &f.entry;
         let key = match e.kind() {
             EntryKind::File if e.hardlink_group() != 0 => {
@@ -279,6 +296,8 @@ impl MountedTree {
         // The kernel knows the root as inode 1, whatever revision is behind it.
         let ino = if f.path == self.base {
             inodes::ROOT
+        } else if held {
+            self.inodes.lock().expect("inodes").ino_held(&f.path, key)
         } else {
             self.inodes.lock().expect("inodes").ino(&f.path, key)
         };
@@ -366,13 +385,29 @@ impl MountedTree {
             self.skeleton_entry(s, &path)?.ok_or(ClientError::NotFound)
         });
         let f = self.note(r)?;
-        Ok(self.attr_of(&f))
+        Ok(self.attr_of(&f, true))
+    }
+
+    /// A readdirplus entry hands the kernel a reference as a lookup does: taken on the
+    /// listed entry's number, or, if that number has been dropped since the listing was
+    /// made, on the entry looked up again (so the kernel never holds a number this tree
+    /// does not know).
+    pub fn hold_listed(&self, dir: u64, name: &[u8], a: &Attr) -> Result<Attr, ClientError> {
+        if self.inodes.lock().expect("inodes").hold(a.ino) {
+            return Ok(*a);
+        }
+        self.lookup(dir, name)
+    }
+
+    /// The kernel gives back `n` references on `ino` (FUSE forget).
+    pub fn forget(&self, ino: u64, n: u64) {
+        self.inodes.lock().expect("inodes").forget(ino, n);
     }
 
     /// The attributes of inode `ino`.
     pub fn getattr(&self, ino: u64) -> Result<Attr, ClientError> {
         let f = self.note(self.stat(ino))?;
-        Ok(self.attr_of(&f))
+        Ok(self.attr_of(&f, false))
     }
 
     /// Opens a directory: lists it once for all the readdir calls that follow.
@@ -441,7 +476,7 @@ impl MountedTree {
         let items = self.note(r)?;
         Ok(items
             .iter()
-            .map(|f| (f.entry.name.clone(), self.attr_of(f)))
+            .map(|f| (f.entry.name.clone(), self.attr_of(f, false)))
             .collect())
     }
 

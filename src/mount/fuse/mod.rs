@@ -314,19 +314,31 @@ impl Filesystem for Fs {
             Err(e) => return reply.error(errno(&e)),
         };
         let ttl = self.tree.kernel_ttl();
-        for (i, (name, a)) in items.iter().enumerate().skip(offset as usize) {
+        for (i, (name, listed)) in items.iter().enumerate().skip(offset as usize) {
+            // Each entry sent is a reference the kernel will forget: taken first, given
+            // back if the buffer had no room for it.
+            let a = match self.tree.hold_listed(ino.0, name, listed) {
+                Ok(a) => a,
+                Err(e) => return reply.error(errno(&e)),
+            };
             if reply.add(
                 INodeNo(a.ino),
                 (i + 1) as u64,
                 OsStr::from_bytes(name),
                 &ttl,
-                &file_attr(a),
+                &file_attr(&a),
                 Generation(0),
             ) {
+                self.tree.forget(a.ino, 1);
                 break;
             }
         }
         reply.ok();
+    }
+
+    // (batch_forget's default calls this for each node.)
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.tree.forget(ino.0, nlookup);
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
