@@ -69,25 +69,28 @@ pub struct MountArgs {
     pub deadline: u64,
 }
 
-/// Blocks SIGINT and SIGTERM in this thread and every thread started after it, so they are
-/// only ever taken by `wait_for_signal`.
+/// Blocks SIGINT, SIGTERM and SIGHUP in this thread and every thread started after it, so
+/// they are only ever taken by `wait_for_signal`.
 fn block_signals() -> nix::sys::signal::SigSet {
     use nix::sys::signal::{SigSet, SigmaskHow, Signal};
     let mut set = SigSet::empty();
     set.add(Signal::SIGINT);
     set.add(Signal::SIGTERM);
+    set.add(Signal::SIGHUP);
     let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
     set
 }
 
+/// The signal taken within `timeout`, if any.
 #[allow(unsafe_code)]
-fn wait_for_signal(set: &nix::sys::signal::SigSet, timeout: Duration) -> bool {
+fn wait_for_signal(set: &nix::sys::signal::SigSet, timeout: Duration) -> Option<i32> {
     let ts = libc::timespec {
         tv_sec: timeout.as_secs() as libc::time_t,
         tv_nsec: timeout.subsec_nanos() as libc::c_long,
     };
     // SAFETY: the set is a valid sigset_t and a null siginfo pointer is allowed.
-    unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &ts) > 0 }
+    let n = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &ts) };
+    (n > 0).then_some(n)
 }
 
 pub fn mount(a: MountArgs) -> anyhow::Result<ExitCode> {
@@ -132,7 +135,7 @@ pub fn mount(a: MountArgs) -> anyhow::Result<ExitCode> {
         passthrough: a.passthrough,
         threads: 4,
     };
-    let session = lazyroot::mount::fuse::spawn(tree, &a.mountpoint, &options)
+    let session = lazyroot::mount::fuse::spawn(tree.clone(), &a.mountpoint, &options)
         .with_context(|| format!("mounting at {}", a.mountpoint.display()))?;
     println!(
         "mounted {} revision {revision} root {root}{} at {}{}",
@@ -146,8 +149,13 @@ pub fn mount(a: MountArgs) -> anyhow::Result<ExitCode> {
         }
     );
     loop {
-        if wait_for_signal(&signals, Duration::from_millis(200)) {
-            break;
+        match wait_for_signal(&signals, Duration::from_millis(200)) {
+            Some(libc::SIGHUP) => {
+                tracing::info!("SIGHUP: looking for a newer revision now");
+                tree.check_now();
+            }
+            Some(_) => break,
+            None => {}
         }
         if session.guard.is_finished() {
             tracing::info!("{} was unmounted", a.mountpoint.display());
@@ -178,7 +186,7 @@ fn unmount(mountpoint: &std::path::Path, signals: &nix::sys::signal::SigSet) -> 
                     );
                     warned = true;
                 }
-                if wait_for_signal(signals, Duration::from_secs(1)) {
+                if wait_for_signal(signals, Duration::from_secs(1)).is_some() {
                     umount2(mountpoint, MntFlags::MNT_DETACH)
                         .with_context(|| format!("detaching {}", mountpoint.display()))?;
                     return Ok(());

@@ -37,6 +37,13 @@ pub fn value(tree: &MountedTree, f: &Found, name: &[u8]) -> Option<Vec<u8>> {
         b"user.ndownload" => stats.requests.to_string(),
         b"user.rx" => (stats.bytes / 1024).to_string(),
         b"user.pinned" => tree.pinned.to_string(),
+        // Catalogs the mounted revision has loaded (CernVM-FS's name).
+        b"user.nclg" => cur.repo.loaded_catalogs().to_string(),
+        // Objects the cache keeps from eviction for this process, and their size.
+        b"user.npinned" => tree.source.cache.pinned().0.to_string(),
+        b"user.pinned_kib" => (tree.source.cache.pinned().1 / 1024).to_string(),
+        // Inode numbers the mount remembers (those the kernel holds, and recent ones).
+        b"user.ninode" => tree.inodes.lock().expect("inodes").len().to_string(),
         b"user.offline" => {
             (*tree.mode.lock().expect("mode") == crate::remote::Mode::Offline).to_string()
         }

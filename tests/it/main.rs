@@ -14,6 +14,7 @@ mod hostile;
 mod incremental;
 mod ingest;
 mod loader;
+mod long_mount;
 mod mount;
 mod net;
 mod provision;

@@ -245,6 +245,11 @@ impl Mount {
         })
     }
 
+    /// The `lazyroot mount` process.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGTERM, then the exit status (bounded wait).
     pub fn stop(mut self) -> std::process::ExitStatus {
         self.terminate()
