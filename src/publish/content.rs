@@ -385,12 +385,18 @@ impl InFlight {
     }
 }
 
+/// Chunks of one file compressed at once, at most: each holds up to twice the largest chunk
+/// (its bytes and its compressed copy), so this bounds a big file's memory at about
+/// 16 MiB + 4 x 32 MiB on any host. The price: one file is deflated on 4 threads at most
+/// (many files are still stored in parallel by `publish`).
+const MAX_CHUNKS_IN_FLIGHT: usize = 4;
+
 /// Cuts all of `reader` into content-defined chunks on the calling thread (which must not
 /// be a pool worker: it blocks while every worker compresses a chunk) and compresses them
 /// on the pool. Memory, whatever the file's size: one chunk per pool thread being compressed
 /// (its bytes and its compressed copy), the chunk being cut, and the first chunk until a
 /// second one shows the stream is chunked at all; with the default 16 MiB maximum, at most
-/// 16 MiB + pool threads × 32 MiB. A stream that makes a single chunk is stored as a
+/// 16 MiB + min(pool threads, 4) × 32 MiB. A stream that makes a single chunk is stored as a
 /// whole-file object, as upstream does.
 pub fn store_chunked(
     reader: &mut dyn Read,
@@ -404,8 +410,10 @@ pub fn store_chunked(
         count: Mutex::new(0),
         freed: Condvar::new(),
         // No more than there are workers: a chunk queued behind busy workers would only
-        // hold memory, since the reader cuts the next one meanwhile anyway.
-        limit: rayon::current_num_threads(),
+        // hold memory, since the reader cuts the next one meanwhile anyway. And no more
+        // than MAX_CHUNKS_IN_FLIGHT whatever the core count, so that one big file costs
+        // the same memory on a 64-core host as on a 4-core one.
+        limit: rayon::current_num_threads().clamp(1, MAX_CHUNKS_IN_FLIGHT),
     };
     let results: Mutex<Vec<Result<Chunk, IoError>>> = Mutex::new(Vec::new());
     let written = AtomicU64::new(0);
