@@ -331,3 +331,44 @@ mod tests {
         assert!(!keep.keeps("/docker.io/library/busybox:latest"));
     }
 }
+
+#[cfg(test)]
+mod adversarial {
+    use super::*;
+
+    fn keep(text: &str) -> Keep {
+        Keep::new("/img", &parse(text, Path::new("w")).unwrap(), &[])
+    }
+
+    /// `**` is a valid glob on its own (expand matches every tag with it), but not after a
+    /// literal in one path component: a Keep built by gluing the link's base to the glob
+    /// must still keep what expand ingested.
+    #[test]
+    fn a_double_star_tag_glob_keeps_what_it_ingests() {
+        let w = parse("r.example.org/team/app:**\n", Path::new("w")).unwrap();
+        let WishKind::Tags { pattern, .. } = &w[0].kind else {
+            panic!("not a glob: {:?}", w[0].kind);
+        };
+        assert!(pattern.matches("1.4"), "expand ingests tag 1.4");
+        let keep = Keep::new("/img", &w, &[]);
+        assert!(
+            keep.keeps("/img/r.example.org/team/app:1.4"),
+            "prune would remove the link expand just made"
+        );
+        assert!(!keep.keeps("/img/r.example.org/team/app:1.4/x"));
+        assert!(!keep.keeps("/img/r.example.org/team/other:1.4"));
+    }
+
+    #[test]
+    fn question_mark_and_bracket_globs_keep_exactly_what_they_match() {
+        let k = keep("r.example.org/team/app:1.?\nr.example.org/team/py:3.[0-9]\n");
+        assert!(k.keeps("/img/r.example.org/team/app:1.4"));
+        assert!(!k.keeps("/img/r.example.org/team/app:1.40"));
+        assert!(k.keeps("/img/r.example.org/team/py:3.7"));
+        assert!(!k.keeps("/img/r.example.org/team/py:3.x"));
+        // A registry with a port: the `:` of the port is literal, not the tag's.
+        let k = keep("localhost:5000/app:v*\n");
+        assert!(k.keeps("/img/localhost:5000/app:v1"));
+        assert!(!k.keeps("/img/localhost:5000/app:w1"));
+    }
+}
