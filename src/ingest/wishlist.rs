@@ -219,7 +219,9 @@ pub fn expand(wish: &Wish, options: &SourceOptions) -> Result<Vec<String>, Inges
 /// this time (a registry that is down must not make its images go).
 pub struct Keep {
     exact: Vec<String>,
-    globs: Vec<glob::Pattern>,
+    /// A tag glob's link base (`<prefix>/<registry>/<repository>:`) and the tag pattern,
+    /// the one [`expand`] matches tags with.
+    globs: Vec<(String, glob::Pattern)>,
 }
 
 impl Keep {
@@ -236,7 +238,9 @@ impl Keep {
             match &w.kind {
                 WishKind::One(r) => keep.exact.push(super::run::link_of(prefix, r)),
                 WishKind::Tags {
-                    repository, glob, ..
+                    repository,
+                    pattern,
+                    ..
                 } => {
                     let base = names::link_path(
                         prefix,
@@ -244,11 +248,10 @@ impl Keep {
                         &repository.repository,
                         &Version::Tag(String::new()),
                     );
-                    // The name is literal; only the tag is a glob.
-                    let text = format!("{}{glob}", glob::Pattern::escape(&base));
-                    if let Ok(p) = glob::Pattern::new(&text) {
-                        keep.globs.push(p);
-                    }
+                    // The name is literal; only the tag is a glob, matched as `expand`
+                    // matches it (a glob valid alone, e.g. `**`, need not be valid glued
+                    // to the name).
+                    keep.globs.push((base, pattern.clone()));
                 }
             }
         }
@@ -258,15 +261,9 @@ impl Keep {
     /// Whether the link at `link` (a repository path) is wished for.
     pub fn keeps(&self, link: &str) -> bool {
         self.exact.iter().any(|e| e == link)
-            || self.globs.iter().any(|g| {
-                g.matches_with(
-                    link,
-                    glob::MatchOptions {
-                        case_sensitive: true,
-                        require_literal_separator: true,
-                        require_literal_leading_dot: false,
-                    },
-                )
+            || self.globs.iter().any(|(base, pattern)| {
+                link.strip_prefix(base.as_str())
+                    .is_some_and(|tag| !tag.contains('/') && pattern.matches(tag))
             })
     }
 }
