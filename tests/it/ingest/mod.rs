@@ -10,3 +10,4 @@ mod sources;
 mod sources_auth;
 mod sources_faults;
 mod wishlist;
+mod wishlist_adversarial;
