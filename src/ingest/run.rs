@@ -145,6 +145,14 @@ pub enum IngestRunError {
         /// The repository path.
         path: String,
     },
+    /// Two references of one call give one name to two different images.
+    #[error("{link} is the name {other} already gets in this call, for another image")]
+    SameName {
+        /// The name.
+        link: String,
+        /// The reference that got it first.
+        other: String,
+    },
     /// A prune with nothing to keep would remove every image.
     #[error("--prune with an empty wishlist would remove every image under {prefix:?}; refused")]
     PruneEverything {
@@ -198,7 +206,20 @@ pub fn ingest(opts: &IngestOptions) -> Result<IngestReport, IngestRunError> {
         if placed.iter().any(|p| p.reference == *r) {
             continue;
         }
-        match place(r, opts) {
+        let p = place(r, opts).and_then(|p| {
+            // One name cannot lead to two images: the second would be published unnamed.
+            match placed
+                .iter()
+                .find(|q| q.link == p.link && q.image_dir != p.image_dir)
+            {
+                Some(q) => Err(IngestRunError::SameName {
+                    link: p.link.clone(),
+                    other: q.reference.clone(),
+                }),
+                None => Ok(p),
+            }
+        });
+        match p {
             Ok(p) => placed.push(p),
             Err(e) => failures.add(r, e)?,
         }
