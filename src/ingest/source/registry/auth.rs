@@ -346,12 +346,12 @@ pub(crate) fn docker_config_creds(
         let host = k.split('/').next().unwrap_or(k);
         host == registry || (hub.contains(&registry) && hub.contains(&host))
     };
-    let helper = config
-        .cred_helpers
-        .iter()
-        .find(|(k, _)| wanted(k))
-        .map(|(_, h)| h.clone())
-        .or(config.creds_store.clone().filter(|s| !s.is_empty()));
+    // As Docker reads it: a `credHelpers` entry for the registry wins over `credsStore`,
+    // and an empty one means the credentials are in this file.
+    let helper = match config.cred_helpers.iter().find(|(k, _)| wanted(k)) {
+        Some((_, h)) => Some(h.clone()).filter(|h| !h.is_empty()),
+        None => config.creds_store.clone().filter(|s| !s.is_empty()),
+    };
     if let Some(helper) = helper {
         let found = super::cred_helper::get(&helper, registry).map_err(|fault| {
             RegistryError::CredHelper {

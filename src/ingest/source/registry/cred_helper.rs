@@ -35,6 +35,9 @@ pub enum HelperFault {
         /// What it said (the first line, bounded).
         stderr: String,
     },
+    /// The helper printed more than an answer can be.
+    #[error("its answer is larger than {0} bytes")]
+    TooLarge(u64),
     /// The answer is not the helper protocol's JSON.
     #[error("its answer is not {{\"Username\", \"Secret\"}} JSON: {0}")]
     Answer(#[source] serde_json::Error),
@@ -73,19 +76,22 @@ pub fn get(helper: &str, registry: &str) -> Result<Option<(String, String)>, Hel
     // broken pipe is the helper's answer to judge, not ours.
     let _ = stdin.write_all(server_url(registry).as_bytes());
     drop(stdin);
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    // Read both pipes on threads so a chatty helper cannot fill one and stall.
-    let out = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        let _ = (&mut stdout).take(MAX_ANSWER).read_to_end(&mut b);
-        b
-    });
-    let err = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        let _ = (&mut stderr).take(MAX_ANSWER).read_to_end(&mut b);
-        b
-    });
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
+    // Read both pipes on threads so a chatty helper cannot fill one and stall; their
+    // results come back on channels, so that a process the helper left holding a pipe
+    // open cannot keep us past the deadline.
+    let reader = |pipe: Box<dyn Read + Send>| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut b = Vec::new();
+            let _ = pipe.take(MAX_ANSWER + 1).read_to_end(&mut b);
+            let _ = tx.send(b);
+        });
+        rx
+    };
+    let out = reader(Box::new(stdout));
+    let err = reader(Box::new(stderr));
     let deadline = Instant::now() + HELPER_TIMEOUT;
     let status = loop {
         if let Some(s) = child.try_wait().map_err(HelperFault::Run)? {
@@ -98,8 +104,15 @@ pub fn get(helper: &str, registry: &str) -> Result<Option<(String, String)>, Hel
         }
         std::thread::sleep(Duration::from_millis(10));
     };
-    let out = out.join().unwrap_or_default();
-    let err = err.join().unwrap_or_default();
+    let collect = |rx: std::sync::mpsc::Receiver<Vec<u8>>| {
+        rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .map_err(|_| HelperFault::Timeout(HELPER_TIMEOUT))
+    };
+    let out = collect(out)?;
+    let err = collect(err)?;
+    if out.len() as u64 > MAX_ANSWER {
+        return Err(HelperFault::TooLarge(MAX_ANSWER));
+    }
     let said = String::from_utf8_lossy(&err);
     let said = said.lines().next().unwrap_or("").trim();
     if !status.success() {
