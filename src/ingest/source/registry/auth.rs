@@ -432,4 +432,26 @@ mod tests {
             .to_string()
             .contains("config.json"));
     }
+
+    /// Two `auths` keys for one registry (`docker login` wrote one with the scheme, a
+    /// script the other): the credentials used must not depend on a HashMap's order. As
+    /// Docker does, the key that is exactly the registry's name wins.
+    #[test]
+    fn docker_config_two_keys_for_one_registry_is_deterministic() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.json");
+        std::fs::write(
+            &p,
+            r#"{"auths":{"https://r.example.org/v2/":{"username":"old","password":"x"},"r.example.org":{"username":"new","password":"y"},"http://r.example.org":{"username":"other","password":"z"}},
+               "credHelpers":{"https://q.example.org":"a-missing-helper","q.example.org":""}}"#,
+        )
+        .unwrap();
+        for _ in 0..32 {
+            assert_eq!(
+                docker_config_creds(&p, "r.example.org").unwrap(),
+                Some(("new".into(), "y".into()))
+            );
+            assert_eq!(docker_config_creds(&p, "q.example.org").unwrap(), None);
+        }
+    }
 }
