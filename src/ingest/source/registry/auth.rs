@@ -348,7 +348,24 @@ pub(crate) fn docker_config_creds(
     };
     // As Docker reads it: a `credHelpers` entry for the registry wins over `credsStore`,
     // and an empty one means the credentials are in this file.
-    let helper = match config.cred_helpers.iter().find(|(k, _)| wanted(k)) {
+    // Of several keys for the registry, the one that is exactly its name (or Docker
+    // Hub's URL) wins, then the first in key order: never a HashMap's order.
+    fn best<'a, V>(
+        map: &'a HashMap<String, V>,
+        wanted: impl Fn(&str) -> bool,
+        exact: &str,
+    ) -> Option<(&'a String, &'a V)> {
+        map.iter()
+            .filter(|(k, _)| wanted(k))
+            .min_by_key(|(k, _)| (k.as_str() != exact, k.as_str()))
+    }
+    let exact = super::cred_helper::server_url(registry);
+    let exact = if exact.starts_with("https://") {
+        exact
+    } else {
+        registry.to_string()
+    };
+    let helper = match best(&config.cred_helpers, wanted, &exact) {
         Some((_, h)) => Some(h.clone()).filter(|h| !h.is_empty()),
         None => config.creds_store.clone().filter(|s| !s.is_empty()),
     };
@@ -364,7 +381,7 @@ pub(crate) fn docker_config_creds(
             return Ok(found);
         }
     }
-    let Some((_, entry)) = config.auths.iter().find(|(k, _)| wanted(k)) else {
+    let Some((_, entry)) = best(&config.auths, wanted, &exact) else {
         return Ok(None);
     };
     if let Some(auth) = entry.auth.as_deref().filter(|a| !a.is_empty()) {
