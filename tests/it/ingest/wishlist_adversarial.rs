@@ -437,3 +437,64 @@ fn odd_helper_names_are_errors_not_other_programs() {
         assert!(err.contains("credential helper"), "{name}: {err}");
     }
 }
+
+/// A repository name may have many components (`a/a/…/a`, up to 255 characters): its link
+/// lies deeper than the 64 levels `existing_names` walks, so the next ingest that touches
+/// the registry directory rebuilds it without that link, silently, and the image is left
+/// with no name. Expected: the deep name survives an unrelated ingest into the same
+/// registry directory.
+#[test]
+fn a_deep_repository_name_survives_the_next_ingest_into_its_registry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("app");
+    layout_with(&layout, &["a", "b"]);
+    let deep = vec!["a"; 70].join("/");
+    let (da, db) = (tmp.path().join("deep.tar"), tmp.path().join("shallow.tar"));
+    skopeo_copy(
+        &format!("oci:{}:a", layout.display()),
+        &format!("docker-archive:{}:r.example.org/{deep}:1", da.display()),
+        &[],
+    );
+    skopeo_copy(
+        &format!("oci:{}:b", layout.display()),
+        &format!("docker-archive:{}:r.example.org/b:1", db.display()),
+        &[],
+    );
+    let repo = TestRepo::new();
+    let ra = format!("docker-archive:{}:r.example.org/{deep}:1", da.display());
+    let out = repo.cli("ingest", &[&ra]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let link = format!("/r.example.org/{deep}:1");
+    let a = leads_to(&repo, &link).unwrap();
+    let rb = format!("docker-archive:{}:r.example.org/b:1", db.display());
+    let out = repo.cli("ingest", &[&rb]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(leads_to(&repo, &link), Some(a), "the deep name was dropped");
+    assert_names_whole(&repo);
+}
+
+/// An empty directory someone made in a registry directory (`/localhost/reserved`) is
+/// not ingest's; a prune that removes a name beside it removes it too, as if the prune had
+/// emptied it. Expected: only directories the prune emptied go.
+#[test]
+fn a_prune_leaves_an_empty_directory_it_did_not_empty() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("app");
+    layout_with(&layout, &["a", "b"]);
+    let repo = TestRepo::new();
+    let l = |t: &str| format!("oci:{}:{t}", layout.display());
+    let out = cron(&repo, &format!("{}\n{}\n", l("a"), l("b")), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    repo.publish_at(&empty, "/localhost/reserved");
+    let out = cron(&repo, &format!("{}\n", l("b")), &["--prune"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(leads_to(&repo, "/localhost/app:a"), None);
+    let r = repo.open();
+    let s = r.snapshot(&At::Latest).unwrap();
+    assert!(
+        s.lookup(b"/localhost/reserved").unwrap().is_some(),
+        "the prune removed /localhost/reserved"
+    );
+}
