@@ -624,7 +624,11 @@ fn prune_links(node: &mut Node, path: &str, flat_root: &str, keep: &Keep, out: &
                 }
                 true
             }
-            NodeKind::Dir(_) => {
+            NodeKind::Dir(g) => {
+                // Only a directory this prune empties goes (an empty one is not ingest's).
+                if g.is_empty() {
+                    return true;
+                }
                 prune_links(c, &child, flat_root, keep, out);
                 !matches!(&c.kind, NodeKind::Dir(g) if g.is_empty())
             }
@@ -781,34 +785,39 @@ fn existing_names(s: &Snapshot<'_>, dir: &str) -> Result<Node, IngestRunError> {
         depth: usize,
     ) -> Result<Node, IngestRunError> {
         let mut children = Vec::new();
-        if depth < 64 {
-            for f in s.list(path.as_bytes()).unwrap_or_default() {
-                let e = &f.entry;
-                let child = format!("{path}/{}", String::from_utf8_lossy(&e.name));
-                let m = Meta {
-                    mode: e.mode,
-                    uid: e.uid,
-                    gid: e.gid,
-                    size: e.size,
-                    mtime: e.mtime,
-                    mtime_ns: e.mtime_ns.unwrap_or(0),
-                    nlink: 1,
-                    ..dir_meta()
-                };
-                match e.kind() {
-                    EntryKind::Directory => {
-                        children.push(walk(s, &child, m, e.name.clone(), depth + 1)?)
-                    }
-                    EntryKind::Symlink => children.push(Node {
-                        name: e.name.clone(),
-                        meta: m,
-                        xattrs: None,
-                        kind: NodeKind::Symlink(e.symlink.clone()),
-                    }),
-                    // The marker of a nested catalog is made anew by the publisher.
-                    _ if e.name == b".cvmfscatalog" => {}
-                    _ => return Err(IngestRunError::Foreign { path: child }),
+        // A repository name has at most 128 components; anything deeper is not a name
+        // ingest made, and is refused rather than silently cut off in the rebuild.
+        if depth > 256 {
+            return Err(IngestRunError::Foreign {
+                path: path.to_string(),
+            });
+        }
+        for f in s.list(path.as_bytes()).unwrap_or_default() {
+            let e = &f.entry;
+            let child = format!("{path}/{}", String::from_utf8_lossy(&e.name));
+            let m = Meta {
+                mode: e.mode,
+                uid: e.uid,
+                gid: e.gid,
+                size: e.size,
+                mtime: e.mtime,
+                mtime_ns: e.mtime_ns.unwrap_or(0),
+                nlink: 1,
+                ..dir_meta()
+            };
+            match e.kind() {
+                EntryKind::Directory => {
+                    children.push(walk(s, &child, m, e.name.clone(), depth + 1)?)
                 }
+                EntryKind::Symlink => children.push(Node {
+                    name: e.name.clone(),
+                    meta: m,
+                    xattrs: None,
+                    kind: NodeKind::Symlink(e.symlink.clone()),
+                }),
+                // The marker of a nested catalog is made anew by the publisher.
+                _ if e.name == b".cvmfscatalog" => {}
+                _ => return Err(IngestRunError::Foreign { path: child }),
             }
         }
         children.sort_by(|a, b| a.name.cmp(&b.name));
