@@ -549,7 +549,17 @@ fn name_changes(
     for dir in dirs {
         let exists = is_dir(s, &dir);
         let mut root = if exists {
-            existing_names(s, &dir)?
+            match existing_names(s, &dir) {
+                Ok(root) => root,
+                // A directory only a prune looks at, holding what ingest did not make and
+                // no name of ingest's, is the repository's own (`/data.d`): left alone.
+                Err(IngestRunError::Foreign { .. })
+                    if !links.contains_key(&dir) && !holds_ingest_link(s, &dir, &flat_root, 0) =>
+                {
+                    continue
+                }
+                Err(e) => return Err(e),
+            }
         } else {
             Node {
                 name: Vec::new(),
@@ -597,6 +607,22 @@ fn registry_dirs(s: &Snapshot<'_>, prefix: &str) -> Vec<String> {
         .filter(|n| !n.starts_with('.') && (n.contains('.') || n.contains(':') || n == "localhost"))
         .map(|n| format!("{prefix}/{n}"))
         .collect()
+}
+
+/// Whether any link below `dir` leads into `flat_root` (what [`image_of_link`] takes for
+/// ingest's); a tree too deep to be names counts as holding one.
+fn holds_ingest_link(s: &Snapshot<'_>, dir: &str, flat_root: &str, depth: usize) -> bool {
+    if depth > 256 {
+        return true;
+    }
+    s.list(dir.as_bytes()).unwrap_or_default().iter().any(|f| {
+        let child = format!("{dir}/{}", String::from_utf8_lossy(&f.entry.name));
+        match f.entry.kind() {
+            EntryKind::Symlink => image_of_link(&child, &f.entry.symlink, flat_root).is_some(),
+            EntryKind::Directory => holds_ingest_link(s, &child, flat_root, depth + 1),
+            _ => false,
+        }
+    })
 }
 
 /// The image directory a link at `path` to `target` leads to, if it leads into

@@ -316,6 +316,22 @@ fn a_prune_is_not_refused_for_a_dotted_tree_of_the_repository_own() {
         read_at(&repo.open(), At::Latest, b"/data.d/README"),
         b"data, not images\n"
     );
+    // A dotted directory holding a file and a link into `.flat` is still refused: a prune
+    // can neither rebuild it whole nor leave the image its link leads to unaccounted.
+    let b = leads_to(&repo, "/localhost/app:b").unwrap();
+    let mixed = tmp.path().join("mixed");
+    write(&mixed.join("README"), b"mixed\n");
+    std::os::unix::fs::symlink(format!("..{b}"), mixed.join("b")).unwrap();
+    repo.publish_at(&mixed, "/mixed.d");
+    let rev = revision(&repo);
+    let out = cron(&repo, &format!("{}\n", l("b")), &["--prune"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("/mixed.d/README is not a name ingest made"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(revision(&repo), rev);
 }
 
 /// A Docker config whose helper `body` (a shell script) answers for a registry at a closed
