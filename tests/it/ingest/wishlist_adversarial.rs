@@ -514,3 +514,51 @@ fn a_prune_leaves_an_empty_directory_it_did_not_empty() {
         "the prune removed /localhost/reserved"
     );
 }
+
+/// Tag globs against a registry with `--prune`: `**` (valid alone, so expand takes every
+/// tag) keeps what it ingested; a glob that matches nothing is no failure and keeps
+/// nothing; `[!…]` prunes exactly the tag it excludes. Before the Keep fix the `**` run
+/// pruned both names it had just made.
+#[test]
+fn registry_tag_globs_with_prune_keep_what_they_match() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("layout");
+    layout_with(&layout, &["a", "b"]);
+    let reg = Registry::start(RegistryAuth::None);
+    let addr = reg.addr();
+    for (image, to) in [("a", "team/py:3.10"), ("b", "team/py:3.11")] {
+        skopeo_copy(
+            &format!("oci:{}:{image}", layout.display()),
+            &format!("docker://{addr}/{to}"),
+            &[],
+        );
+    }
+    let repo = TestRepo::new();
+    let insecure = ["--insecure-registry", addr.as_str()];
+    let lines = format!("{addr}/team/py:**\n{addr}/team/py:9.?\n");
+    let out = cron(&repo, &lines, &[&insecure[..], &["--prune"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (p10, p11) = (
+        format!("/{addr}/team/py:3.10"),
+        format!("/{addr}/team/py:3.11"),
+    );
+    assert!(leads_to(&repo, &p10).is_some(), "{}", stdout(&out));
+    assert!(leads_to(&repo, &p11).is_some(), "{}", stdout(&out));
+    assert_names_whole(&repo);
+    let rev = revision(&repo);
+    let out = cron(&repo, &lines, &[&insecure[..], &["--prune"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("nothing changed"), "{}", stdout(&out));
+    assert_eq!(revision(&repo), rev);
+
+    let out = cron(
+        &repo,
+        &format!("{addr}/team/py:3.1[!1]\n"),
+        &[&insecure[..], &["--prune"]].concat(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(leads_to(&repo, &p10).is_some());
+    assert_eq!(leads_to(&repo, &p11), None);
+    assert_names_whole(&repo);
+    repo.assert_healthy();
+}
