@@ -368,4 +368,32 @@ mod adversarial {
         assert!(k.keeps("/img/localhost:5000/app:v1"));
         assert!(!k.keeps("/img/localhost:5000/app:w1"));
     }
+
+    /// Odd lines with glob characters never panic (the glob is cut off the line's end by
+    /// byte length): each is a wish or a line-numbered error.
+    #[test]
+    fn odd_glob_lines_are_wishes_or_errors_never_panics() {
+        for line in [
+            "*",
+            ":*",
+            "a:*",
+            "a:é*",
+            "oci:/d:é*",
+            "oci::*",
+            "oci:/d:[",
+            "docker-archive:/x.tar:app:1*",
+            "docker-archive::[",
+            "r.example.org:5000:*",
+            "r.example.org/a:b:*",
+            "a/b:x*y@sha256:00",
+            "a/b:[[]",
+            "a/b:[!]",
+            "a/b:***",
+        ] {
+            match parse(&format!("{line}\n"), Path::new("w")) {
+                Ok(w) => assert_eq!(w.len(), 1, "{line}"),
+                Err(e) => assert!(e.to_string().contains("line 1"), "{line}: {e}"),
+            }
+        }
+    }
 }
