@@ -562,3 +562,56 @@ fn registry_tag_globs_with_prune_keep_what_they_match() {
     assert_names_whole(&repo);
     repo.assert_healthy();
 }
+
+/// A prune that empties a whole registry directory (its own nested catalog) and removes
+/// images in the same revision as it relinks a tag elsewhere: the repository checks clean,
+/// the removed registry directory is gone, and the revision before still reads. (Passes.)
+#[test]
+fn a_prune_removing_a_whole_registry_directory_keeps_the_catalogs_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("app");
+    layout_with(&layout, &["a", "b"]);
+    let saved = tmp.path().join("saved.tar");
+    skopeo_copy(
+        &format!("oci:{}:b", layout.display()),
+        &format!("docker-archive:{}:r.example.org/team/b:1", saved.display()),
+        &[],
+    );
+    let arch = format!("docker-archive:{}:r.example.org/team/b:1", saved.display());
+    let l = |t: &str| format!("oci:{}:{t}", layout.display());
+    let repo = TestRepo::new();
+    let out = cron(&repo, &format!("{}\n{}\n{arch}\n", l("a"), l("b")), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let b = leads_to(&repo, "/localhost/app:b").unwrap();
+    let saved_image = leads_to(&repo, "/r.example.org/team/b:1").unwrap();
+    let before = repo.open().manifest().root_catalog;
+    // Now only `app:a`, which moved onto b's image: r.example.org goes whole with the
+    // archive's image, a's image goes, b's image stays (app:a leads to it).
+    run(std::process::Command::new("umoci")
+        .args(["tag", "--image"])
+        .arg(format!("{}:b", layout.display()))
+        .arg("a"));
+    let out = cron(&repo, &format!("{}\n", l("a")), &["--prune"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("pruned: /r.example.org/team/b:1"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(leads_to(&repo, "/localhost/app:a"), Some(b.clone()));
+    let r = repo.assert_healthy();
+    let s = r.snapshot(&At::Latest).unwrap();
+    assert!(s.lookup(b"/r.example.org").unwrap().is_none());
+    assert!(s.lookup(saved_image.as_bytes()).unwrap().is_none());
+    assert_names_whole(&repo);
+    assert_eq!(
+        read_at(
+            &r,
+            At::RootHash(before),
+            format!("{saved_image}/etc/which").as_bytes()
+        ),
+        b"image b\n"
+    );
+    let check = repo.cli("check", &[]);
+    assert!(check.status.success(), "{}", stderr(&check));
+}
