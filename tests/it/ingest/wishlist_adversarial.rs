@@ -615,3 +615,33 @@ fn a_prune_removing_a_whole_registry_directory_keeps_the_catalogs_whole() {
     let check = repo.cli("check", &[]);
     assert!(check.status.success(), "{}", stderr(&check));
 }
+
+/// `--path-prefix` with `..`, `.` or empty components is taken as it is: the publish writes
+/// a catalog entry named `..` (caught on reading back as "previous revision: catalog is
+/// invalid", a misleading message); a prefix inside `.flat` (`/.flat`) is published, and a
+/// prune at the root then removes that prefix's images as unnamed, leaving its links
+/// dangling. Expected: such a prefix is refused up front, naming `--path-prefix`.
+#[test]
+fn a_path_prefix_with_dot_components_or_inside_flat_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("app");
+    layout_with(&layout, &["a"]);
+    let repo = TestRepo::new();
+    let r = format!("oci:{}:a", layout.display());
+    let rev = revision(&repo);
+    for prefix in ["/a/../b", "//b", "/c/./d", "/.flat", "/x/.flat/y", "/x/.."] {
+        let out = repo.cli("ingest", &[&r, "--path-prefix", prefix]);
+        assert!(!out.status.success(), "{prefix}: {}", stdout(&out));
+        assert!(
+            stderr(&out).contains("--path-prefix"),
+            "{prefix}: {}",
+            stderr(&out)
+        );
+        assert_eq!(revision(&repo), rev, "{prefix}");
+    }
+    for prefix in ["/images/", "/a.b/c", "/..x"] {
+        let out = repo.cli("ingest", &[&r, "--path-prefix", prefix]);
+        assert!(out.status.success(), "{prefix}: {}", stderr(&out));
+    }
+    repo.assert_healthy();
+}
