@@ -59,6 +59,15 @@ pub fn run(a: IngestArgs) -> anyhow::Result<ExitCode> {
         p if p.starts_with('/') => p.to_string(),
         p => anyhow::bail!("--path-prefix must be absolute in the repository, not {p:?}"),
     };
+    // A prefix names one directory plainly, and never one inside an image directory tree
+    // (a prune under another prefix would take its images for unnamed ones).
+    if let Some(bad) = prefix
+        .split('/')
+        .skip(1)
+        .find(|c| c.is_empty() || *c == "." || *c == ".." || *c == lazyroot::ingest::names::FLAT)
+    {
+        anyhow::bail!("--path-prefix {prefix:?}: a component {bad:?} is not allowed");
+    }
     let platform = match &a.platform {
         Some(p) => Platform::parse(p)?,
         None => Platform::host(),
