@@ -645,3 +645,40 @@ fn a_path_prefix_with_dot_components_or_inside_flat_is_refused() {
     }
     repo.assert_healthy();
 }
+
+/// A link in a registry directory that leads into an image but not to its root filesystem
+/// (`/localhost/tools -> ../.flat/xx/hex/rootfs/etc`, someone's shortcut): not a name
+/// ingest made, so a prune keeps it, but it does not count as leading to the image, so the
+/// image is removed under it and the link dangles. Expected: the image stays while a link
+/// leads into it.
+#[test]
+fn a_prune_keeps_an_image_a_link_in_a_registry_directory_leads_into() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("app");
+    layout_with(&layout, &["a", "b"]);
+    let repo = TestRepo::new();
+    let l = |t: &str| format!("oci:{}:{t}", layout.display());
+    let out = cron(&repo, &format!("{}\n{}\n", l("a"), l("b")), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let a = leads_to(&repo, "/localhost/app:a").unwrap();
+    let shortcut = tmp.path().join("shortcut");
+    std::fs::create_dir_all(&shortcut).unwrap();
+    std::os::unix::fs::symlink(format!("../..{a}/etc"), shortcut.join("etc")).unwrap();
+    repo.publish_at(&shortcut, "/localhost/tools");
+    assert_eq!(
+        leads_to(&repo, "/localhost/tools/etc"),
+        Some(format!("{a}/etc"))
+    );
+    let out = cron(&repo, &format!("{}\n", l("b")), &["--prune"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(leads_to(&repo, "/localhost/app:a"), None);
+    assert_eq!(
+        leads_to(&repo, "/localhost/tools/etc"),
+        Some(format!("{a}/etc"))
+    );
+    assert_eq!(
+        which(&repo, &a),
+        "image a\n",
+        "the image the shortcut leads into"
+    );
+}
