@@ -633,6 +633,15 @@ fn image_of_link(path: &str, target: &[u8], flat_root: &str) -> Option<String> {
     dir.starts_with(flat_root).then(|| dir.to_string())
 }
 
+/// The image directory (`<flat_root><2>/<hex>`) a link at `path` to `target` leads into,
+/// anywhere inside it: what keeps an image, whether or not the link is ingest's.
+fn image_under_link(path: &str, target: &[u8], flat_root: &str) -> Option<String> {
+    let to = names::resolve_link(path, std::str::from_utf8(target).ok()?)?;
+    let mut rest = to.strip_prefix(flat_root)?.split('/');
+    let (two, hex) = (rest.next()?, rest.next()?);
+    (!two.is_empty() && !hex.is_empty()).then(|| format!("{flat_root}{two}/{hex}"))
+}
+
 /// Removes the links below `node` (at repository path `path`) that lead into the image
 /// directories and that `keep` does not keep, then the directories left empty.
 fn prune_links(node: &mut Node, path: &str, flat_root: &str, keep: &Keep, out: &mut Vec<String>) {
@@ -677,7 +686,7 @@ fn collect_targets(
         let child = format!("{path}/{}", String::from_utf8_lossy(&c.name));
         match &c.kind {
             NodeKind::Symlink(target) => {
-                if let Some(dir) = image_of_link(&child, target, flat_root) {
+                if let Some(dir) = image_under_link(&child, target, flat_root) {
                     out.insert(dir);
                 }
             }
