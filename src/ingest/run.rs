@@ -609,8 +609,8 @@ fn registry_dirs(s: &Snapshot<'_>, prefix: &str) -> Vec<String> {
         .collect()
 }
 
-/// Whether any link below `dir` leads into `flat_root` (what [`image_of_link`] takes for
-/// ingest's); a tree too deep to be names counts as holding one.
+/// Whether any link below `dir` leads into an image under `flat_root` (and so would keep
+/// it); a tree too deep to be names counts as holding one.
 fn holds_ingest_link(s: &Snapshot<'_>, dir: &str, flat_root: &str, depth: usize) -> bool {
     if depth > 256 {
         return true;
@@ -618,7 +618,7 @@ fn holds_ingest_link(s: &Snapshot<'_>, dir: &str, flat_root: &str, depth: usize)
     s.list(dir.as_bytes()).unwrap_or_default().iter().any(|f| {
         let child = format!("{dir}/{}", String::from_utf8_lossy(&f.entry.name));
         match f.entry.kind() {
-            EntryKind::Symlink => image_of_link(&child, &f.entry.symlink, flat_root).is_some(),
+            EntryKind::Symlink => image_under_link(&child, &f.entry.symlink, flat_root).is_some(),
             EntryKind::Directory => holds_ingest_link(s, &child, flat_root, depth + 1),
             _ => false,
         }
