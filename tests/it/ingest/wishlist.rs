@@ -43,30 +43,34 @@ fn push(layout: &Path, reg: &Registry, image: &str, to: &str) {
     );
 }
 
-/// `lazyroot ingest --wishlist` with `wishes` (lines; `@` is the registry's address).
-fn cron(repo: &TestRepo, reg_addr: &str, wishes: &str, extra: &[&str]) -> std::process::Output {
+/// `lazyroot ingest --wishlist` with the lines `wishes` and the flags `extra`.
+pub(super) fn cron_lines(repo: &TestRepo, wishes: &str, extra: &[&str]) -> std::process::Output {
     let file = repo.dir.path().join("wishlist");
-    std::fs::write(&file, wishes.replace('@', reg_addr)).unwrap();
+    std::fs::write(&file, wishes).unwrap();
     let file = file.to_str().unwrap().to_string();
-    repo.cli(
-        "ingest",
-        &[
-            &["--wishlist", &file, "--insecure-registry", reg_addr][..],
-            extra,
-        ]
-        .concat(),
+    repo.cli("ingest", &[&["--wishlist", &file][..], extra].concat())
+}
+
+/// [`cron_lines`] against the registry at `reg_addr` (`@` in `wishes` is its address).
+fn cron(repo: &TestRepo, reg_addr: &str, wishes: &str, extra: &[&str]) -> std::process::Output {
+    let insecure = ["--insecure-registry", reg_addr];
+    cron_lines(
+        repo,
+        &wishes.replace('@', reg_addr),
+        &[&insecure[..], extra].concat(),
     )
 }
 
 /// What `link` leads to in the latest revision (`None`: no such link).
-fn leads_to(repo: &TestRepo, link: &str) -> Option<String> {
+pub(super) fn leads_to(repo: &TestRepo, link: &str) -> Option<String> {
     let r = repo.open();
     let s = r.snapshot(&At::Latest).unwrap();
     let e = s.lookup(link.as_bytes()).unwrap()?.entry;
     names::resolve_link(link, &String::from_utf8(e.symlink).unwrap())
 }
 
-fn which(repo: &TestRepo, rootfs: &str) -> String {
+/// The test images' `etc/which` in the root filesystem `rootfs`.
+pub(super) fn which(repo: &TestRepo, rootfs: &str) -> String {
     String::from_utf8(read_at(
         &repo.open(),
         At::Latest,
@@ -75,7 +79,7 @@ fn which(repo: &TestRepo, rootfs: &str) -> String {
     .unwrap()
 }
 
-fn revision(repo: &TestRepo) -> u64 {
+pub(super) fn revision(repo: &TestRepo) -> u64 {
     repo.open().manifest().revision
 }
 

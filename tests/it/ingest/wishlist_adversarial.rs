@@ -12,6 +12,7 @@ use lazyroot::ingest::names;
 use lazyroot::repository::At;
 
 use super::fixtures::*;
+use super::wishlist::{cron_lines as cron, leads_to, revision, which};
 use crate::common::*;
 
 /// Images `tags` (one layer, `etc/which` = "image <tag>") in the layout `layout`.
@@ -25,18 +26,6 @@ fn layout_with(layout: &Path, tags: &[&str]) {
             "amd64",
         );
     }
-}
-
-/// `lazyroot ingest --wishlist` with the lines `wishes`.
-fn cron(repo: &TestRepo, wishes: &str, extra: &[&str]) -> std::process::Output {
-    let file = repo.dir.path().join("wishlist");
-    std::fs::write(&file, wishes).unwrap();
-    let file = file.to_str().unwrap().to_string();
-    repo.cli("ingest", &[&["--wishlist", &file][..], extra].concat())
-}
-
-fn revision(repo: &TestRepo) -> u64 {
-    repo.open().manifest().revision
 }
 
 /// What the latest revision holds of ingest's: the image directories (`…/.flat/xx/hex`),
@@ -110,20 +99,26 @@ fn assert_names_whole(repo: &TestRepo) {
     }
 }
 
-fn leads_to(repo: &TestRepo, link: &str) -> Option<String> {
-    let r = repo.open();
-    let s = r.snapshot(&At::Latest).unwrap();
-    let e = s.lookup(link.as_bytes()).unwrap()?.entry;
-    names::resolve_link(link, &String::from_utf8(e.symlink).unwrap())
+/// Publishes, at `at`, a tree of one symlink `name -> target` (made under `tmp`).
+fn publish_link(repo: &TestRepo, tmp: &Path, name: &str, target: &str, at: &str) {
+    let tree = tmp.join(format!("link-{name}"));
+    std::fs::create_dir_all(&tree).unwrap();
+    std::os::unix::fs::symlink(target, tree.join(name)).unwrap();
+    repo.publish_at(&tree, at);
 }
 
-fn which(repo: &TestRepo, rootfs: &str) -> String {
-    String::from_utf8(read_at(
-        &repo.open(),
-        At::Latest,
-        format!("{rootfs}/etc/which").as_bytes(),
-    ))
-    .unwrap()
+/// Images a and b in the layout `<tmp>/app`, ingested by a wishlist as `localhost/app:a`
+/// and `:b`; returns what a's name leads to as well.
+fn a_and_b_ingested() -> (tempfile::TempDir, std::path::PathBuf, TestRepo, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("app");
+    layout_with(&layout, &["a", "b"]);
+    let repo = TestRepo::new();
+    let l = |t: &str| format!("oci:{}:{t}", layout.display());
+    let out = cron(&repo, &format!("{}\n{}\n", l("a"), l("b")), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let a = leads_to(&repo, "/localhost/app:a").unwrap();
+    (tmp, layout, repo, a)
 }
 
 /// `oci:` and `docker-archive:` wishlist lines with `--prune`: a tag moved in the same call
@@ -269,18 +264,9 @@ fn two_references_giving_one_name_to_two_images_are_refused() {
 /// wants it kept lists it in the wishlist. The revision before still has it.
 #[test]
 fn a_link_outside_the_registry_directories_does_not_keep_an_image_through_a_prune() {
-    let tmp = tempfile::tempdir().unwrap();
-    let layout = tmp.path().join("app");
-    layout_with(&layout, &["a", "b"]);
-    let repo = TestRepo::new();
+    let (tmp, layout, repo, a) = a_and_b_ingested();
     let l = |t: &str| format!("oci:{}:{t}", layout.display());
-    let out = cron(&repo, &format!("{}\n{}\n", l("a"), l("b")), &[]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let a = leads_to(&repo, "/localhost/app:a").unwrap();
-    let own = tmp.path().join("own");
-    std::fs::create_dir_all(&own).unwrap();
-    std::os::unix::fs::symlink(format!("..{a}"), own.join("current")).unwrap();
-    repo.publish_at(&own, "/sw");
+    publish_link(&repo, tmp.path(), "current", &format!("..{a}"), "/sw");
     assert_eq!(leads_to(&repo, "/sw/current"), Some(a.clone()));
     let before = repo.open().manifest().root_catalog;
     let out = cron(&repo, &format!("{}\n", l("b")), &["--prune"]);
@@ -670,18 +656,15 @@ fn a_path_prefix_with_dot_components_or_inside_flat_is_refused() {
 /// leads into it.
 #[test]
 fn a_prune_keeps_an_image_a_link_in_a_registry_directory_leads_into() {
-    let tmp = tempfile::tempdir().unwrap();
-    let layout = tmp.path().join("app");
-    layout_with(&layout, &["a", "b"]);
-    let repo = TestRepo::new();
+    let (tmp, layout, repo, a) = a_and_b_ingested();
     let l = |t: &str| format!("oci:{}:{t}", layout.display());
-    let out = cron(&repo, &format!("{}\n{}\n", l("a"), l("b")), &[]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let a = leads_to(&repo, "/localhost/app:a").unwrap();
-    let shortcut = tmp.path().join("shortcut");
-    std::fs::create_dir_all(&shortcut).unwrap();
-    std::os::unix::fs::symlink(format!("../..{a}/etc"), shortcut.join("etc")).unwrap();
-    repo.publish_at(&shortcut, "/localhost/tools");
+    publish_link(
+        &repo,
+        tmp.path(),
+        "etc",
+        &format!("../..{a}/etc"),
+        "/localhost/tools",
+    );
     assert_eq!(
         leads_to(&repo, "/localhost/tools/etc"),
         Some(format!("{a}/etc"))
