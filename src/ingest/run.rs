@@ -827,7 +827,10 @@ fn existing_names(s: &Snapshot<'_>, dir: &str) -> Result<Node, IngestRunError> {
                 path: path.to_string(),
             });
         }
-        for f in s.list(path.as_bytes()).unwrap_or_default() {
+        // A catalog that fails to load must fail the call: rebuilt from nothing, the
+        // directory would lose every name it holds.
+        let listed = s.list(path.as_bytes()).map_err(PublishError::from)?;
+        for f in listed {
             let e = &f.entry;
             let child = format!("{path}/{}", String::from_utf8_lossy(&e.name));
             let m = Meta {
