@@ -19,7 +19,7 @@ pub struct IngestArgs {
     pub references: Vec<String>,
     /// A file of references, one a line (`#` comments; a registry reference's tag may be
     /// a glob, e.g. `library/python:3.1*`). A reference that fails is listed and the exit
-    /// status is 1, but the others are published.
+    /// status is 3, but the others are published.
     #[arg(long)]
     pub wishlist: Option<PathBuf>,
     /// Remove the names under the prefix that no wishlist line (or REF) gives, and the
@@ -138,5 +138,7 @@ pub fn run(a: IngestArgs) -> anyhow::Result<ExitCode> {
         // `{:#}`: the error with its causes, as the command's own errors are shown.
         eprintln!("  {}: {:#}", f.reference, anyhow::Error::new(f.error));
     }
-    Ok(ExitCode::FAILURE)
+    // 3, not 1: what failed is listed and the rest was published, which a script may want
+    // to tell apart from a call that failed as a whole (1) or was misused (2, clap's).
+    Ok(ExitCode::from(3))
 }

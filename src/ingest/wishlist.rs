@@ -114,6 +114,9 @@ pub fn read(path: &Path) -> Result<Vec<Wish>, WishlistError> {
 /// Parses a wishlist's text (`path` names it in errors).
 pub fn parse(text: &str, path: &Path) -> Result<Vec<Wish>, WishlistError> {
     let mut wishes = Vec::new();
+    // Editors on some systems start a UTF-8 file with a byte-order mark; it is no part of
+    // the first reference.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     for (i, raw) in text.lines().enumerate() {
         let line = strip_comment(raw).trim();
         if line.is_empty() {
@@ -274,6 +277,12 @@ mod tests {
 
     fn wishes(text: &str) -> Vec<Wish> {
         parse(text, Path::new("w")).unwrap()
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_not_part_of_the_first_line() {
+        let w = wishes("\u{feff}busybox\n");
+        assert_eq!((w.len(), w[0].text.as_str(), w[0].line), (1, "busybox", 1));
     }
 
     #[test]

@@ -98,7 +98,7 @@ fn a_wishlist_converts_what_is_missing_repairs_moved_tags_and_lists_failures() {
     let before = revision(&repo);
 
     let out = cron(&repo, &addr, wishes, &[]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
         err.contains("1 references failed") && err.contains(&format!("{addr}/team/missing:1")),
@@ -125,7 +125,7 @@ fn a_wishlist_converts_what_is_missing_repairs_moved_tags_and_lists_failures() {
 
     // Cron again, nothing moved: nothing published, the failure still listed.
     let out = cron(&repo, &addr, wishes, &[]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(3));
     assert!(stdout(&out).contains("nothing changed"), "{}", stdout(&out));
     assert_eq!(revision(&repo), before + 1);
 
@@ -133,7 +133,7 @@ fn a_wishlist_converts_what_is_missing_repairs_moved_tags_and_lists_failures() {
     push(&layout, &reg, "c", "team/py:3.11");
     push(&layout, &reg, "d", "team/py:3.12");
     let out = cron(&repo, &addr, wishes, &[]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(3));
     assert_eq!(revision(&repo), before + 2);
     let c = leads_to(&repo, &py("3.11")).unwrap();
     assert_eq!(which(&repo, &c), "image c\n");
@@ -248,7 +248,7 @@ fn prune_removes_what_no_wish_names_and_keeps_what_a_failing_wish_names() {
     // The registry is down: every wish fails, and a wish that fails keeps its names.
     drop(reg);
     let out = cron(&repo, &addr, "@/team/py:3.1*\n", &["--prune"]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("team/py:3.1*"), "{}", stderr(&out));
     assert_eq!(revision(&repo), before + 1, "nothing pruned");
     assert_eq!(leads_to(&repo, &py10), Some(a));

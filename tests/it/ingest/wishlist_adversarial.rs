@@ -246,7 +246,7 @@ fn two_references_giving_one_name_to_two_images_are_refused() {
     assert_names_whole(&repo);
     // In a wishlist: the first is published, the second listed as failed.
     let out = cron(&repo, &format!("{rx}\n{ry}\n"), &[]);
-    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", stdout(&out));
     assert!(stderr(&out).contains(&ry), "{}", stderr(&out));
     assert_eq!(
         which(&repo, &leads_to(&repo, "/localhost/app:v1").unwrap()),
