@@ -682,3 +682,56 @@ fn a_prune_keeps_an_image_a_link_in_a_registry_directory_leads_into() {
         "the image the shortcut leads into"
     );
 }
+
+/// The nested catalog mounted at `mountpoint` in the current revision's root catalog, as
+/// an object file of the repository.
+fn nested_catalog_file(repo: &TestRepo, mountpoint: &str) -> std::path::PathBuf {
+    use std::io::Read;
+    let manifest = std::fs::read(repo.repo.join(".cvmfspublished")).unwrap();
+    let root = manifest
+        .split(|&b| b == b'\n')
+        .find_map(|l| l.strip_prefix(b"C"))
+        .map(|h| String::from_utf8(h.to_vec()).unwrap())
+        .unwrap();
+    let object = |h: &str| repo.repo.join(format!("data/{}/{}C", &h[..2], &h[2..]));
+    let mut bytes = Vec::new();
+    flate2::read::ZlibDecoder::new(std::fs::File::open(object(&root)).unwrap())
+        .read_to_end(&mut bytes)
+        .unwrap();
+    let tmp = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(tmp.path(), &bytes).unwrap();
+    let db = rusqlite::Connection::open(tmp.path()).unwrap();
+    let hash: String = db
+        .query_row(
+            "SELECT sha1 FROM nested_catalogs WHERE CAST(path AS BLOB) = ?1",
+            [mountpoint.as_bytes()],
+            |r| r.get(0),
+        )
+        .unwrap();
+    object(&hash)
+}
+
+/// A registry directory whose catalog cannot be loaded (a damaged object in the
+/// publisher's own store) fails the ingest and loses no name. Two guards stand here: the
+/// names' rebuild refuses a listing that fails, and the publisher's graft verifies the
+/// previous revision's catalogs on the way ("previous revision: … hash mismatch"); either
+/// alone makes this pass, so it guards the outcome, not one of them.
+#[test]
+fn a_registry_directory_that_cannot_be_read_fails_the_ingest_and_loses_no_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("app");
+    layout_with(&layout, &["a", "b"]);
+    let repo = TestRepo::new();
+    let out = repo.cli("ingest", &[&format!("oci:{}:a", layout.display())]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let before = revision(&repo);
+    let file = nested_catalog_file(&repo, "/localhost");
+    let good = std::fs::read(&file).unwrap();
+    std::fs::write(&file, b"not a catalog").unwrap();
+    let out = repo.cli("ingest", &[&format!("oci:{}:b", layout.display())]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert_eq!(revision(&repo), before, "nothing published");
+    std::fs::write(&file, good).unwrap();
+    assert!(leads_to(&repo, "/localhost/app:a").is_some());
+    repo.assert_healthy();
+}
