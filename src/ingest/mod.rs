@@ -12,6 +12,7 @@
 //!   streams, and applied with OCI semantics onto an in-memory tree; no scratch directory,
 //!   no root.
 //! - [`names`]: where an ingested image lives in a repository, and the links naming it.
+//! - [`name_tree`]: the registry directories' names in a revision: rebuilt, linked, pruned.
 //! - [`meta`]: what an image says about running it, stored beside its root filesystem.
 //! - [`wishlist`]: the images a repository should hold, tag globs, what a prune keeps.
 //! - [`run`]: one `ingest` call: sources read, layers applied, names linked, one publish.
@@ -22,6 +23,7 @@ pub mod error;
 pub mod layer;
 pub mod media;
 pub mod meta;
+pub mod name_tree;
 pub mod names;
 pub mod reference;
 pub mod run;
