@@ -15,7 +15,7 @@
 //!   sources (registries, OCI layouts, docker-save archives) that deliver verified blobs.
 //! - [`remote`]: what a client fetches through: the download manager, the shared verified
 //!   cache, rollback refusal, offline mode.
-//! - [`mount`]: the mounted tree without the kernel, and its fuser adapter.
+//! - [`mount`]: the mounted tree without the kernel, its journal, and its FUSE session.
 //! - [`csi`]: the CSI v1 Identity and Node services (tonic) over a volume publisher.
 //! - [`provisioner`]: the daemon for Mesos: images mounted per root hash, appc store entries,
 //!   pins in SQLite, the control API on a Unix socket, restart recovery, idle release; it

@@ -157,7 +157,7 @@ pub fn mount(a: MountArgs) -> anyhow::Result<ExitCode> {
             Some(_) => break,
             None => {}
         }
-        if session.guard.is_finished() {
+        if session.is_finished() {
             tracing::info!("{} was unmounted", a.mountpoint.display());
             return Ok(ExitCode::SUCCESS);
         }

@@ -13,6 +13,7 @@ use crate::cvmfs::object::{ObjectKind, ObjectName};
 use crate::remote::RemoteSource;
 use crate::repository::source::Verified;
 
+use super::journal::{FileRecord, Record};
 use super::{elf, loader, ClientError, MountedTree};
 
 /// Where an open file's bytes are.
@@ -25,6 +26,8 @@ pub(super) enum Handle {
         hash: ContentHash,
     },
     Chunked(Arc<ChunkedFile>),
+    /// Opened by a previous daemon: made one of the others on first use.
+    Kept(FileRecord),
 }
 
 /// An open chunked file: its chunk list and the chunk being read (sequential reads hit the
@@ -48,35 +51,71 @@ impl MountedTree {
             EntryKind::File => {}
             _ => return Err(ClientError::Io("not a regular file".into())),
         }
-        let handle = if e.size == 0 {
+        let record = if e.size == 0 {
             // Published empty files and the skeleton's (which have no object anywhere).
-            Handle::Empty
+            FileRecord::Empty
         } else if e.is_chunked() {
             let chunks = self.note(self.with_snapshot(|s| Ok(s.chunks(&f)?)))?;
-            Handle::Chunked(Arc::new(ChunkedFile {
-                chunks,
+            FileRecord::Chunked {
                 compressed: e.is_compressed(),
-                current: Mutex::new(None),
-                prefetched: AtomicU64::new(u64::MAX),
-            }))
+                chunks,
+            }
         } else {
             let hash = match e.hash {
                 Some(h) => h,
                 None => return self.note(Err(ClientError::Io("file without content hash".into()))),
             };
-            let file = self.note(self.object_file(
-                &ObjectName::new(hash, ObjectKind::File),
-                e.size,
-                e.is_compressed(),
-            ))?;
-            self.source.cache.pin(&hash);
-            let file = Arc::new(file);
-            self.maybe_prefetch_loader(&file, e.size, hash, &f.path);
-            Handle::Whole { file, hash }
+            FileRecord::Whole {
+                hash,
+                size: e.size,
+                compressed: e.is_compressed(),
+            }
         };
+        let handle = self.note(self.handle_of(&record))?;
+        if let Handle::Whole { file, hash } = &handle {
+            self.maybe_prefetch_loader(file, e.size, *hash, &f.path);
+        }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        if let Some(j) = self.journal.get() {
+            j.note_handle(fh);
+            j.append(&Record::File {
+                fh,
+                ino,
+                file: record,
+            });
+        }
         self.handles.lock().expect("handles").insert(fh, handle);
         Ok(fh)
+    }
+
+    /// The handle reading what `record` names: a whole file's object is fetched (and
+    /// verified) now and pinned until release; a chunked file's chunks as reads reach them.
+    pub(super) fn handle_of(&self, record: &FileRecord) -> Result<Handle, ClientError> {
+        Ok(match record {
+            FileRecord::Empty => Handle::Empty,
+            FileRecord::Chunked { compressed, chunks } => Handle::Chunked(Arc::new(ChunkedFile {
+                chunks: chunks.clone(),
+                compressed: *compressed,
+                current: Mutex::new(None),
+                prefetched: AtomicU64::new(u64::MAX),
+            })),
+            FileRecord::Whole {
+                hash,
+                size,
+                compressed,
+            } => {
+                let file = self.object_file(
+                    &ObjectName::new(*hash, ObjectKind::File),
+                    *size,
+                    *compressed,
+                )?;
+                self.source.cache.pin(hash);
+                Handle::Whole {
+                    file: Arc::new(file),
+                    hash: *hash,
+                }
+            }
+        })
     }
 
     /// A program (an ELF file) was opened: start fetching its interpreter and libraries.
@@ -126,14 +165,9 @@ impl MountedTree {
     /// Reads into `out` (a buffer the caller reuses: a fresh megabyte per request would be
     /// mapped, zeroed and unmapped every time); the number of bytes read.
     pub fn read_into(&self, fh: u64, offset: u64, out: &mut [u8]) -> Result<usize, ClientError> {
-        let handle = self
-            .handles
-            .lock()
-            .expect("handles")
-            .get(&fh)
-            .cloned()
-            .ok_or(ClientError::BadHandle)?;
+        let handle = self.handle(fh)?;
         match handle {
+            Handle::Kept(_) => Err(ClientError::BadHandle),
             Handle::Empty => Ok(0),
             Handle::Whole { file, .. } => {
                 read_full(&file, out, offset).map_err(|e| ClientError::Io(e.to_string()))
@@ -211,20 +245,59 @@ impl MountedTree {
         fetch_in_background(&self.source, name, size, compressed);
     }
 
+    /// The handle `fh`; one a previous daemon opened is opened again now.
+    fn handle(&self, fh: u64) -> Result<Handle, ClientError> {
+        let h = self
+            .handles
+            .lock()
+            .expect("handles")
+            .get(&fh)
+            .cloned()
+            .ok_or(ClientError::BadHandle)?;
+        let Handle::Kept(record) = h else {
+            return Ok(h);
+        };
+        let opened = self.note(self.handle_of(&record))?;
+        let mut handles = self.handles.lock().expect("handles");
+        match handles.get_mut(&fh) {
+            Some(slot @ Handle::Kept(_)) => {
+                *slot = opened.clone();
+                // The pin `restore` took is now the opened handle's own.
+                if let Handle::Whole { hash, .. } = &opened {
+                    self.source.cache.unpin(hash);
+                }
+                Ok(opened)
+            }
+            // Another thread opened it meanwhile (or it was released): theirs stands.
+            other => {
+                if let Handle::Whole { hash, .. } = &opened {
+                    self.source.cache.unpin(hash);
+                }
+                other.cloned().ok_or(ClientError::BadHandle)
+            }
+        }
+    }
+
     /// The cached object behind an open whole file (for kernel passthrough).
     pub fn whole_file(&self, fh: u64) -> Option<Arc<File>> {
-        match self.handles.lock().expect("handles").get(&fh)? {
-            Handle::Whole { file, .. } => Some(file.clone()),
-            Handle::Empty | Handle::Chunked(_) => None,
+        match self.handle(fh).ok()? {
+            Handle::Whole { file, .. } => Some(file),
+            Handle::Empty | Handle::Chunked(_) | Handle::Kept(_) => None,
         }
     }
 
     /// Closes file handle `fh`, unpinning the cached object (or chunk) it held.
     pub fn release(&self, fh: u64) {
         let handle = self.handles.lock().expect("handles").remove(&fh);
+        if handle.is_some() {
+            if let Some(j) = self.journal.get() {
+                j.append(&Record::Release(fh));
+            }
+        }
         match handle {
             Some(Handle::Whole { hash, .. }) => self.source.cache.unpin(&hash),
-            Some(Handle::Empty) | None => {}
+            Some(Handle::Kept(FileRecord::Whole { hash, .. })) => self.source.cache.unpin(&hash),
+            Some(Handle::Empty) | Some(Handle::Kept(_)) | None => {}
             Some(Handle::Chunked(c)) => {
                 if let Some((i, _)) = c.current.lock().expect("current chunk").take() {
                     self.source.cache.unpin(&c.chunks[i].hash);

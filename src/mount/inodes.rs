@@ -11,8 +11,10 @@
 //! bounded rest.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::cvmfs::hash::ContentHash;
+use crate::mount::journal::{Journal, Record, RestoredNode};
 
 /// The mount root's inode number, as FUSE requires, whatever revision is behind it.
 pub const ROOT: u64 = 1;
@@ -48,6 +50,9 @@ pub struct Inodes {
     next: u64,
     /// Nodes with no kernel reference that were never held (a sweep's candidates).
     unheld: usize,
+    /// Where every reference the kernel takes or gives back is written down, so that a
+    /// daemon taking the connection over knows what the kernel holds.
+    journal: Option<Arc<Journal>>,
 }
 
 impl Inodes {
@@ -64,6 +69,7 @@ impl Inodes {
             nodes: HashMap::new(),
             next: ROOT + 1,
             unheld: 0,
+            journal: None,
         };
         i.by_key.insert(key.clone(), ROOT);
         // The root is never forgotten (the kernel holds it for the mount's life).
@@ -88,6 +94,9 @@ impl Inodes {
         }
         let ino = self.next;
         self.next += 1;
+        if let Some(j) = &self.journal {
+            j.note_inode(ino);
+        }
         self.by_key.insert(key.clone(), ino);
         self.nodes.insert(
             ino,
@@ -117,6 +126,17 @@ impl Inodes {
         }
         match self.nodes.get_mut(&ino) {
             Some(n) => {
+                if let Some(j) = &self.journal {
+                    j.append(&if n.lookups == 0 {
+                        Record::Node {
+                            ino,
+                            path: n.path.clone(),
+                            key: n.key.clone(),
+                        }
+                    } else {
+                        Record::Hold { ino, n: 1 }
+                    });
+                }
                 if n.lookups == 0 {
                     self.unheld = self.unheld.saturating_sub(1);
                 }
@@ -139,11 +159,42 @@ impl Inodes {
             // Not ours to drop here: a sweep will, if it stays unheld.
             return;
         }
+        if let Some(j) = &self.journal {
+            j.append(&Record::Forget {
+                ino,
+                n: n.min(node.lookups),
+            });
+        }
         node.lookups = node.lookups.saturating_sub(n);
         if node.lookups == 0 {
             let node = self.nodes.remove(&ino).expect("present");
             self.by_key.remove(&node.key);
         }
+    }
+
+    /// Writes every reference taken or given back from now on to `journal`.
+    pub fn set_journal(&mut self, journal: Arc<Journal>) {
+        self.journal = Some(journal);
+    }
+
+    /// Takes over the numbers a previous daemon handed out: those the kernel still holds,
+    /// and the first never handed out (numbers are never reused, across daemons too).
+    pub fn restore(&mut self, nodes: &[RestoredNode], next: u64) {
+        for n in nodes {
+            if n.ino == ROOT {
+                continue;
+            }
+            self.by_key.insert(n.key.clone(), n.ino);
+            self.nodes.insert(
+                n.ino,
+                Node {
+                    path: n.path.clone(),
+                    key: n.key.clone(),
+                    lookups: n.lookups,
+                },
+            );
+        }
+        self.next = self.next.max(next);
     }
 
     /// Drops every number the kernel holds no reference on (the root stays).

@@ -1,6 +1,6 @@
 //! A mount: the mounted tree without the kernel (lookups, attributes, listings, opens,
 //! reads, symlinks and xattrs of one repository revision, served from catalogs and the
-//! shared cache; blocking and `Send + Sync`), and [`fuse`], the fuser adapter that only
+//! shared cache; blocking and `Send + Sync`), and [`fuse`], the FUSE session that only
 //! translates between the kernel and the tree.
 
 pub mod attr;
@@ -9,14 +9,16 @@ pub mod elf;
 mod files;
 pub mod fuse;
 pub mod inodes;
+pub mod journal;
 mod loader;
 mod magic;
 pub mod mountinfo;
+mod restore;
 pub mod skeleton;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 pub use attr::Attr;
@@ -110,6 +112,8 @@ pub struct MountedTree {
     loader: loader::LoaderPrefetch,
     next_fh: AtomicU64,
     errors: AtomicU64,
+    /// Where the numbers and handles the kernel holds are written down (see [`journal`]).
+    journal: OnceLock<Arc<journal::Journal>>,
 }
 
 impl MountedTree {
@@ -152,6 +156,7 @@ impl MountedTree {
             loader: loader::LoaderPrefetch::default(),
             next_fh: AtomicU64::new(1),
             errors: AtomicU64::new(0),
+            journal: OnceLock::new(),
         })
     }
 
@@ -249,6 +254,12 @@ impl MountedTree {
             let mut cur = self.current.write().expect("revision");
             if m.revision > cur.repo.manifest().revision {
                 self.entries.lock().expect("entries").clear();
+                if let Some(j) = self.journal.get() {
+                    j.append(&journal::Record::Revision {
+                        root: m.root_catalog,
+                        size: m.root_catalog_size,
+                    });
+                }
                 *cur = Revision {
                     repo: Arc::new(repo),
                     root: m.root_catalog,
@@ -414,6 +425,10 @@ impl MountedTree {
     pub fn opendir(&self, ino: u64) -> Result<u64, ClientError> {
         let listing = Arc::new(self.readdir(ino)?);
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        if let Some(j) = self.journal.get() {
+            j.note_handle(fh);
+            j.append(&journal::Record::Dir { fh, ino });
+        }
         self.listings.lock().expect("listings").insert(fh, listing);
         Ok(fh)
     }
@@ -430,7 +445,17 @@ impl MountedTree {
 
     /// Forgets directory handle `fh` and its listing.
     pub fn releasedir(&self, fh: u64) {
-        self.listings.lock().expect("listings").remove(&fh);
+        if self
+            .listings
+            .lock()
+            .expect("listings")
+            .remove(&fh)
+            .is_some()
+        {
+            if let Some(j) = self.journal.get() {
+                j.append(&journal::Record::Release(fh));
+            }
+        }
     }
 
     /// The listing of directory `ino` when the kernel opens directories without asking

@@ -60,7 +60,7 @@ pub struct Mount {
     /// The appc `app` section of an ingested image (its entrypoint, environment, ...),
     /// read from the metadata beside its root filesystem; `None` for other images.
     pub app: Option<serde_json::Value>,
-    session: Option<fuser::BackgroundSession>,
+    session: Option<crate::mount::fuse::Session>,
 }
 
 impl Mounter {
@@ -303,9 +303,7 @@ impl Mount {
     /// mounts) still has it. A mount someone unmounted, or whose FUSE connection was
     /// aborted, is not alive: its directory is empty or answers ENOTCONN.
     pub fn alive(&self, table: &[crate::mount::mountinfo::MountEntry]) -> bool {
-        self.session
-            .as_ref()
-            .is_some_and(|s| !s.guard.is_finished())
+        self.session.as_ref().is_some_and(|s| !s.is_finished())
             && table.iter().any(|m| m.mount_point == self.listed)
     }
 
@@ -322,8 +320,8 @@ impl Mount {
     fn finish(&mut self) {
         if let Some(s) = self.session.take() {
             for _ in 0..100 {
-                if s.guard.is_finished() {
-                    let _ = s.join();
+                if s.is_finished() {
+                    s.join();
                     return;
                 }
                 std::thread::sleep(Duration::from_millis(20));

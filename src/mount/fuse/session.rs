@@ -1,10 +1,19 @@
-//! Mounting and unmounting: the options every lazyroot mount shares, the kernel tunables
-//! set after mounting, and the checks before an unmount.
+//! Sessions: mounting a new connection (mount(2), INIT) or resuming a kept one, the pool
+//! of threads serving it, handing it over; the kernel tunables set after mounting and the
+//! checks before an unmount.
 
+use std::collections::HashMap;
 use std::io;
-use std::path::Path;
-use std::sync::Arc;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
+use super::abi;
+use super::channel::{Channel, Next};
+use super::init::Negotiated;
+use super::ops::{Served, Server};
+use crate::mount::journal::{Journal, JournalError, Record};
 use crate::mount::MountedTree;
 
 /// How [`spawn`] mounts a tree (always read-only, with default permission checks).
@@ -23,37 +32,275 @@ pub struct MountOptions {
     pub threads: usize,
 }
 
-/// Mounts `tree` read-only at `mountpoint`, served by background threads until unmounted.
-pub fn spawn(
-    tree: Arc<MountedTree>,
-    mountpoint: &Path,
-    o: &MountOptions,
-) -> io::Result<fuser::BackgroundSession> {
-    use fuser::MountOption as O;
-    let mut options = vec![
-        O::FSName(format!("lazyroot:{}", o.name)),
-        O::Subtype("lazyroot".into()),
-        O::RO,
-        O::DefaultPermissions,
-    ];
-    options.push(if o.suid { O::Suid } else { O::NoSuid });
-    options.push(if o.dev { O::Dev } else { O::NoDev });
-    let mut config = fuser::Config::default();
-    config.mount_options = options;
-    config.acl = if o.allow_other {
-        fuser::SessionACL::All
-    } else {
-        fuser::SessionACL::Owner
+/// Why a kept connection could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ResumeError {
+    /// Its journal could not be read back.
+    #[error("the connection's journal: {0}")]
+    Journal(#[from] JournalError),
+    /// The descriptor could not be set up.
+    #[error("the connection's descriptor: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// A FUSE connection being served by a pool of threads, until the kernel ends it
+/// (unmount, abort) or [`Session::hand_over`] stops it for another daemon.
+pub struct Session {
+    server: Arc<Server>,
+    mountpoint: PathBuf,
+    /// Readable once serving must stop (its write end is `stop_tx`).
+    stop_rx: Arc<OwnedFd>,
+    stop_tx: OwnedFd,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    /// Set by the first thread that sees the connection end.
+    gone: Arc<AtomicBool>,
+    /// Unmount when dropped (not after a hand-over: another daemon serves it now).
+    unmount_on_drop: bool,
+}
+
+/// Mounts `tree` read-only at `mountpoint` on a new connection, served by background
+/// threads until unmounted. Needs CAP_SYS_ADMIN (the mount is made with mount(2)).
+pub fn spawn(tree: Arc<MountedTree>, mountpoint: &Path, o: &MountOptions) -> io::Result<Session> {
+    use nix::fcntl::{open, OFlag};
+    use nix::mount::{mount, MsFlags};
+    use nix::sys::stat::Mode;
+    let fd = open("/dev/fuse", OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| io::Error::other(format!("opening /dev/fuse: {e}")))?;
+    let mut data = format!(
+        "fd={},rootmode=40000,user_id={},group_id={},default_permissions",
+        fd.as_raw_fd(),
+        nix::unistd::geteuid(),
+        nix::unistd::getegid()
+    );
+    if o.allow_other {
+        data.push_str(",allow_other");
+    }
+    let mut flags = MsFlags::MS_RDONLY;
+    if !o.suid {
+        flags |= MsFlags::MS_NOSUID;
+    }
+    if !o.dev {
+        flags |= MsFlags::MS_NODEV;
+    }
+    let source = format!("lazyroot:{}", o.name);
+    mount(
+        Some(source.as_str()),
+        mountpoint,
+        Some("fuse.lazyroot"),
+        flags,
+        Some(data.as_str()),
+    )
+    .map_err(|e| {
+        let hint = if e == nix::errno::Errno::EPERM {
+            " (mounting needs CAP_SYS_ADMIN)"
+        } else {
+            ""
+        };
+        io::Error::other(format!("mount(2) of fuse.lazyroot: {e}{hint}"))
+    })?;
+    let channel = Arc::new(Channel::new(fd)?);
+    let journal = Arc::new(Journal::create()?);
+    let negotiated = match handshake(&channel, &tree, o) {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = unmount(mountpoint, true);
+            return Err(e);
+        }
     };
-    config.n_threads = Some(o.threads.max(1));
-    // One /dev/fuse descriptor per thread: no thundering herd on a shared one.
-    config.clone_fd = true;
-    let session = fuser::spawn_mount(super::Fs::new(tree, o.passthrough), mountpoint, &config)?;
+    journal.append(&Record::Init(negotiated));
+    tree.start_journal(journal.clone());
+    journal.flush();
+    let session = Session::start(tree, channel, journal, negotiated, mountpoint, o.threads)?;
+    // After the threads start: finding the mount's device is a stat of the mount itself.
     if let Err(e) = set_read_ahead(mountpoint, READ_AHEAD_KIB) {
         // Only slower sequential reads: worth a word, not a failure.
         tracing::warn!("read-ahead left at the kernel's default: {e}");
     }
     Ok(session)
+}
+
+/// Reads and answers the kernel's INIT, the first message of every new connection.
+fn handshake(channel: &Channel, tree: &MountedTree, o: &MountOptions) -> io::Result<Negotiated> {
+    let (stop_rx, _stop_tx) = nix::unistd::pipe()?;
+    let mut buf = vec![0u8; super::init::BUFFER];
+    let n = match channel.next(&mut buf, stop_rx.as_fd())? {
+        Next::Request(n) => n,
+        _ => return Err(io::Error::other("the FUSE connection ended before INIT")),
+    };
+    let h = abi::InHeader::parse(&buf[..n])
+        .ok_or_else(|| io::Error::other("a malformed first FUSE message"))?;
+    let want = super::init::Wanted {
+        pinned: tree.is_pinned(),
+        passthrough: o.passthrough,
+    };
+    super::init::answer(channel, h.opcode, h.unique, &buf[abi::IN_HEADER..n], &want)
+        .map_err(io::Error::other)
+}
+
+/// Goes on serving a connection a previous daemon served (its `/dev/fuse` descriptor
+/// and journal, from the keeper) without a new INIT. `resend`: the previous daemon died
+/// with requests read and unanswered; the kernel is asked to send them again.
+pub fn resume(
+    tree: Arc<MountedTree>,
+    fuse: OwnedFd,
+    journal: OwnedFd,
+    mountpoint: &Path,
+    threads: usize,
+    resend: bool,
+) -> Result<Session, ResumeError> {
+    let channel = Arc::new(Channel::new(fuse)?);
+    let (journal, restored) = Journal::open(journal)?;
+    let journal = Arc::new(journal);
+    let backing = tree.restore(&restored, journal.clone());
+    journal.flush();
+    let negotiated = restored.init;
+    let session = Session::start(
+        tree,
+        channel.clone(),
+        journal,
+        negotiated,
+        mountpoint,
+        threads,
+    )?;
+    session
+        .server
+        .backing
+        .lock()
+        .expect("backing")
+        .extend(backing);
+    if resend {
+        if negotiated.resend() {
+            channel.notify_resend()?;
+        } else {
+            tracing::warn!(
+                "this kernel cannot resend what the previous daemon read and never answered \
+                 (FUSE_NOTIFY_RESEND needs Linux 6.9): those calls wait until the connection is aborted"
+            );
+        }
+    }
+    Ok(session)
+}
+
+impl Session {
+    fn start(
+        tree: Arc<MountedTree>,
+        channel: Arc<Channel>,
+        journal: Arc<Journal>,
+        negotiated: Negotiated,
+        mountpoint: &Path,
+        threads: usize,
+    ) -> io::Result<Session> {
+        let server = Arc::new(Server {
+            tree,
+            channel,
+            negotiated,
+            journal,
+            backing: Mutex::new(HashMap::new()),
+        });
+        let (stop_rx, stop_tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let stop_rx = Arc::new(stop_rx);
+        let gone = Arc::new(AtomicBool::new(false));
+        let mut handles = Vec::new();
+        for i in 0..threads.max(1) {
+            let (server, stop_rx, gone) = (server.clone(), stop_rx.clone(), gone.clone());
+            let stop_tx = stop_tx.try_clone()?;
+            handles.push(
+                std::thread::Builder::new()
+                    .name(format!("lazyroot-fuse-{i}"))
+                    .spawn(move || serve(&server, &stop_rx, &stop_tx, &gone))?,
+            );
+        }
+        Ok(Session {
+            server,
+            mountpoint: mountpoint.to_path_buf(),
+            stop_rx,
+            stop_tx,
+            threads: handles,
+            gone,
+            unmount_on_drop: true,
+        })
+    }
+
+    /// Whether the connection has ended (unmounted or aborted).
+    pub fn is_finished(&self) -> bool {
+        self.gone.load(Ordering::Relaxed) || self.threads.iter().all(|t| t.is_finished())
+    }
+
+    /// The connection's `/dev/fuse` descriptor (for the keeper).
+    pub fn fuse_fd(&self) -> BorrowedFd<'_> {
+        self.server.channel.fd()
+    }
+
+    /// The journal's descriptor (for the keeper).
+    pub fn journal_fd(&self) -> BorrowedFd<'_> {
+        self.server.journal.fd()
+    }
+
+    /// What INIT settled for this connection.
+    pub fn negotiated(&self) -> Negotiated {
+        self.server.negotiated
+    }
+
+    /// Stops serving without unmounting, for another daemon to take over: every request
+    /// already read is answered first, so the next daemon has nothing to resend from us.
+    pub fn hand_over(mut self) {
+        self.unmount_on_drop = false;
+        self.stop_threads();
+        self.server.journal.flush();
+    }
+
+    fn stop_threads(&mut self) {
+        let _ = nix::unistd::write(&self.stop_tx, b"x");
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+
+    /// Waits for the serving threads to end (the connection ended).
+    pub fn join(mut self) {
+        self.unmount_on_drop = false;
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if self.unmount_on_drop && !self.threads.is_empty() {
+            if !self.gone.load(Ordering::Relaxed) {
+                let _ = unmount(&self.mountpoint, true);
+            }
+            self.stop_threads();
+        }
+        let _ = &self.stop_rx;
+    }
+}
+
+/// One serving thread: requests until the connection ends or serving is stopped.
+fn serve(server: &Server, stop_rx: &OwnedFd, stop_tx: &OwnedFd, gone: &AtomicBool) {
+    let mut buf = vec![0u8; super::init::BUFFER];
+    loop {
+        let n = match server.channel.next(&mut buf, stop_rx.as_fd()) {
+            Ok(Next::Request(n)) => n,
+            Ok(Next::Stopped) => return,
+            Ok(Next::Gone) => break,
+            Err(e) => {
+                tracing::error!("reading from the FUSE connection: {e}");
+                break;
+            }
+        };
+        let Some(h) = abi::InHeader::parse(&buf[..n]) else {
+            tracing::warn!("a malformed FUSE request of {n} bytes was dropped");
+            continue;
+        };
+        if let Served::Destroyed = server.serve(&h, &buf[abi::IN_HEADER..n]) {
+            break;
+        }
+    }
+    gone.store(true, Ordering::Relaxed);
+    // The others may sleep in poll on a connection that ends quietly: wake them.
+    let _ = nix::unistd::write(stop_tx, b"x");
 }
 
 /// Unmounts `mountpoint`; `detach` unmounts even while it is busy (lazily).
