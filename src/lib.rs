@@ -15,6 +15,8 @@
 //!   sources (registries, OCI layouts, docker-save archives) that deliver verified blobs.
 //! - [`remote`]: what a client fetches through: the download manager, the shared verified
 //!   cache, rollback refusal, offline mode.
+//! - [`keeper`]: a small process that holds FUSE connections' descriptors across daemon
+//!   crashes, for a restarted daemon to claim, and aborts those nobody claims.
 //! - [`mount`]: the mounted tree without the kernel, its journal, and its FUSE session.
 //! - [`csi`]: the CSI v1 Identity and Node services (tonic) over a volume publisher.
 //! - [`provisioner`]: the daemon for Mesos: images mounted per root hash, appc store entries,
@@ -26,6 +28,7 @@
 pub mod csi;
 pub mod cvmfs;
 pub mod ingest;
+pub mod keeper;
 pub mod mount;
 pub mod provisioner;
 pub mod publish;

@@ -1,6 +1,7 @@
 //! Command-line interface: argument parsing and the glue to the library.
 
 mod ingest;
+mod keeper;
 mod mount;
 mod progress;
 mod provision;
@@ -80,6 +81,9 @@ pub enum Command {
     Check(read::CheckArgs),
     /// Mount a repository through FUSE, downloading only what is read.
     Mount(mount::MountArgs),
+    /// Keep FUSE connections alive across daemon crashes: hold their descriptors for a
+    /// restarted daemon to claim, abort those nobody claims in time.
+    Keeper(keeper::KeeperArgs),
     /// Serve repositories over HTTP under /cvmfs/<fqrn>/.
     Serve(serve::ServeArgs),
     /// Run the provisioner daemon: images mounted lazily for Mesos (appc store), pins, CSI.
@@ -105,6 +109,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Info(a) => read::info(a),
         Command::Check(a) => read::check(a),
         Command::Mount(a) => mount::mount(a),
+        Command::Keeper(a) => keeper::keeper(a),
         Command::Serve(a) => serve::serve(a),
         Command::Provisioner(a) => provision::provisioner(a),
         Command::Image(a) => provision::image(a),

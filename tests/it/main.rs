@@ -13,6 +13,7 @@ mod fuzz;
 mod hostile;
 mod incremental;
 mod ingest;
+mod keeper;
 mod loader;
 mod long_mount;
 mod mount;
