@@ -109,6 +109,9 @@ pub struct Want<'a> {
     pub compressed: bool,
 }
 
+/// A download's temporary file untouched for this long is a crash's leftover.
+const TXN_STALE: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// How many uses are collected before they are written to the bookkeeping database.
 const TOUCH_BATCH: usize = 256;
 
@@ -129,13 +132,23 @@ impl Cache {
             fs::create_dir_all(dir.join(sub))
                 .map_err(|e| unusable(format!("cannot create {sub}/: {e}")))?;
         }
-        // Leftovers of a crash are incomplete downloads: never trusted, always removed.
+        // Leftovers of a crash are incomplete downloads: never trusted, removed. Only old
+        // ones: other processes share the cache (a daemon taking over from another starts
+        // while that one still downloads), and a live download writes at least every few
+        // seconds (slower ones are cut off by the low-speed limit).
         if let Ok(rd) = fs::read_dir(dir.join("txn")) {
+            let now = std::time::SystemTime::now();
             for e in rd.flatten() {
-                let _ = fs::remove_file(e.path());
+                let stale = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| now.duration_since(t).unwrap_or_default() > TXN_STALE);
+                if stale {
+                    let _ = fs::remove_file(e.path());
+                }
             }
         }
-        let probe = dir.join("txn/.probe");
+        let probe = dir.join(format!("txn/.probe-{}", std::process::id()));
         fs::write(&probe, b"x").map_err(|e| unusable(format!("not writable: {e}")))?;
         let _ = fs::remove_file(&probe);
         let db_path = dir.join("cachedb.sqlite");
@@ -663,5 +676,20 @@ mod tests {
         std::fs::write(&file, b"").unwrap();
         let e = Cache::open(&file, None).err().unwrap();
         assert!(e.to_string().contains("a-file"), "{e}");
+    }
+
+    #[test]
+    fn opening_a_shared_cache_leaves_other_processes_downloads_alone() {
+        let d = tempfile::tempdir().unwrap();
+        drop(Cache::open(d.path(), None).unwrap());
+        let live = d.path().join("txn/.tmp-live");
+        let old = d.path().join("txn/.tmp-old");
+        std::fs::write(&live, b"being written").unwrap();
+        let f = std::fs::File::create(&old).unwrap();
+        f.set_modified(std::time::SystemTime::now() - 2 * TXN_STALE)
+            .unwrap();
+        drop(Cache::open(d.path(), None).unwrap());
+        assert!(live.exists(), "a download in progress elsewhere survives");
+        assert!(!old.exists(), "a crash's leftover goes");
     }
 }
