@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use lazyroot::cvmfs::hash::ContentHash;
+use lazyroot::keeper::KeeperClient;
+use lazyroot::mount::kept;
 use lazyroot::mount::MountedTree;
 use lazyroot::remote::cache::Cache;
 use lazyroot::remote::stack::{Remote, RemoteSpec};
@@ -67,9 +69,24 @@ pub struct MountArgs {
     /// The longest one attempt at one object may take, in seconds.
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     pub deadline: u64,
+    /// The keeper that holds the mount's FUSE connection so that it outlives this process
+    /// (a crash, SIGKILL or upgrade): started if none listens there.
+    #[arg(long, default_value = lazyroot::keeper::DEFAULT_SOCKET, env = "LAZYROOT_KEEPER")]
+    pub keeper: PathBuf,
+    /// No keeper: the mount dies with this process.
+    #[arg(long, conflicts_with = "keeper")]
+    pub no_keeper: bool,
+    /// How long a keeper this mount starts waits for a new daemon after this one died,
+    /// before it aborts the connection (readers then get ENOTCONN), in seconds.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub takeover_timeout: u64,
 }
 
-/// Blocks SIGINT, SIGTERM and SIGHUP in this thread and every thread started after it, so
+/// Set by a daemon upgrading to this binary (SIGUSR2): the file to create once this one
+/// is ready to take the connection over.
+const UPGRADE_READY: &str = "LAZYROOT_UPGRADE_READY";
+
+/// Blocks SIGINT, SIGTERM, SIGHUP and SIGUSR2 in this thread and every thread started after it, so
 /// they are only ever taken by `wait_for_signal`.
 fn block_signals() -> nix::sys::signal::SigSet {
     use nix::sys::signal::{SigSet, SigmaskHow, Signal};
@@ -77,6 +94,7 @@ fn block_signals() -> nix::sys::signal::SigSet {
     set.add(Signal::SIGINT);
     set.add(Signal::SIGTERM);
     set.add(Signal::SIGHUP);
+    set.add(Signal::SIGUSR2);
     let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
     set
 }
@@ -135,10 +153,30 @@ pub fn mount(a: MountArgs) -> anyhow::Result<ExitCode> {
         passthrough: a.passthrough,
         threads: 4,
     };
-    let session = lazyroot::mount::fuse::spawn(tree.clone(), &a.mountpoint, &options)
-        .with_context(|| format!("mounting at {}", a.mountpoint.display()))?;
+    let takeover_timeout = Duration::from_secs(a.takeover_timeout);
+    let keeper = if a.no_keeper {
+        None
+    } else {
+        Some(
+            KeeperClient::connect_or_spawn(&a.keeper, takeover_timeout)
+                .with_context(|| format!("the keeper at {}", a.keeper.display()))?,
+        )
+    };
+    // Everything slow is done: a daemon we upgrade from may stop serving now.
+    if let Some(ready) = std::env::var_os(UPGRADE_READY) {
+        std::fs::write(&ready, b"")
+            .with_context(|| format!("telling the previous daemon we are ready ({ready:?})"))?;
+    }
+    let (session, started) = kept::mount(
+        tree.clone(),
+        &a.mountpoint,
+        &options,
+        keeper.as_ref(),
+        Duration::from_secs(30),
+    )
+    .with_context(|| format!("mounting at {}", a.mountpoint.display()))?;
     println!(
-        "mounted {} revision {revision} root {root}{} at {}{}",
+        "mounted {} revision {revision} root {root}{} at {}{}{}",
         a.fqrn,
         if pinned { " (pinned)" } else { "" },
         a.mountpoint.display(),
@@ -146,26 +184,106 @@ pub fn mount(a: MountArgs) -> anyhow::Result<ExitCode> {
             " (offline: no server answered, using the cache)"
         } else {
             ""
+        },
+        match started {
+            kept::Started::Mounted => "",
+            kept::Started::TookOver { orphaned: true } =>
+                " (took over the connection of a daemon that died)",
+            kept::Started::TookOver { orphaned: false } =>
+                " (took over the connection, handed over)",
         }
     );
+    let mut keeper = keeper;
     loop {
         match wait_for_signal(&signals, Duration::from_millis(200)) {
             Some(libc::SIGHUP) => {
                 tracing::info!("SIGHUP: looking for a newer revision now");
                 tree.check_now();
             }
+            Some(libc::SIGUSR2) => match upgrade() {
+                Ok(()) => {
+                    // The new daemon is ready and waits for the connection: stop serving
+                    // (every request read is answered first) and go without unmounting.
+                    session.hand_over();
+                    tracing::info!("handed {} over to the new daemon", a.mountpoint.display());
+                    return Ok(ExitCode::SUCCESS);
+                }
+                Err(e) => tracing::error!("upgrade failed, serving on: {e:#}"),
+            },
             Some(_) => break,
             None => {}
         }
         if session.is_finished() {
             tracing::info!("{} was unmounted", a.mountpoint.display());
+            kept::release(keeper.as_ref(), &a.mountpoint);
             return Ok(ExitCode::SUCCESS);
+        }
+        if keeper.as_ref().is_some_and(|k| k.keeper_gone()) {
+            // We still hold the connection; a new keeper must too, or our own crash would
+            // take the mount with us.
+            tracing::warn!("the keeper went away; starting a new one");
+            keeper = KeeperClient::connect_or_spawn(&a.keeper, takeover_timeout)
+                .and_then(|k| {
+                    kept::deposit(&k, &kept::key_of(&a.mountpoint), &session)?;
+                    Ok(k)
+                })
+                .map_err(|e| tracing::error!("no keeper now ({e}); trying again"))
+                .ok()
+                .or(keeper);
         }
     }
     unmount(&a.mountpoint, &signals)?;
-    // The kernel closed the channel; the session thread has ended or is about to.
+    kept::release(keeper.as_ref(), &a.mountpoint);
+    // The kernel closed the channel; the session threads have ended or are about to.
     drop(session);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Starts this program again (the binary now installed at its path, with the same
+/// arguments) and waits until it is ready to take the connection over; it claims it from
+/// the keeper once this process has gone.
+fn upgrade() -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().context("finding the program")?;
+    // A binary replaced by a package upgrade shows as "<path> (deleted)": run what is at
+    // the path now.
+    let exe = PathBuf::from(
+        exe.to_string_lossy()
+            .trim_end_matches(" (deleted)")
+            .to_string(),
+    );
+    let ready = std::env::temp_dir().join(format!(
+        "lazyroot-upgrade-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    tracing::info!("SIGUSR2: upgrading to {}", exe.display());
+    let mut child = std::process::Command::new(&exe)
+        .args(std::env::args_os().skip(1))
+        .env(UPGRADE_READY, &ready)
+        // Not in our process group: what stops us must not stop it.
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("starting {}", exe.display()))?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        if ready.exists() {
+            let _ = std::fs::remove_file(&ready);
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("the new daemon exited ({status}) before it was ready");
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            anyhow::bail!("the new daemon was not ready within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// Unmounts without ever leaving a dead mount behind: while processes still use the

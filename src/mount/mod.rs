@@ -10,6 +10,7 @@ mod files;
 pub mod fuse;
 pub mod inodes;
 pub mod journal;
+pub mod kept;
 mod loader;
 mod magic;
 pub mod mountinfo;

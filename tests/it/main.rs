@@ -20,6 +20,7 @@ mod mount;
 mod net;
 mod provision;
 mod publisher_state;
+mod restart;
 mod revisions;
 mod rootfs;
 mod roundtrip;

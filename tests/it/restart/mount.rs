@@ -1,0 +1,258 @@
+//! A plain `lazyroot mount` killed, upgraded, left alone, and its keeper killed, while a
+//! reader reads a chunked file and walks a tree through it the whole time.
+
+use std::time::{Duration, Instant};
+
+use super::harness::*;
+
+/// Kill the daemon 50 times at moments spread over the reader's work: the reads stay
+/// byte-exact and never fail; the largest stall per restart is printed.
+#[test]
+fn a_mount_survives_50_sigkills_with_every_read_byte_exact() {
+    let fx = Fixture::new();
+    let keeper = Keeper::start(Duration::from_secs(60));
+    let args = fx.args(&keeper);
+    let (mut child, _) = daemon(&args);
+    let mut reader = Reader::start(&fx.mountpoint(), &fx.src);
+    let mut stalls = Vec::new();
+    for i in 0..50u64 {
+        // 10–150 ms into the reader's work: mid-read, mid-walk, mid-open.
+        std::thread::sleep(Duration::from_millis(10 + (i * 37) % 140));
+        let killed = now();
+        kill(&mut child);
+        let (next, line) = daemon(&args);
+        assert!(line.contains("took over"), "restart {i}: {line}");
+        child = next;
+        std::thread::sleep(Duration::from_millis(100));
+        stalls.push(reader.stall(killed, now()));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let rounds = reader.stop();
+    let failures = reader.failures();
+    assert!(
+        failures.is_empty(),
+        "{} failures: {failures:#?}",
+        failures.len()
+    );
+    assert!(rounds > 50, "the reader made only {rounds} rounds");
+    let (median, max) = median_max(stalls);
+    println!(
+        "50 SIGKILLs of lazyroot mount: {rounds} reader rounds, none failed; stall per restart median {} ms, max {} ms",
+        median.as_millis(),
+        max.as_millis()
+    );
+    assert_eq!(mounts_at(&fx.mountpoint()), 1);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let st = child.wait().unwrap();
+    assert!(st.success(), "{st}");
+    assert_eq!(mounts_at(&fx.mountpoint()), 0, "SIGTERM unmounts");
+    assert!(
+        !keeper.list().contains("mnt"),
+        "released: {}",
+        keeper.list()
+    );
+}
+
+/// SIGUSR2 starts the binary again; the old daemon hands the connection over once the new
+/// one is ready and exits. Five upgrades under the reader: nothing fails.
+#[test]
+fn sigusr2_upgrades_in_place_while_the_mount_is_read() {
+    let fx = Fixture::new();
+    let keeper = Keeper::start(Duration::from_secs(60));
+    let args = fx.args(&keeper);
+    let (mut first, _) = daemon(&args);
+    let mut reader = Reader::start(&fx.mountpoint(), &fx.src);
+    let mut pauses = Vec::new();
+    let mut pid = first.id();
+    for i in 0..5 {
+        std::thread::sleep(Duration::from_millis(200));
+        let asked = now();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGUSR2,
+        )
+        .unwrap();
+        // The old one exits once the new one is ready and has the connection.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let next = loop {
+            let now = daemons_of(&fx.mountpoint());
+            if !now.contains(&pid) && now.len() == 1 {
+                break now[0];
+            }
+            assert!(
+                Instant::now() < deadline,
+                "upgrade {i} did not finish: {now:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        if i == 0 {
+            let st = first.wait().unwrap();
+            assert!(
+                st.success(),
+                "the old daemon exits 0 after handing over: {st}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        pauses.push(reader.stall(asked, now()));
+        pid = next;
+    }
+    let rounds = reader.stop();
+    let failures = reader.failures();
+    let log = std::fs::read_to_string(log_of(&args)).unwrap_or_default();
+    assert!(failures.is_empty(), "{failures:#?}\n{log}");
+    let (median, max) = median_max(pauses);
+    println!(
+        "5 upgrades by SIGUSR2: {rounds} reader rounds, none failed; longest operation per upgrade median {} ms, max {} ms",
+        median.as_millis(),
+        max.as_millis()
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !daemons_of(&fx.mountpoint()).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(mounts_at(&fx.mountpoint()), 0);
+    drop(keeper);
+}
+
+/// The keeper killed while the daemon lives: the mount goes on (the daemon holds the
+/// connection), the daemon starts a new keeper and deposits again, and a later SIGKILL of
+/// the daemon is survived as before.
+#[test]
+fn the_keeper_killed_under_a_live_daemon_is_replaced_and_nothing_is_lost() {
+    let fx = Fixture::new();
+    let mut keeper = Keeper::start(Duration::from_secs(60));
+    let args = fx.args(&keeper);
+    let (mut child, _) = daemon(&args);
+    let mut reader = Reader::start(&fx.mountpoint(), &fx.src);
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = keeper.child.kill();
+    let _ = keeper.child.wait();
+    // The daemon notices within its 200 ms loop and starts one at the same socket.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !keeper.list().contains("mnt") {
+        assert!(
+            Instant::now() < deadline,
+            "no new keeper holds the mount: {}",
+            keeper.list()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    kill(&mut child);
+    let (mut child, line) = daemon(&args);
+    assert!(line.contains("took over"), "{line}");
+    std::thread::sleep(Duration::from_millis(300));
+    reader.stop();
+    let failures = reader.failures();
+    assert!(failures.is_empty(), "{failures:#?}");
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    assert!(child.wait().unwrap().success());
+}
+
+/// No daemon comes back: after the takeover timeout the keeper aborts the connection. A
+/// reader waiting on it gets an error (not a hang, no process left in D state) and the
+/// mount is gone.
+#[test]
+fn a_connection_no_daemon_takes_over_is_aborted_after_the_timeout() {
+    let fx = Fixture::new();
+    let keeper = Keeper::start(Duration::from_secs(2));
+    let args = fx.args(&keeper);
+    let (mut child, _) = daemon(&args);
+    let mnt = fx.mountpoint();
+    assert!(std::fs::read(mnt.join("tree/d0/f0")).is_ok());
+    kill(&mut child);
+    let killed = Instant::now();
+    // Nothing serves: this waits in the kernel until the keeper gives up.
+    let waiting = {
+        let mnt = mnt.clone();
+        std::thread::spawn(move || std::fs::read(mnt.join("tree/d1/f1")).map(|_| ()))
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !waiting.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "the reader still hangs after 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r = waiting.join().unwrap();
+    let after = killed.elapsed();
+    let e = r.expect_err("no daemon: the read cannot succeed");
+    println!(
+        "no daemon: the waiting reader got \"{e}\" after {} ms",
+        after.as_millis()
+    );
+    assert!(
+        after >= Duration::from_millis(1500),
+        "aborted too early: {after:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while mounts_at(&mnt) != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the aborted mount is still listed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!keeper.list().contains("mnt"), "{}", keeper.list());
+}
+
+/// 200 kill-and-restart cycles: the keeper's descriptors, threads and memory, the mounts
+/// and the journal's effect (inode numbers held) stay flat.
+#[test]
+fn two_hundred_restarts_leave_everything_flat() {
+    let fx = Fixture::new();
+    let keeper = Keeper::start(Duration::from_secs(60));
+    let args = fx.args(&keeper);
+    let mnt = fx.mountpoint();
+    let (mut child, _) = daemon(&args);
+    let mut at20 = None;
+    for i in 1..=200 {
+        // Each daemon serves some work: opens, reads, a walk.
+        for d in 0..DIRS {
+            for e in std::fs::read_dir(mnt.join(format!("tree/d{d}"))).unwrap() {
+                std::fs::read(e.unwrap().path()).unwrap();
+            }
+        }
+        kill(&mut child);
+        let (next, line) = daemon(&args);
+        assert!(line.contains("took over"), "cycle {i}: {line}");
+        child = next;
+        if i == 20 {
+            at20 = Some((usage(keeper.child.id()), mounts_at(&mnt)));
+        }
+    }
+    let (k20, m20) = at20.unwrap();
+    let k200 = usage(keeper.child.id());
+    let d200 = usage(child.id());
+    println!(
+        "200 restarts: keeper fds {} -> {}, threads {} -> {}, RSS {} -> {} KiB; mounts {} -> {}; daemon at 200: fds {}, threads {}, RSS {} KiB",
+        k20.0, k200.0, k20.1, k200.1, k20.2, k200.2, m20, mounts_at(&mnt), d200.0, d200.1, d200.2
+    );
+    assert_eq!(k20.0, k200.0, "keeper descriptors");
+    assert_eq!(k20.1, k200.1, "keeper threads");
+    assert!(
+        k200.2 < k20.2 + 1024,
+        "keeper memory grew: {} -> {} KiB",
+        k20.2,
+        k200.2
+    );
+    assert_eq!((m20, mounts_at(&mnt)), (1, 1));
+    // Still byte-exact.
+    assert_eq!(std::fs::read(mnt.join("big")).unwrap(), fx.big);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    assert!(child.wait().unwrap().success());
+}
