@@ -1,5 +1,8 @@
 //! `lazyroot mount`: a repository revision through FUSE, fetched lazily over HTTP into the
 //! shared cache, until SIGINT or SIGTERM (then unmounted cleanly) or an external umount.
+//! The connection is kept by the keeper: a crash or SIGKILL leaves it for the next daemon
+//! started with the same mount point, SIGUSR2 hands it to a new binary in place, SIGHUP
+//! looks for a newer revision.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,8 +12,8 @@ use std::time::Duration;
 use anyhow::Context;
 use lazyroot::cvmfs::hash::ContentHash;
 use lazyroot::keeper::KeeperClient;
-use lazyroot::mount::kept;
 use lazyroot::mount::MountedTree;
+use lazyroot::mount::{kept, upgrade};
 use lazyroot::remote::cache::Cache;
 use lazyroot::remote::stack::{Remote, RemoteSpec};
 use lazyroot::remote::{self};
@@ -81,10 +84,6 @@ pub struct MountArgs {
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub takeover_timeout: u64,
 }
-
-/// Set by a daemon upgrading to this binary (SIGUSR2): the file to create once this one
-/// is ready to take the connection over.
-const UPGRADE_READY: &str = "LAZYROOT_UPGRADE_READY";
 
 /// Blocks SIGINT, SIGTERM, SIGHUP and SIGUSR2 in this thread and every thread started after it, so
 /// they are only ever taken by `wait_for_signal`.
@@ -163,16 +162,14 @@ pub fn mount(a: MountArgs) -> anyhow::Result<ExitCode> {
         )
     };
     // Everything slow is done: a daemon we upgrade from may stop serving now.
-    if let Some(ready) = std::env::var_os(UPGRADE_READY) {
-        std::fs::write(&ready, b"")
-            .with_context(|| format!("telling the previous daemon we are ready ({ready:?})"))?;
-    }
+    upgrade::announce_ready().context("telling the previous daemon we are ready")?;
     let (session, started) = kept::mount(
         tree.clone(),
         &a.mountpoint,
         &options,
         keeper.as_ref(),
         Duration::from_secs(30),
+        kept::Stale::Keep,
     )
     .with_context(|| format!("mounting at {}", a.mountpoint.display()))?;
     println!(
@@ -200,7 +197,7 @@ pub fn mount(a: MountArgs) -> anyhow::Result<ExitCode> {
                 tracing::info!("SIGHUP: looking for a newer revision now");
                 tree.check_now();
             }
-            Some(libc::SIGUSR2) => match upgrade() {
+            Some(libc::SIGUSR2) => match upgrade::start_successor() {
                 Ok(()) => {
                     // The new daemon is ready and waits for the connection: stop serving
                     // (every request read is answered first) and go without unmounting.
@@ -237,53 +234,6 @@ pub fn mount(a: MountArgs) -> anyhow::Result<ExitCode> {
     // The kernel closed the channel; the session threads have ended or are about to.
     drop(session);
     Ok(ExitCode::SUCCESS)
-}
-
-/// Starts this program again (the binary now installed at its path, with the same
-/// arguments) and waits until it is ready to take the connection over; it claims it from
-/// the keeper once this process has gone.
-fn upgrade() -> anyhow::Result<()> {
-    use std::os::unix::process::CommandExt;
-    let exe = std::env::current_exe().context("finding the program")?;
-    // A binary replaced by a package upgrade shows as "<path> (deleted)": run what is at
-    // the path now.
-    let exe = PathBuf::from(
-        exe.to_string_lossy()
-            .trim_end_matches(" (deleted)")
-            .to_string(),
-    );
-    let ready = std::env::temp_dir().join(format!(
-        "lazyroot-upgrade-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    ));
-    tracing::info!("SIGUSR2: upgrading to {}", exe.display());
-    let mut child = std::process::Command::new(&exe)
-        .args(std::env::args_os().skip(1))
-        .env(UPGRADE_READY, &ready)
-        // Not in our process group: what stops us must not stop it.
-        .process_group(0)
-        .spawn()
-        .with_context(|| format!("starting {}", exe.display()))?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        if ready.exists() {
-            let _ = std::fs::remove_file(&ready);
-            return Ok(());
-        }
-        if let Some(status) = child.try_wait()? {
-            anyhow::bail!("the new daemon exited ({status}) before it was ready");
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            anyhow::bail!("the new daemon was not ready within 120 s");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 /// Unmounts without ever leaving a dead mount behind: while processes still use the

@@ -14,6 +14,11 @@ pub struct ProvisionerArgs {
     /// The daemon's configuration (JSON; see the README).
     #[arg(long, default_value = "/etc/lazyroot/provisioner.json")]
     pub config: PathBuf,
+    /// Do not run a daemon: upgrade the one running with this configuration in place (it
+    /// starts the binary now installed, hands it every mount through the keeper, and
+    /// exits); returns once the new one answers.
+    #[arg(long)]
+    pub upgrade: bool,
 }
 
 #[derive(clap::Args)]
@@ -63,8 +68,48 @@ pub struct UnpinArgs {
 
 pub fn provisioner(a: ProvisionerArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&a.config)?;
+    if a.upgrade {
+        return upgrade(&config);
+    }
     lazyroot::provisioner::run::run(config)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// SIGUSR2 to the running daemon; waits (bounded) until another pid holds the state and
+/// its control socket answers.
+fn upgrade(config: &Config) -> anyhow::Result<ExitCode> {
+    use lazyroot::provisioner::run::running_pid;
+    use std::time::{Duration, Instant};
+    if config.keeper_socket.is_none() {
+        anyhow::bail!("no upgrade without a keeper (keeper_socket in the configuration): the images' mounts would die with the daemon");
+    }
+    let old = running_pid(&config.state).ok_or_else(|| {
+        anyhow::anyhow!(
+            "no provisioner is running with the state {}",
+            config.state.display()
+        )
+    })?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old),
+        nix::sys::signal::Signal::SIGUSR2,
+    )
+    .map_err(|e| anyhow::anyhow!("signalling the provisioner (pid {old}): {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let client = ControlClient::new(&config.control_socket);
+    loop {
+        if let Some(new) = running_pid(&config.state).filter(|&p| p != old) {
+            if client.health().is_ok() {
+                println!("upgraded: pid {old} handed over to pid {new}");
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "the provisioner (pid {old}) was not replaced within 180 s (its log says why)"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 pub fn image(a: ImageArgs) -> anyhow::Result<ExitCode> {

@@ -59,6 +59,15 @@ pub fn key_of(mountpoint: &Path) -> PathBuf {
         .join(name)
 }
 
+/// What to do when nothing is kept for the mount point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stale {
+    /// Mount over whatever is there.
+    Keep,
+    /// Detach a mount left there first (a dead one: its daemon gone, nothing kept it).
+    Detach,
+}
+
 /// Mounts `tree` at `mountpoint`, or takes over the connection the keeper holds for it
 /// (waiting up to `wait` while a live daemon still owns it: an upgrade hands over).
 /// Without a keeper, mounts as a plain mount that dies with this process.
@@ -68,9 +77,16 @@ pub fn mount(
     o: &MountOptions,
     keeper: Option<&KeeperClient>,
     wait: Duration,
+    stale: Stale,
 ) -> Result<(Session, Started), KeptError> {
+    let fresh = |tree| {
+        if stale == Stale::Detach {
+            fuse::unmount(mountpoint, true)?;
+        }
+        fuse::spawn(tree, mountpoint, o)
+    };
     let Some(keeper) = keeper else {
-        return Ok((fuse::spawn(tree, mountpoint, o)?, Started::Mounted));
+        return Ok((fresh(tree)?, Started::Mounted));
     };
     let key = key_of(mountpoint);
     let name = key.to_string_lossy().into_owned();
@@ -97,7 +113,13 @@ pub fn mount(
             },
         ));
     }
-    let session = fuse::spawn(tree, mountpoint, o)?;
+    let session = fresh(tree)?;
+    if !session.negotiated().resend() {
+        tracing::warn!(
+            "this kernel does not offer FUSE_NOTIFY_RESEND (Linux 6.9): after a crash, the \
+             calls the dead daemon was answering wait until the keeper aborts the connection"
+        );
+    }
     deposit(keeper, &key, &session)?;
     Ok((session, Started::Mounted))
 }

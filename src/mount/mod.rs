@@ -16,6 +16,7 @@ mod magic;
 pub mod mountinfo;
 mod restore;
 pub mod skeleton;
+pub mod upgrade;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

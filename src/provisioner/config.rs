@@ -18,11 +18,13 @@
 //!   "csi_socket": "/run/lazyroot/csi.sock",
 //!   "csi_target_roots": ["/var/lib/mesos", "/var/lib/kubelet"],
 //!   "grace_secs": 600,
-//!   "discovery_listen": "127.0.0.1:7475"
+//!   "discovery_listen": "127.0.0.1:7475",
+//!   "keeper_socket": "/run/lazyroot/keeper.sock",
+//!   "takeover_timeout_secs": 60
 //! }
 //! ```
-//! Every field but `repositories` has the default shown, except `discovery_listen`, which
-//! is off unless set. Unknown fields are refused (a
+//! Every field but `repositories` has the default shown, except `discovery_listen` and
+//! `keeper_socket`, which are off unless set. Unknown fields are refused (a
 //! misspelt setting must not be silently ignored).
 
 use std::collections::BTreeMap;
@@ -95,6 +97,15 @@ pub struct Config {
     /// `--appc_simple_discovery_uri_prefix` is `http://<this>/`); absent: not served.
     #[serde(default)]
     pub discovery_listen: Option<std::net::SocketAddr>,
+    /// The keeper that holds the images' FUSE connections, so that a daemon that crashes or
+    /// is killed leaves its tasks' roots alive for the next one to take over (`None`: off;
+    /// a restart remounts every image, and tasks running on them lose their root).
+    #[serde(default)]
+    pub keeper_socket: Option<PathBuf>,
+    /// How long a keeper the daemon starts waits for a new daemon before it aborts the
+    /// connections of a dead one.
+    #[serde(default = "defaults::takeover_timeout_secs")]
+    pub takeover_timeout_secs: u64,
 }
 
 fn direct() -> String {
@@ -102,6 +113,10 @@ fn direct() -> String {
 }
 
 mod defaults {
+    pub fn takeover_timeout_secs() -> u64 {
+        60
+    }
+
     use std::path::PathBuf;
     pub fn cache() -> PathBuf {
         "/var/lib/lazyroot/cache".into()

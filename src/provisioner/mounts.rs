@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cvmfs::hash::ContentHash;
+use crate::keeper::KeeperClient;
 use crate::mount::{ClientError, MountedTree, Skeleton};
 use crate::remote::cache::Cache;
 use crate::remote::stack::{Opened, Remote, RemoteSpec, StackError};
@@ -46,6 +47,8 @@ impl Resolved {
 /// Mounts images of the configured repositories, all reading through one shared cache.
 pub struct Mounter {
     remotes: HashMap<String, Remote>,
+    /// Holds the mounts' connections across a crash of this daemon (if configured).
+    keeper: Option<Arc<KeeperClient>>,
     suid: bool,
     /// The shared cache's quota in bytes, if any.
     quota: Option<u64>,
@@ -61,6 +64,8 @@ pub struct Mount {
     /// read from the metadata beside its root filesystem; `None` for other images.
     pub app: Option<serde_json::Value>,
     session: Option<crate::mount::fuse::Session>,
+    /// Told when the mount goes for good.
+    keeper: Option<Arc<KeeperClient>>,
 }
 
 impl Mounter {
@@ -88,8 +93,21 @@ impl Mounter {
             })?;
             remotes.insert(fqrn.clone(), remote);
         }
+        let keeper = match &config.keeper_socket {
+            Some(socket) => Some(Arc::new(
+                KeeperClient::connect_or_spawn(
+                    socket,
+                    Duration::from_secs(config.takeover_timeout_secs.max(1)),
+                )
+                .map_err(|e| {
+                    ProvisionError::Internal(format!("the keeper at {}: {e}", socket.display()))
+                })?,
+            )),
+            None => None,
+        };
         Ok(Mounter {
             remotes,
+            keeper,
             suid: config.suid,
             quota,
         })
@@ -249,24 +267,43 @@ impl Mounter {
                 }
                 other => ProvisionError::Unavailable(format!("{shown}: {other}")),
             })?;
-        std::fs::create_dir_all(mountpoint).map_err(|e| {
-            ProvisionError::Internal(format!("creating {}: {e}", mountpoint.display()))
+        // Never a stat of the mount point itself: a connection kept for it whose daemon
+        // died answers nothing until we take it over.
+        if let Some(parent) = mountpoint.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                ProvisionError::Internal(format!("creating {}: {e}", parent.display()))
+            })?;
+        }
+        match nix::unistd::mkdir(mountpoint, nix::sys::stat::Mode::from_bits_truncate(0o755)) {
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+            Err(e) => {
+                return Err(ProvisionError::Internal(format!(
+                    "creating {}: {e}",
+                    mountpoint.display()
+                )))
+            }
+        }
+        let listed = crate::mount::kept::key_of(mountpoint);
+        let (session, started) = crate::mount::kept::mount(
+            Arc::new(tree),
+            mountpoint,
+            &self.mount_options(fqrn),
+            self.keeper.as_deref(),
+            Duration::from_secs(5),
+            crate::mount::kept::Stale::Detach,
+        )
+        .map_err(|e| {
+            ProvisionError::Internal(format!("mounting {shown} at {}: {e}", mountpoint.display()))
         })?;
-        // Resolved before mounting (after, the path is the mount's own root).
-        let listed = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.into());
-        let session =
-            crate::mount::fuse::spawn(Arc::new(tree), mountpoint, &self.mount_options(fqrn))
-                .map_err(|e| {
-                    ProvisionError::Internal(format!(
-                        "mounting {shown} at {}: {e}",
-                        mountpoint.display()
-                    ))
-                })?;
+        if started != crate::mount::kept::Started::Mounted {
+            tracing::info!("{shown}: took over its mount at {}", mountpoint.display());
+        }
         Ok(Mount {
             mountpoint: mountpoint.to_path_buf(),
             listed,
             app,
             session: Some(session),
+            keeper: self.keeper.clone(),
         })
     }
 
@@ -296,6 +333,7 @@ impl Mount {
         crate::mount::fuse::unmount(&self.mountpoint, false)
             .map_err(|e| ProvisionError::Busy(format!("{}: {e}", self.mountpoint.display())))?;
         self.finish();
+        crate::mount::kept::release(self.keeper.as_deref(), &self.mountpoint);
         Ok(())
     }
 
@@ -307,12 +345,22 @@ impl Mount {
             && table.iter().any(|m| m.mount_point == self.listed)
     }
 
+    /// Stops serving without unmounting: a new daemon takes the connection over from the
+    /// keeper (an upgrade). Every request already read is answered first.
+    pub fn hand_over(mut self) {
+        if let Some(s) = self.session.take() {
+            s.hand_over();
+        }
+        self.keeper = None;
+    }
+
     /// Unmounts even when busy (the daemon is stopping).
     pub fn detach(&mut self) {
         if let Err(e) = crate::mount::fuse::unmount(&self.mountpoint, true) {
             tracing::warn!("detaching {}: {e}", self.mountpoint.display());
         }
         self.finish();
+        crate::mount::kept::release(self.keeper.as_deref(), &self.mountpoint);
     }
 
     /// The session's threads end once the kernel closes the channel; waits briefly for

@@ -1,5 +1,6 @@
 //! The daemon's main loop: control API, release of idle images, clean stop on SIGTERM or
-//! SIGINT (every image unmounted; state kept for the next start).
+//! SIGINT (every image unmounted; state kept for the next start), upgrade in place on
+//! SIGUSR2 (with a keeper: every mount handed to the new binary).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let grace = Duration::from_secs(config.grace_secs);
     // One daemon per state: a second one would remount (and so break) the first one's images.
     let _lock = lock_state(&config.state)?;
+    if crate::mount::upgrade::is_successor() {
+        tracing::info!("taking over from the daemon that started this one");
+    }
     let p = Provisioner::start(config).context("starting the provisioner")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKERS)
@@ -37,6 +41,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let served = rt.block_on(async {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
+        let mut usr2 = signal(SignalKind::user_defined2())?;
         let listener = control::bind(&control_socket)
             .with_context(|| format!("binding {}", control_socket.display()))?;
         let (stop_tx, stop) = watch::channel(false);
@@ -86,22 +91,51 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                 .unwrap_or_default(),
             std::process::id()
         );
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = int.recv() => {},
-        }
+        let handed = loop {
+            tokio::select! {
+                _ = term.recv() => break false,
+                _ = int.recv() => break false,
+                _ = usr2.recv() => {
+                    if !p.keeps_mounts() {
+                        tracing::error!("SIGUSR2: no upgrade without a keeper (keeper_socket): the images' mounts would die with this daemon");
+                        continue;
+                    }
+                    match tokio::task::spawn_blocking(crate::mount::upgrade::start_successor).await {
+                        Ok(Ok(())) => break true,
+                        Ok(Err(e)) => tracing::error!("upgrade failed, serving on: {e}"),
+                        Err(e) => tracing::error!("upgrade failed, serving on: {e}"),
+                    }
+                }
+            }
+        };
         let _ = stop_tx.send(true);
         for t in tasks {
             let _ = t.await;
         }
-        anyhow::Ok(())
+        anyhow::Ok(handed)
     });
+    if let Ok(true) = served {
+        // The new daemon waits for the state lock, which goes with this process.
+        p.hand_over();
+        let _ = std::fs::remove_file(&control_socket);
+        tracing::info!("provisioner handed every image over to the new daemon");
+        return Ok(());
+    }
     // Whatever happened above, nothing stays mounted by a daemon that is gone.
     p.shutdown();
     let _ = std::fs::remove_file(&control_socket);
     served?;
     tracing::info!("provisioner stopped; every image unmounted");
     Ok(())
+}
+
+/// The daemon holding the state lock of `state` (its pid is written into the lock file).
+pub fn running_pid(state: &std::path::Path) -> Option<i32> {
+    std::fs::read_to_string(state.with_extension("lock"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Holds an exclusive lock on `<state>.lock` for the daemon's life.
@@ -117,13 +151,38 @@ fn lock_state(state: &std::path::Path) -> anyhow::Result<nix::fcntl::Flock<std::
         .write(true)
         .open(&path)
         .with_context(|| format!("opening {}", path.display()))?;
-    let locked = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
-        anyhow::anyhow!(
-            "another provisioner is running with the state {} ({}: {e})",
-            state.display(),
-            path.display()
-        )
-    })?;
+    // A daemon started by an upgrade waits for the one it replaces to let go.
+    let wait_until = crate::mount::upgrade::is_successor()
+        .then(|| std::time::Instant::now() + Duration::from_secs(120));
+    if wait_until.is_some() {
+        crate::mount::upgrade::announce_ready().context("telling the previous daemon")?;
+    }
+    let mut file = file;
+    let mut locked = loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => break l,
+            Err((f, e)) => {
+                if wait_until.is_some_and(|t| std::time::Instant::now() < t) {
+                    file = f;
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+                anyhow::bail!(
+                    "another provisioner is running with the state {} ({}: {e})",
+                    state.display(),
+                    path.display()
+                );
+            }
+        }
+    };
+    // Who holds it, for `lazyroot provisioner --upgrade`.
+    {
+        use std::io::{Seek, Write};
+        let f: &mut std::fs::File = &mut locked;
+        let _ = f.set_len(0);
+        let _ = f.rewind();
+        let _ = writeln!(f, "{}", std::process::id());
+    }
     Ok(locked)
 }
 

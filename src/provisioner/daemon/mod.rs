@@ -126,8 +126,8 @@ impl Provisioner {
         let images = inner.state.images()?;
         for row in &images {
             let mp = self.mountpoint(&row.key);
-            // After a crash the old mount is dead ("transport endpoint is not connected").
-            let _ = crate::mount::fuse::unmount(&mp, true);
+            // After a crash the old mount is kept by the keeper (and taken over now) or dead
+            // ("transport endpoint is not connected": replaced by the mount).
             match self.mount_image(&row.key) {
                 Ok(m) => {
                     inner.mounts.insert(row.id.clone(), m);
@@ -146,7 +146,6 @@ impl Provisioner {
         }
         for (target, key) in inner.state.volumes()? {
             let target = PathBuf::from(target);
-            let _ = crate::mount::fuse::unmount(&target, true);
             match self.remount(&key, &target, Skeleton::none()) {
                 Ok(m) => {
                     inner.volumes.insert(target, (key, m));

@@ -101,6 +101,32 @@ impl Provisioner {
         Ok(true)
     }
 
+    /// Hands every mount over to the daemon that replaces this one (an upgrade): nothing is
+    /// unmounted and the appc entries stay (they point at the same mounts, which the next
+    /// daemon serves, and writes anew).
+    pub fn hand_over(&self) {
+        let mut guard = self.inner.lock().expect("provisioner");
+        guard.stopping = true;
+        let inner = &mut *guard;
+        let volumes = inner.volumes.drain().map(|(_, (_, m))| m);
+        let mounts: Vec<Mount> = inner
+            .mounts
+            .drain()
+            .map(|(_, m)| m)
+            .chain(volumes)
+            .collect();
+        drop(guard);
+        for m in mounts {
+            m.hand_over();
+        }
+    }
+
+    /// Whether mounts outlive this daemon (a keeper is configured): only then can it be
+    /// upgraded in place.
+    pub fn keeps_mounts(&self) -> bool {
+        self.config.keeper_socket.is_some()
+    }
+
     /// Unmounts everything (the daemon is stopping). The appc entries go first, so that no
     /// entry points at an unmounted, empty directory while the daemon is away (the agent
     /// would run a task on an empty root; with no entry it asks discovery, and gets a clear

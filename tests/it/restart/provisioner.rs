@@ -1,0 +1,145 @@
+//! The provisioner with a keeper: SIGKILLed ten times under a task running under runc on
+//! one of its images, restarted each time; the task never fails and its image is mounted
+//! once, at the same path, throughout.
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use super::harness::Keeper;
+use crate::provision::harness::*;
+
+/// A world whose daemon runs with a keeper, an image prepared and pinned, and a task under
+/// runc reading and listing through it 300 times (each failure said).
+fn world_with_a_task() -> (World, Keeper, lazyroot::provisioner::api::Image, Child) {
+    let mut w = World::new(600);
+    assert!(w.daemon.as_mut().unwrap().stop().success());
+    let keeper = Keeper::start(Duration::from_secs(60));
+    let mut c: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&w.config).unwrap()).unwrap();
+    c["keeper_socket"] = keeper.socket.display().to_string().into();
+    std::fs::write(&w.config, serde_json::to_vec_pretty(&c).unwrap()).unwrap();
+    w.daemon = Some(Daemon::start(&w.config).unwrap_or_else(|e| panic!("{e}")));
+    let img = w.prepare("").unwrap();
+    w.pin("reader", &img.id).unwrap();
+
+    let scratch = w.repo.dir.path().join("runc");
+    let state = scratch.join("state");
+    let b = scratch.join("bundle");
+    // Reads and lists through the image the whole time; every failure is said.
+    bundle(
+        &b,
+        Path::new(&img.rootfs),
+        true,
+        &[
+            "/bin/sh",
+            "-c",
+            "i=0; while [ $i -lt 300 ]; do v=$(cat /etc/version) || echo FAIL-read; \
+             [ \"$v\" = v1 ] || echo \"FAIL-bytes $v\"; ls /bin > /dev/null || echo FAIL-list; \
+             i=$((i+1)); sleep 0.02; done; echo done $i",
+        ],
+    );
+    let task = runc(&state, &b, "reader")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    (w, keeper, img, task)
+}
+
+/// The task ended well: every round read the right bytes and listed.
+fn assert_task_ok(task: Child) {
+    let out = task.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && !stdout.contains("FAIL") && stdout.contains("done 300"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_task_under_runc_survives_ten_sigkills_of_the_provisioner() {
+    let (mut w, keeper, img, task) = world_with_a_task();
+    for i in 0..10 {
+        std::thread::sleep(Duration::from_millis(300));
+        // The kernel forgets the image's dentries: the task's next lookups reach a daemon.
+        std::fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+        let mut d = w.daemon.take().unwrap();
+        let pid = d.pid();
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = d.stop();
+        drop(d);
+        w.daemon = Some(Daemon::start(&w.config).unwrap_or_else(|e| panic!("restart {i}: {e}")));
+        assert_eq!(
+            w.image_mounts(),
+            1,
+            "restart {i}: taken over, not mounted again"
+        );
+    }
+    assert_task_ok(task);
+    let list = w.client().list().unwrap();
+    assert_eq!(list.images.len(), 1);
+    assert_eq!(list.images[0].rootfs, img.rootfs);
+    println!("10 SIGKILLs of the provisioner under a runc task: 300 rounds, none failed");
+    // A clean stop unmounts and lets the keeper go.
+    assert!(w.daemon.as_mut().unwrap().stop().success());
+    assert_eq!(w.image_mounts(), 0);
+    assert!(!keeper.list().contains("images"), "{}", keeper.list());
+}
+
+/// `lazyroot provisioner --upgrade`, three times under the task: each new daemon takes
+/// every mount over, the old one exits, the task never fails.
+#[test]
+fn provisioner_upgrade_hands_every_image_over_under_a_runc_task() {
+    let (mut w, keeper, img, task) = world_with_a_task();
+    let mut pids = vec![w.daemon.as_ref().unwrap().pid()];
+    for i in 0..3 {
+        std::thread::sleep(Duration::from_millis(400));
+        std::fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+        let started = Instant::now();
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_lazyroot"))
+            .args(["provisioner", "--upgrade", "--config"])
+            .arg(&w.config)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success(),
+            "upgrade {i}: {said}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let new: i32 = said.trim().rsplit(' ').next().unwrap().parse().unwrap();
+        println!(
+            "upgrade {i}: pid {} -> {new} in {} ms",
+            pids.last().unwrap(),
+            started.elapsed().as_millis()
+        );
+        assert!(!pids.contains(&new));
+        pids.push(new);
+        assert_eq!(
+            w.image_mounts(),
+            1,
+            "upgrade {i}: handed over, not mounted again"
+        );
+    }
+    // The first daemon (our child) exited cleanly after handing over.
+    let mut first = w.daemon.take().unwrap();
+    assert!(first.stop().success());
+    assert_task_ok(task);
+    let list = w.client().list().unwrap();
+    assert_eq!(list.images[0].rootfs, img.rootfs);
+    assert_eq!(list.images[0].pinned_by, vec!["reader".to_string()]);
+    // The last one stops cleanly: images unmounted, the keeper holds nothing.
+    let last = nix::unistd::Pid::from_raw(*pids.last().unwrap());
+    nix::sys::signal::kill(last, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Path::new(&format!("/proc/{last}")).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(w.image_mounts(), 0);
+    assert!(!keeper.list().contains("images"), "{}", keeper.list());
+}
