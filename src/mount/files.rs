@@ -76,14 +76,14 @@ impl MountedTree {
             self.maybe_prefetch_loader(file, e.size, *hash, &f.path);
         }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        if let Some(j) = self.journal.get() {
-            j.note_handle(fh);
-            j.append(&Record::File {
+        self.journal_handle(
+            fh,
+            Record::File {
                 fh,
                 ino,
                 file: record,
-            });
-        }
+            },
+        );
         self.handles.lock().expect("handles").insert(fh, handle);
         Ok(fh)
     }
@@ -289,11 +289,7 @@ impl MountedTree {
     /// Closes file handle `fh`, unpinning the cached object (or chunk) it held.
     pub fn release(&self, fh: u64) {
         let handle = self.handles.lock().expect("handles").remove(&fh);
-        if handle.is_some() {
-            if let Some(j) = self.journal.get() {
-                j.append(&Record::Release(fh));
-            }
-        }
+        self.journal_release(fh);
         match handle {
             Some(Handle::Whole { hash, .. }) => self.source.cache.unpin(&hash),
             Some(Handle::Kept(FileRecord::Whole { hash, .. })) => self.source.cache.unpin(&hash),

@@ -210,6 +210,26 @@ impl Inodes {
         self.unheld = 0;
     }
 
+    /// The numbers the kernel holds references on (not the root), for a compacted
+    /// journal.
+    pub fn held(&self) -> Vec<RestoredNode> {
+        self.nodes
+            .iter()
+            .filter(|(&ino, n)| ino != ROOT && n.lookups > 0)
+            .map(|(&ino, n)| RestoredNode {
+                ino,
+                path: n.path.clone(),
+                key: n.key.clone(),
+                lookups: n.lookups,
+            })
+            .collect()
+    }
+
+    /// The first number never handed out.
+    pub fn next(&self) -> u64 {
+        self.next
+    }
+
     /// How many numbers are remembered.
     pub fn len(&self) -> usize {
         self.nodes.len()

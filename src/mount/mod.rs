@@ -116,6 +116,8 @@ pub struct MountedTree {
     errors: AtomicU64,
     /// Where the numbers and handles the kernel holds are written down (see [`journal`]).
     journal: OnceLock<Arc<journal::Journal>>,
+    /// The journal's records of the handles open now (what a compaction writes again).
+    journaled: Mutex<HashMap<u64, Vec<journal::Record>>>,
 }
 
 impl MountedTree {
@@ -159,6 +161,7 @@ impl MountedTree {
             next_fh: AtomicU64::new(1),
             errors: AtomicU64::new(0),
             journal: OnceLock::new(),
+            journaled: Mutex::new(HashMap::new()),
         })
     }
 
@@ -427,10 +430,7 @@ impl MountedTree {
     pub fn opendir(&self, ino: u64) -> Result<u64, ClientError> {
         let listing = Arc::new(self.readdir(ino)?);
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        if let Some(j) = self.journal.get() {
-            j.note_handle(fh);
-            j.append(&journal::Record::Dir { fh, ino });
-        }
+        self.journal_handle(fh, journal::Record::Dir { fh, ino });
         self.listings.lock().expect("listings").insert(fh, listing);
         Ok(fh)
     }

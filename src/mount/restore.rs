@@ -28,8 +28,73 @@ impl MountedTree {
 
     /// Open file `fh` reads through passthrough backing file `id` (closed at release).
     pub fn note_backing(&self, fh: u64, id: u32) {
-        if let Some(j) = self.journal.get() {
-            j.append(&Record::Backing { fh, id });
+        self.journal_handle(fh, Record::Backing { fh, id });
+    }
+
+    /// Writes down `record` about handle `fh` (opened, or given a backing file), before
+    /// the kernel learns the handle.
+    pub(super) fn journal_handle(&self, fh: u64, record: Record) {
+        let Some(j) = self.journal.get() else {
+            return;
+        };
+        // Under the lock a compaction takes: a record is either before its snapshot (and
+        // in it) or after.
+        let mut journaled = self.journaled.lock().expect("journaled");
+        j.note_handle(fh);
+        j.append(&record);
+        journaled.entry(fh).or_default().push(record);
+    }
+
+    /// Handle `fh` was released.
+    pub(super) fn journal_release(&self, fh: u64) {
+        let Some(j) = self.journal.get() else {
+            return;
+        };
+        let mut journaled = self.journaled.lock().expect("journaled");
+        if journaled.remove(&fh).is_some() {
+            j.append(&Record::Release(fh));
+        }
+    }
+
+    /// Compacts the journal once it has grown enough (see [`Journal::wants_compaction`]):
+    /// the state now, written as a snapshot that replaces every record before it, so a
+    /// mount that lives for months keeps a journal the size of what the kernel holds.
+    pub fn maybe_compact_journal(&self, init: crate::mount::fuse::Negotiated) {
+        let Some(j) = self.journal.get() else {
+            return;
+        };
+        if !j.wants_compaction() {
+            return;
+        }
+        // Nothing that appends may run meanwhile: revision switches, references, handles.
+        let cur = self.current.read().expect("revision");
+        let inodes = self.inodes.lock().expect("inodes");
+        let journaled = self.journaled.lock().expect("journaled");
+        let mut state = vec![
+            Record::Init(init),
+            Record::Revision {
+                root: cur.root,
+                size: cur.root_size,
+            },
+            Record::InodesBelow(inodes.next()),
+            Record::HandlesBelow(self.next_fh.load(Ordering::Relaxed)),
+        ];
+        for n in inodes.held() {
+            state.push(Record::Node {
+                ino: n.ino,
+                path: n.path,
+                key: n.key,
+            });
+            if n.lookups > 1 {
+                state.push(Record::Hold {
+                    ino: n.ino,
+                    n: n.lookups - 1,
+                });
+            }
+        }
+        state.extend(journaled.values().flatten().cloned());
+        if let Err(e) = j.compact(&state) {
+            tracing::error!("compacting the mount's journal: {e}");
         }
     }
 
@@ -64,7 +129,17 @@ impl MountedTree {
         let mut backing = Vec::new();
         {
             let mut handles = self.handles.lock().expect("handles");
+            let mut journaled = self.journaled.lock().expect("journaled");
             for f in &r.files {
+                let mut recs = vec![Record::File {
+                    fh: f.fh,
+                    ino: f.ino,
+                    file: f.file.clone(),
+                }];
+                if let Some(id) = f.backing {
+                    recs.push(Record::Backing { fh: f.fh, id });
+                }
+                journaled.insert(f.fh, recs);
                 // Opened again on first use: the previous daemon verified the object, and
                 // a task resuming its reads should not wait for every open file at once.
                 handles.insert(f.fh, Handle::Kept(f.file.clone()));
@@ -82,6 +157,10 @@ impl MountedTree {
             tracing::error!("a mount's journal was started twice");
         }
         for &(fh, ino) in &r.dirs {
+            self.journaled
+                .lock()
+                .expect("journaled")
+                .insert(fh, vec![Record::Dir { fh, ino }]);
             match self.readdir(ino) {
                 Ok(l) => {
                     self.listings

@@ -88,8 +88,11 @@ fn file_attr(a: &Attr) -> FileAttr {
 impl Server {
     /// Answers with `body`, after writing down what it hands the kernel.
     fn ok(&self, h: &InHeader, body: &[&[u8]]) {
-        self.journal.flush();
+        let compact = self.journal.flush();
         self.channel.reply(h.unique, 0, body);
+        if compact {
+            self.tree.maybe_compact_journal(self.negotiated);
+        }
     }
 
     fn fail(&self, h: &InHeader, errno: i32) {

@@ -99,6 +99,13 @@ pub enum Record {
     },
     /// Handle `fh` (file or directory) was released.
     Release(u64),
+    /// A compacted copy of the whole state follows, `len` bytes of records: everything
+    /// before it is void. One cut short (a daemon killed while compacting) is ignored, and
+    /// so is everything after it.
+    Snapshot {
+        /// Bytes of the records that make up the snapshot.
+        len: u64,
+    },
 }
 
 /// Why a journal could not be read back.
@@ -274,6 +281,10 @@ impl Record {
                 e.u8(11);
                 e.u64(*fh);
             }
+            Record::Snapshot { len } => {
+                e.u8(12);
+                e.u64(*len);
+            }
         }
         out.extend_from_slice(&(e.0.len() as u32).to_le_bytes());
         out.extend_from_slice(&e.0);
@@ -299,11 +310,18 @@ impl Record {
                 b: &b[4..4 + len],
                 index,
             };
-            out.push(Record::decode(&mut d)?);
+            let r = Record::decode(&mut d)?;
             if !d.b.is_empty() {
                 return Err(DecodeError::Truncated(index));
             }
             b = &b[4 + len..];
+            if let Record::Snapshot { len } = r {
+                if (b.len() as u64) < len {
+                    // A compaction that never finished: the state before it stands.
+                    break;
+                }
+            }
+            out.push(r);
         }
         Ok(out)
     }
@@ -381,6 +399,7 @@ impl Record {
                 id: d.u32()?,
             },
             11 => Record::Release(d.u64()?),
+            12 => Record::Snapshot { len: d.u64()? },
             tag => {
                 return Err(DecodeError::UnknownTag {
                     index: d.index,
@@ -460,6 +479,7 @@ mod tests {
             Record::Dir { fh: 4, ino: 1 },
             Record::Backing { fh: 1, id: 12 },
             Record::Release(4),
+            Record::Snapshot { len: 0 },
         ]
     }
 

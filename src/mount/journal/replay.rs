@@ -117,6 +117,12 @@ impl Restored {
                     files.remove(fh);
                     dirs.remove(fh);
                 }
+                Record::Snapshot { .. } => {
+                    // The snapshot's own records rebuild everything from here.
+                    nodes.clear();
+                    files.clear();
+                    dirs.clear();
+                }
             }
         }
         Some(Restored {

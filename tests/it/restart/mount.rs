@@ -256,3 +256,93 @@ fn two_hundred_restarts_leave_everything_flat() {
     );
     assert!(child.wait().unwrap().success());
 }
+
+/// A mount whose kernel looks up and forgets thousands of inodes over and over: the
+/// journal is compacted (its memfd stays small), and a daemon killed afterwards is taken
+/// over with every file still reading right.
+#[test]
+fn a_journal_compacted_under_churn_is_taken_over() {
+    let repo = crate::common::TestRepo::new();
+    let src = repo.dir.path().join("src");
+    for d in 0..20 {
+        for f in 0..100 {
+            crate::common::write(
+                &src.join(format!("many/d{d}/file-with-a-longish-name-{f}")),
+                format!("{d}/{f}\n").as_bytes(),
+            );
+        }
+    }
+    repo.publish(&src);
+    let server = crate::net::Server::start(&[&repo.repo]);
+    let keeper = Keeper::start(Duration::from_secs(60));
+    let mnt = repo.dir.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let key = repo.keys.join(format!("{}.pub", repo.fqrn));
+    let args: Vec<String> = [
+        "mount",
+        &repo.fqrn,
+        mnt.to_str().unwrap(),
+        "--server",
+        &server.url(&repo.fqrn),
+        "--key",
+        key.to_str().unwrap(),
+        "--cache",
+        repo.dir.path().join("cache").to_str().unwrap(),
+        "--keeper",
+        keeper.socket.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let (mut child, _) = daemon(&args);
+    let journal_kib = || -> u64 {
+        // The keeper's copy of the memfd: what it really takes in memory.
+        for fd in std::fs::read_dir(format!("/proc/{}/fd", keeper.child.id())).unwrap() {
+            let fd = fd.unwrap().path();
+            let target = std::fs::read_link(&fd).unwrap_or_default();
+            if target.to_string_lossy().contains("lazyroot-journal") {
+                use std::os::unix::fs::MetadataExt;
+                return std::fs::metadata(&fd).unwrap().blocks() / 2;
+            }
+        }
+        panic!("the keeper holds no journal");
+    };
+    let mut peak = 0;
+    for round in 0..150 {
+        for d in 0..20 {
+            for e in std::fs::read_dir(mnt.join(format!("many/d{d}"))).unwrap() {
+                let _ = std::fs::metadata(e.unwrap().path()).unwrap();
+            }
+        }
+        std::fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+        if round % 10 == 9 {
+            peak = peak.max(journal_kib());
+        }
+    }
+    println!("journal under churn: at most {peak} KiB in memory over 150 rounds of 2000 lookups and forgets");
+    let log = std::fs::read_to_string(log_of(&args)).unwrap_or_default();
+    assert!(
+        log.contains("compacted the mount's journal"),
+        "never compacted:\n{log}"
+    );
+    // Uncompacted, 150 rounds left 40 MiB in memory (measured); compaction starts past 8 MiB.
+    assert!(peak < 12 << 10, "the journal took {peak} KiB");
+    kill(&mut child);
+    let (mut child, line) = daemon(&args);
+    assert!(line.contains("took over"), "{line}");
+    for d in [0, 7, 19] {
+        for f in [0, 50, 99] {
+            assert_eq!(
+                std::fs::read_to_string(
+                    mnt.join(format!("many/d{d}/file-with-a-longish-name-{f}"))
+                )
+                .unwrap(),
+                format!("{d}/{f}\n")
+            );
+        }
+    }
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    assert!(child.wait().unwrap().success());
+}
