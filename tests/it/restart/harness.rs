@@ -324,6 +324,13 @@ impl Reader {
             .collect()
     }
 
+    /// Whether an operation was under way at `at` (started before, ended after).
+    pub fn in_flight(&self, at: f64) -> bool {
+        self.ops()
+            .iter()
+            .any(|o| o.start <= at && at <= o.start + o.took.as_secs_f64())
+    }
+
     /// The longest operation overlapping `[from, to]` (seconds since the epoch, as
     /// [`now`] gives).
     pub fn stall(&self, from: f64, to: f64) -> Duration {
