@@ -271,6 +271,19 @@ pub fn spawn_until_ready(cmd: &mut Command, ready: &str) -> Result<(Child, Strin
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    match first_line(&mut child).recv_timeout(Duration::from_secs(60)) {
+        Ok(line) if line.starts_with(ready) => Ok((child, line)),
+        _ => {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+}
+
+/// The first line `child` writes on its piped standard output (the rest is drained from
+/// then on, so that it never blocks on a full pipe).
+pub fn first_line(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -280,14 +293,7 @@ pub fn spawn_until_ready(cmd: &mut Command, ready: &str) -> Result<(Child, Strin
         let _ = tx.send(line);
         let _ = std::io::copy(&mut r, &mut std::io::sink());
     });
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(line) if line.starts_with(ready) => Ok((child, line)),
-        _ => {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
-    }
+    rx
 }
 
 /// SIGTERM, then waits (bounded) for the exit; past the deadline SIGKILL, after `on_kill`.

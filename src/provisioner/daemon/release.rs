@@ -11,6 +11,19 @@ pub(super) struct Releasing {
     mount: Option<Mount>,
 }
 
+/// Every mount, images' and volumes', taken out as the daemon stops (a mount finishing
+/// after this is undone at once).
+fn take_all(inner: &mut Inner) -> Vec<Mount> {
+    inner.stopping = true;
+    let volumes = inner.volumes.drain().map(|(_, (_, m))| m);
+    inner
+        .mounts
+        .drain()
+        .map(|(_, m)| m)
+        .chain(volumes)
+        .collect()
+}
+
 fn entry_error(row: &ImageRow, e: std::io::Error) -> ProvisionError {
     ProvisionError::Internal(format!("appc entry of {}: {e}", row.id))
 }
@@ -106,15 +119,7 @@ impl Provisioner {
     /// daemon serves, and writes anew).
     pub fn hand_over(&self) {
         let mut guard = self.inner.lock().expect("provisioner");
-        guard.stopping = true;
-        let inner = &mut *guard;
-        let volumes = inner.volumes.drain().map(|(_, (_, m))| m);
-        let mounts: Vec<Mount> = inner
-            .mounts
-            .drain()
-            .map(|(_, m)| m)
-            .chain(volumes)
-            .collect();
+        let mounts = take_all(&mut guard);
         drop(guard);
         for m in mounts {
             m.hand_over();
@@ -139,13 +144,7 @@ impl Provisioner {
         for row in inner.state.images().unwrap_or_default() {
             self.forget_entries(inner, &row.id);
         }
-        let volumes = inner.volumes.drain().map(|(_, (_, m))| m);
-        let mounts: Vec<Mount> = inner
-            .mounts
-            .drain()
-            .map(|(_, m)| m)
-            .chain(volumes)
-            .collect();
+        let mounts = take_all(inner);
         // Unmounted without the lock: health and list calls are still answered meanwhile
         // (and see nothing mounted).
         drop(guard);

@@ -135,7 +135,6 @@ pub fn log_of(args: &[String]) -> PathBuf {
 /// Starts a daemon with `args` and waits (bounded) for its "mounted" line; its standard
 /// error is appended to [`log_of`] (a pipe nobody reads would stall its logging).
 pub fn daemon(args: &[String]) -> (Child, String) {
-    use std::io::{BufRead, BufReader};
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -147,16 +146,7 @@ pub fn daemon(args: &[String]) -> (Child, String) {
         .stderr(log)
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut r = BufReader::new(stdout);
-        let mut line = String::new();
-        let _ = r.read_line(&mut line);
-        let _ = tx.send(line);
-        let _ = std::io::copy(&mut r, &mut std::io::sink());
-    });
-    match rx.recv_timeout(Duration::from_secs(60)) {
+    match first_line(&mut child).recv_timeout(Duration::from_secs(60)) {
         Ok(line) if line.starts_with("mounted") => (child, line),
         other => {
             let stacks = stacks(child.id());
