@@ -118,6 +118,9 @@ pub struct MountedTree {
     journal: OnceLock<Arc<journal::Journal>>,
     /// The journal's records of the handles open now (what a compaction writes again).
     journaled: Mutex<HashMap<u64, Vec<journal::Record>>>,
+    /// Handles a previous daemon opened, by the request that opened them: answers to a
+    /// request the kernel sends again because that daemon died before replying.
+    reopened: Mutex<HashMap<u64, u64>>,
 }
 
 impl MountedTree {
@@ -162,6 +165,7 @@ impl MountedTree {
             errors: AtomicU64::new(0),
             journal: OnceLock::new(),
             journaled: Mutex::new(HashMap::new()),
+            reopened: Mutex::new(HashMap::new()),
         })
     }
 

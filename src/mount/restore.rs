@@ -45,6 +45,22 @@ impl MountedTree {
         journaled.entry(fh).or_default().push(record);
     }
 
+    /// Handle `fh` answers the kernel's request `request` (written down before the reply).
+    pub fn note_request(&self, fh: u64, request: u64) {
+        self.journal_handle(fh, Record::Request { fh, request });
+    }
+
+    /// The handle a previous daemon opened for `request` and died before replying with,
+    /// if it is still open: the answer to the request sent again.
+    pub fn reopened(&self, request: u64) -> Option<u64> {
+        let fh = self.reopened.lock().expect("reopened").remove(&request)?;
+        self.journaled
+            .lock()
+            .expect("journaled")
+            .contains_key(&fh)
+            .then_some(fh)
+    }
+
     /// Handle `fh` was released.
     pub(super) fn journal_release(&self, fh: u64) {
         let Some(j) = self.journal.get() else {
@@ -131,6 +147,7 @@ impl MountedTree {
             let mut handles = self.handles.lock().expect("handles");
             let mut journaled = self.journaled.lock().expect("journaled");
             for f in &r.files {
+                tracing::debug!("open file handle {} (inode {}) taken over", f.fh, f.ino);
                 let mut recs = vec![Record::File {
                     fh: f.fh,
                     ino: f.ino,
@@ -169,6 +186,16 @@ impl MountedTree {
                         .insert(fh, Arc::new(l));
                 }
                 Err(e) => tracing::warn!("directory handle {fh} (inode {ino}) is lost: {e}"),
+            }
+        }
+        {
+            let mut journaled = self.journaled.lock().expect("journaled");
+            let mut reopened = self.reopened.lock().expect("reopened");
+            for &(request, fh) in &r.requests {
+                reopened.insert(request, fh);
+                if let Some(recs) = journaled.get_mut(&fh) {
+                    recs.push(Record::Request { fh, request });
+                }
             }
         }
         tracing::info!(

@@ -48,7 +48,9 @@ impl Resolved {
 pub struct Mounter {
     remotes: HashMap<String, Remote>,
     /// Holds the mounts' connections across a crash of this daemon (if configured).
-    keeper: Option<Arc<KeeperClient>>,
+    keeper: KeeperSlot,
+    /// Where the keeper listens, and the takeover timeout it is started with.
+    keeper_at: Option<(PathBuf, Duration)>,
     suid: bool,
     /// The shared cache's quota in bytes, if any.
     quota: Option<u64>,
@@ -64,9 +66,12 @@ pub struct Mount {
     /// read from the metadata beside its root filesystem; `None` for other images.
     pub app: Option<serde_json::Value>,
     session: Option<crate::mount::fuse::Session>,
-    /// Told when the mount goes for good.
-    keeper: Option<Arc<KeeperClient>>,
+    /// Told when the mount goes for good (the keeper of now: one may replace another).
+    keeper: KeeperSlot,
 }
+
+/// The keeper the daemon talks to, replaced when it dies; shared by every mount.
+type KeeperSlot = Arc<std::sync::Mutex<Option<Arc<KeeperClient>>>>;
 
 impl Mounter {
     /// Opens the shared cache (with its quota) and sets up every configured repository.
@@ -93,13 +98,13 @@ impl Mounter {
             })?;
             remotes.insert(fqrn.clone(), remote);
         }
-        let keeper = match &config.keeper_socket {
-            Some(socket) => Some(Arc::new(
-                KeeperClient::connect_or_spawn(
-                    socket,
-                    Duration::from_secs(config.takeover_timeout_secs.max(1)),
-                )
-                .map_err(|e| {
+        let keeper_at = config
+            .keeper_socket
+            .clone()
+            .map(|s| (s, Duration::from_secs(config.takeover_timeout_secs.max(1))));
+        let keeper = match &keeper_at {
+            Some((socket, timeout)) => Some(Arc::new(
+                KeeperClient::connect_or_spawn(socket, *timeout).map_err(|e| {
                     ProvisionError::Internal(format!("the keeper at {}: {e}", socket.display()))
                 })?,
             )),
@@ -107,7 +112,8 @@ impl Mounter {
         };
         Ok(Mounter {
             remotes,
-            keeper,
+            keeper: Arc::new(std::sync::Mutex::new(keeper)),
+            keeper_at,
             suid: config.suid,
             quota,
         })
@@ -288,7 +294,7 @@ impl Mounter {
             Arc::new(tree),
             mountpoint,
             &self.mount_options(fqrn),
-            self.keeper.as_deref(),
+            self.keeper().as_deref(),
             Duration::from_secs(5),
             crate::mount::kept::Stale::Detach,
         )
@@ -305,6 +311,40 @@ impl Mounter {
             session: Some(session),
             keeper: self.keeper.clone(),
         })
+    }
+
+    /// The keeper of now, if one is configured.
+    fn keeper(&self) -> Option<Arc<KeeperClient>> {
+        self.keeper.lock().expect("keeper").clone()
+    }
+
+    /// A keeper that went away is replaced: a new one is started (or found) and given every
+    /// live mount's connection again (`mounts`), so that a crash of this daemon still
+    /// leaves them alive. Nothing to do while the keeper lives, or without one.
+    pub fn replace_keeper_if_gone<'m>(&self, mounts: impl Iterator<Item = &'m Mount>) {
+        let Some((socket, timeout)) = &self.keeper_at else {
+            return;
+        };
+        if !self.keeper().is_some_and(|k| k.keeper_gone()) {
+            return;
+        }
+        tracing::warn!("the keeper went away; starting a new one and giving it every mount");
+        let k = match KeeperClient::connect_or_spawn(socket, *timeout) {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::error!("no keeper now ({e}); trying again");
+                return;
+            }
+        };
+        for m in mounts {
+            if let Some(s) = &m.session {
+                let key = crate::mount::kept::key_of(&m.mountpoint);
+                if let Err(e) = crate::mount::kept::deposit(&k, &key, s) {
+                    tracing::error!("giving {} to the new keeper: {e}", m.mountpoint.display());
+                }
+            }
+        }
+        *self.keeper.lock().expect("keeper") = Some(Arc::new(k));
     }
 
     fn mount_options(&self, fqrn: &str) -> crate::mount::fuse::MountOptions {
@@ -333,7 +373,7 @@ impl Mount {
         crate::mount::fuse::unmount(&self.mountpoint, false)
             .map_err(|e| ProvisionError::Busy(format!("{}: {e}", self.mountpoint.display())))?;
         self.finish();
-        crate::mount::kept::release(self.keeper.as_deref(), &self.mountpoint);
+        self.release_kept();
         Ok(())
     }
 
@@ -351,7 +391,14 @@ impl Mount {
         if let Some(s) = self.session.take() {
             s.hand_over();
         }
-        self.keeper = None;
+        // Not released: the next daemon claims it.
+        self.keeper = Arc::new(std::sync::Mutex::new(None));
+    }
+
+    /// The keeper lets the connection go (it was unmounted for good).
+    fn release_kept(&self) {
+        let k = self.keeper.lock().expect("keeper").clone();
+        crate::mount::kept::release(k.as_deref(), &self.mountpoint);
     }
 
     /// Unmounts even when busy (the daemon is stopping).
@@ -360,7 +407,7 @@ impl Mount {
             tracing::warn!("detaching {}: {e}", self.mountpoint.display());
         }
         self.finish();
-        crate::mount::kept::release(self.keeper.as_deref(), &self.mountpoint);
+        self.release_kept();
     }
 
     /// The session's threads end once the kernel closes the channel; waits briefly for

@@ -199,7 +199,12 @@ async fn watch_loop(p: Arc<Provisioner>, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             _ = tick.tick() => {
                 let found = p.clone();
-                let dead = match super::lanes::fast(move || found.dead_mounts()).await {
+                let dead = match super::lanes::fast(move || {
+                    found.check_keeper();
+                    found.dead_mounts()
+                })
+                .await
+                {
                     Ok(dead) if dead.is_empty() => continue,
                     Ok(dead) => dead,
                     Err(e) => {

@@ -77,7 +77,9 @@ impl Channel {
         match nix::sys::uio::writev(&self.fd, &iov) {
             Ok(_) => {}
             // The request was interrupted and is gone, or the connection was aborted.
-            Err(Errno::ENOENT) | Err(Errno::ENODEV) => {}
+            Err(Errno::ENOENT) | Err(Errno::ENODEV) => {
+                tracing::debug!("the reply to request {unique:#x} found no request waiting")
+            }
             Err(e) => tracing::warn!("replying to FUSE request {unique:#x}: {e}"),
         }
     }

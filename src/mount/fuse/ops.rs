@@ -31,6 +31,20 @@ pub enum Served {
     Destroyed,
 }
 
+/// A failpoint for the restart tests: with `LAZYROOT_FAILPOINT=die-before-open-reply` the
+/// daemon dies (SIGKILL of itself) once an open is written down and before it is answered,
+/// the one moment a takeover must not leave a handle that nobody holds.
+fn die_here_if_asked(journal: &Journal) {
+    static ASKED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let asked = *ASKED.get_or_init(|| {
+        std::env::var_os("LAZYROOT_FAILPOINT").is_some_and(|v| v == "die-before-open-reply")
+    });
+    if asked {
+        journal.flush();
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
 /// The one place client errors become errno values.
 fn errno(e: &ClientError) -> i32 {
     match e {
@@ -235,6 +249,15 @@ impl Server {
         Served::More
     }
 
+    /// For a request the kernel sends again (a previous daemon read it and died), the
+    /// handle that daemon had opened for it, if it had.
+    fn resent(&self, h: &InHeader) -> Option<u64> {
+        if h.unique & abi::UNIQUE_RESEND == 0 {
+            return None;
+        }
+        self.tree.reopened(h.unique & !abi::UNIQUE_RESEND)
+    }
+
     fn reply_errno(&self, h: &InHeader, e: i32) -> Served {
         self.fail(h, e);
         Served::More
@@ -245,10 +268,22 @@ impl Server {
         if flags & libc::O_ACCMODE != libc::O_RDONLY {
             return self.fail(h, libc::EROFS);
         }
+        if let Some(fh) = self.resent(h) {
+            // Opened by the daemon that died before replying: that handle, as it was.
+            let mut o = Out::default();
+            match self.backing.lock().expect("backing").get(&fh) {
+                Some(&id) => o.u64(fh).u32(abi::fopen::PASSTHROUGH).u32(id),
+                None => o.u64(fh).u32(abi::fopen::KEEP_CACHE).u32(0),
+            };
+            return self.ok(h, &[&o.bytes]);
+        }
         let fh = match self.tree.open(h.nodeid) {
             Ok(fh) => fh,
             Err(e) => return self.fail(h, errno(&e)),
         };
+        self.tree.note_request(fh, h.unique & !abi::UNIQUE_RESEND);
+        tracing::debug!("request {:#x}: opened handle {fh}", h.unique);
+        die_here_if_asked(&self.journal);
         let mut o = Out::default();
         if self.negotiated.passthrough() {
             if let Some(file) = self.tree.whole_file(fh) {

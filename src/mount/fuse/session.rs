@@ -110,7 +110,15 @@ pub fn spawn(tree: Arc<MountedTree>, mountpoint: &Path, o: &MountOptions) -> io:
     journal.append(&Record::Init(negotiated));
     tree.start_journal(journal.clone());
     journal.flush();
-    let session = Session::start(tree, channel, journal, negotiated, mountpoint, o.threads)?;
+    let session = Session::start(
+        tree,
+        channel,
+        journal,
+        negotiated,
+        mountpoint,
+        o.threads,
+        Vec::new(),
+    )?;
     // After the threads start: finding the mount's device is a stat of the mount itself.
     if let Err(e) = set_read_ahead(mountpoint, READ_AHEAD_KIB) {
         // Only slower sequential reads: worth a word, not a failure.
@@ -154,21 +162,10 @@ pub fn resume(
     let backing = tree.restore(&restored, journal.clone());
     journal.flush();
     let negotiated = restored.init;
-    let session = Session::start(
-        tree,
-        channel.clone(),
-        journal,
-        negotiated,
-        mountpoint,
-        threads,
-    )?;
-    session
-        .server
-        .backing
-        .lock()
-        .expect("backing")
-        .extend(backing);
     if resend {
+        // Before any thread of ours reads: a resend moves back every request being
+        // processed, ours too, and our reply to one moved back would find nothing (the
+        // kernel answers the copy it sends again).
         if negotiated.resend() {
             channel.notify_resend()?;
         } else {
@@ -178,7 +175,9 @@ pub fn resume(
             );
         }
     }
-    Ok(session)
+    Ok(Session::start(
+        tree, channel, journal, negotiated, mountpoint, threads, backing,
+    )?)
 }
 
 impl Session {
@@ -189,13 +188,15 @@ impl Session {
         negotiated: Negotiated,
         mountpoint: &Path,
         threads: usize,
+        backing: Vec<(u64, u32)>,
     ) -> io::Result<Session> {
         let server = Arc::new(Server {
             tree,
             channel,
             negotiated,
             journal,
-            backing: Mutex::new(HashMap::new()),
+            // Open files a previous daemon gave backing files (closed at their release).
+            backing: Mutex::new(backing.into_iter().collect::<HashMap<_, _>>()),
         });
         let (stop_rx, stop_tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let stop_rx = Arc::new(stop_rx);

@@ -99,6 +99,16 @@ pub enum Record {
     },
     /// Handle `fh` (file or directory) was released.
     Release(u64),
+    /// Handle `fh` was opened for the kernel's request `request` (its unique id). Should
+    /// the daemon die before the reply, the kernel sends the request again (with the
+    /// resend bit): the next daemon answers it with this handle rather than a new one, which
+    /// nobody would ever release.
+    Request {
+        /// The handle.
+        fh: u64,
+        /// The request's unique id (without the resend bit).
+        request: u64,
+    },
     /// A compacted copy of the whole state follows, `len` bytes of records: everything
     /// before it is void. One cut short (a daemon killed while compacting) is ignored, and
     /// so is everything after it.
@@ -285,6 +295,11 @@ impl Record {
                 e.u8(12);
                 e.u64(*len);
             }
+            Record::Request { fh, request } => {
+                e.u8(13);
+                e.u64(*fh);
+                e.u64(*request);
+            }
         }
         out.extend_from_slice(&(e.0.len() as u32).to_le_bytes());
         out.extend_from_slice(&e.0);
@@ -400,6 +415,10 @@ impl Record {
             },
             11 => Record::Release(d.u64()?),
             12 => Record::Snapshot { len: d.u64()? },
+            13 => Record::Request {
+                fh: d.u64()?,
+                request: d.u64()?,
+            },
             tag => {
                 return Err(DecodeError::UnknownTag {
                     index: d.index,
@@ -479,6 +498,7 @@ mod tests {
             Record::Dir { fh: 4, ino: 1 },
             Record::Backing { fh: 1, id: 12 },
             Record::Release(4),
+            Record::Request { fh: 1, request: 6 },
             Record::Snapshot { len: 0 },
         ]
     }

@@ -50,6 +50,8 @@ pub struct Restored {
     pub dirs: Vec<(u64, u64)>,
     /// The first handle never handed out.
     pub next_fh: u64,
+    /// Open handles by the request that opened them: (request, handle).
+    pub requests: Vec<(u64, u64)>,
 }
 
 impl Restored {
@@ -60,6 +62,7 @@ impl Restored {
         let mut nodes: BTreeMap<u64, RestoredNode> = BTreeMap::new();
         let mut files: BTreeMap<u64, RestoredFile> = BTreeMap::new();
         let mut dirs: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut requests: BTreeMap<u64, u64> = BTreeMap::new();
         let (mut next_ino, mut next_fh) = (2, 1);
         for r in records {
             match r {
@@ -116,12 +119,17 @@ impl Restored {
                 Record::Release(fh) => {
                     files.remove(fh);
                     dirs.remove(fh);
+                    requests.remove(fh);
+                }
+                Record::Request { fh, request } => {
+                    requests.insert(*fh, *request);
                 }
                 Record::Snapshot { .. } => {
                     // The snapshot's own records rebuild everything from here.
                     nodes.clear();
                     files.clear();
                     dirs.clear();
+                    requests.clear();
                 }
             }
         }
@@ -133,43 +141,7 @@ impl Restored {
             files: files.into_values().collect(),
             dirs: dirs.into_iter().collect(),
             next_fh,
+            requests: requests.into_iter().map(|(fh, r)| (r, fh)).collect(),
         })
-    }
-
-    /// The records that rebuild this state from nothing: a compacted journal.
-    pub fn records(&self) -> Vec<Record> {
-        let mut out = vec![Record::Init(self.init)];
-        if let Some((root, size)) = self.revision {
-            out.push(Record::Revision { root, size });
-        }
-        out.push(Record::InodesBelow(self.next_ino));
-        out.push(Record::HandlesBelow(self.next_fh));
-        for n in &self.nodes {
-            out.push(Record::Node {
-                ino: n.ino,
-                path: n.path.clone(),
-                key: n.key.clone(),
-            });
-            if n.lookups > 1 {
-                out.push(Record::Hold {
-                    ino: n.ino,
-                    n: n.lookups - 1,
-                });
-            }
-        }
-        for f in &self.files {
-            out.push(Record::File {
-                fh: f.fh,
-                ino: f.ino,
-                file: f.file.clone(),
-            });
-            if let Some(id) = f.backing {
-                out.push(Record::Backing { fh: f.fh, id });
-            }
-        }
-        for &(fh, ino) in &self.dirs {
-            out.push(Record::Dir { fh, ino });
-        }
-        out
     }
 }

@@ -20,6 +20,15 @@ impl DeadMounts {
 }
 
 impl Provisioner {
+    /// A keeper that died is replaced and given every live mount again (see
+    /// [`Mounter::replace_keeper_if_gone`](crate::provisioner::mounts::Mounter::replace_keeper_if_gone)).
+    pub fn check_keeper(&self) {
+        let inner = self.inner.lock().expect("provisioner");
+        let volumes = inner.volumes.values().map(|(_, m)| m);
+        self.mounter
+            .replace_keeper_if_gone(inner.mounts.values().chain(volumes));
+    }
+
     /// Finds images whose mount died and removes their entries at once. Cheap (one read
     /// of the mount table under the lock), so it runs often and never waits on a server.
     pub fn dead_mounts(&self) -> Result<DeadMounts, ProvisionError> {

@@ -36,6 +36,19 @@ fn a_mount_survives_50_sigkills_with_every_read_byte_exact() {
         "{} failures: {failures:#?}",
         failures.len()
     );
+    // An open the dead daemon had written down but not answered is answered, when the
+    // kernel sends it again, with that same handle: no handle is left that nobody holds.
+    let log = std::fs::read_to_string(log_of(&args)).unwrap();
+    let open: Vec<u64> = log
+        .lines()
+        .filter_map(|l| l.split(" inodes, ").nth(1)?.split(' ').next()?.parse().ok())
+        .collect();
+    assert_eq!(open.len(), 50, "every restart took over");
+    let most = *open.iter().max().unwrap();
+    assert!(
+        most <= 4,
+        "open handles taken over grew to {most}: {open:?}"
+    );
     // The kills must land on calls under way, not between them.
     let hit = kills.iter().filter(|&&k| reader.in_flight(k)).count();
     assert!(
@@ -352,4 +365,58 @@ fn a_journal_compacted_under_churn_is_taken_over() {
         nix::sys::signal::Signal::SIGTERM,
     );
     assert!(child.wait().unwrap().success());
+}
+
+/// The daemon dies after writing an open down and before answering it (a failpoint): the
+/// next daemon answers the kernel's resent request with that same handle, so once the file
+/// is closed no handle is left open (a new handle would stay open for ever, pinning its
+/// object in the cache).
+#[test]
+fn an_open_the_dead_daemon_never_answered_gets_its_own_handle() {
+    let fx = Fixture::new();
+    let keeper = Keeper::start(Duration::from_secs(60));
+    let args = fx.args(&keeper);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_of(&args))
+        .unwrap();
+    let mut first = std::process::Command::new(env!("CARGO_BIN_EXE_lazyroot"))
+        .args(&args)
+        .env("LAZYROOT_FAILPOINT", "die-before-open-reply")
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let line = crate::net::first_line(&mut first)
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap();
+    assert!(line.starts_with("mounted"), "{line}");
+    let file = fx.mountpoint().join("tree/d3/f5");
+    // This open kills the daemon; it completes once the next one serves.
+    let opener = std::thread::spawn(move || std::fs::read_to_string(file));
+    let st = first.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&st),
+        Some(libc::SIGKILL)
+    );
+    let (mut second, line) = daemon(&args);
+    assert!(line.contains("took over"), "{line}");
+    assert_eq!(opener.join().unwrap().unwrap(), "file 3/5\n");
+    // Closed now: a third daemon finds no open handle.
+    std::thread::sleep(Duration::from_millis(200));
+    kill(&mut second);
+    let (mut third, _) = daemon(&args);
+    let log = std::fs::read_to_string(log_of(&args)).unwrap();
+    let last = log
+        .lines()
+        .rfind(|l| l.contains(" inodes, "))
+        .unwrap()
+        .to_string();
+    assert!(last.contains(" 0 open files"), "{last}");
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(third.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    assert!(third.wait().unwrap().success());
 }

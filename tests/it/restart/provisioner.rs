@@ -1,6 +1,6 @@
-//! The provisioner with a keeper: SIGKILLed ten times under a task running under runc on
-//! one of its images, restarted each time; the task never fails and its image is mounted
-//! once, at the same path, throughout.
+//! The provisioner with a keeper, under a task running under runc on one of its images:
+//! SIGKILLed 50 times and restarted each time, upgraded in place, its keeper killed. The
+//! task never fails and its image is mounted once, at the same path, throughout.
 
 use std::path::Path;
 use std::process::{Child, Stdio};
@@ -10,8 +10,8 @@ use super::harness::Keeper;
 use crate::provision::harness::*;
 
 /// A world whose daemon runs with a keeper, an image prepared and pinned, and a task under
-/// runc reading and listing through it 300 times (each failure said).
-fn world_with_a_task() -> (World, Keeper, lazyroot::provisioner::api::Image, Child) {
+/// runc reading and listing through it `rounds` times, 20 ms apart (each failure said).
+fn world_with_a_task(rounds: u32) -> (World, Keeper, lazyroot::provisioner::api::Image, Child) {
     let mut w = World::new(600);
     assert!(w.daemon.as_mut().unwrap().stop().success());
     let keeper = Keeper::start(Duration::from_secs(60));
@@ -34,9 +34,11 @@ fn world_with_a_task() -> (World, Keeper, lazyroot::provisioner::api::Image, Chi
         &[
             "/bin/sh",
             "-c",
-            "i=0; while [ $i -lt 300 ]; do v=$(cat /etc/version) || echo FAIL-read; \
-             [ \"$v\" = v1 ] || echo \"FAIL-bytes $v\"; ls /bin > /dev/null || echo FAIL-list; \
-             i=$((i+1)); sleep 0.02; done; echo done $i",
+            &format!(
+                "i=0; while [ $i -lt {rounds} ]; do v=$(cat /etc/version) || echo FAIL-read; \
+                 [ \"$v\" = v1 ] || echo \"FAIL-bytes $v\"; ls /bin > /dev/null || echo FAIL-list; \
+                 i=$((i+1)); sleep 0.02; done; echo done $i"
+            ),
         ],
     );
     let task = runc(&state, &b, "reader")
@@ -47,22 +49,24 @@ fn world_with_a_task() -> (World, Keeper, lazyroot::provisioner::api::Image, Chi
     (w, keeper, img, task)
 }
 
-/// The task ended well: every round read the right bytes and listed.
-fn assert_task_ok(task: Child) {
+/// The task ended well: every one of its `rounds` read the right bytes and listed.
+fn assert_task_ok(task: Child, rounds: u32) {
     let out = task.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        out.status.success() && !stdout.contains("FAIL") && stdout.contains("done 300"),
+        out.status.success()
+            && !stdout.contains("FAIL")
+            && stdout.contains(&format!("done {rounds}")),
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
 
 #[test]
-fn a_task_under_runc_survives_ten_sigkills_of_the_provisioner() {
-    let (mut w, keeper, img, task) = world_with_a_task();
-    for i in 0..10 {
-        std::thread::sleep(Duration::from_millis(300));
+fn a_task_under_runc_survives_50_sigkills_of_the_provisioner() {
+    let (mut w, keeper, img, task) = world_with_a_task(1500);
+    for i in 0..50 {
+        std::thread::sleep(Duration::from_millis(100 + (i * 37) % 200));
         // The kernel forgets the image's dentries: the task's next lookups reach a daemon.
         std::fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
         let mut d = w.daemon.take().unwrap();
@@ -80,11 +84,11 @@ fn a_task_under_runc_survives_ten_sigkills_of_the_provisioner() {
             "restart {i}: taken over, not mounted again"
         );
     }
-    assert_task_ok(task);
+    assert_task_ok(task, 1500);
     let list = w.client().list().unwrap();
     assert_eq!(list.images.len(), 1);
     assert_eq!(list.images[0].rootfs, img.rootfs);
-    println!("10 SIGKILLs of the provisioner under a runc task: 300 rounds, none failed");
+    println!("50 SIGKILLs of the provisioner under a runc task: 1500 rounds, none failed");
     // A clean stop unmounts and lets the keeper go.
     assert!(w.daemon.as_mut().unwrap().stop().success());
     assert_eq!(w.image_mounts(), 0);
@@ -95,7 +99,7 @@ fn a_task_under_runc_survives_ten_sigkills_of_the_provisioner() {
 /// every mount over, the old one exits, the task never fails.
 #[test]
 fn provisioner_upgrade_hands_every_image_over_under_a_runc_task() {
-    let (mut w, keeper, img, task) = world_with_a_task();
+    let (mut w, keeper, img, task) = world_with_a_task(300);
     let mut pids = vec![w.daemon.as_ref().unwrap().pid()];
     for i in 0..3 {
         std::thread::sleep(Duration::from_millis(400));
@@ -129,7 +133,7 @@ fn provisioner_upgrade_hands_every_image_over_under_a_runc_task() {
     // The first daemon (our child) exited cleanly after handing over.
     let mut first = w.daemon.take().unwrap();
     assert!(first.stop().success());
-    assert_task_ok(task);
+    assert_task_ok(task, 300);
     let list = w.client().list().unwrap();
     assert_eq!(list.images[0].rootfs, img.rootfs);
     assert_eq!(list.images[0].pinned_by, vec!["reader".to_string()]);
@@ -142,4 +146,41 @@ fn provisioner_upgrade_hands_every_image_over_under_a_runc_task() {
     }
     assert_eq!(w.image_mounts(), 0);
     assert!(!keeper.list().contains("images"), "{}", keeper.list());
+}
+
+/// The keeper SIGKILLed under a live provisioner: the daemon starts a new one within its
+/// 2 s watch and gives it every mount, so a SIGKILL of the daemon after that is survived as
+/// before; the task never fails.
+#[test]
+fn the_keeper_killed_under_the_provisioner_is_replaced_and_a_later_crash_survived() {
+    let (mut w, mut keeper, img, task) = world_with_a_task(300);
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = keeper.child.kill();
+    let _ = keeper.child.wait();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !keeper.list().contains("images") {
+        assert!(
+            Instant::now() < deadline,
+            "no new keeper holds the image: {}",
+            keeper.list()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut d = w.daemon.take().unwrap();
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(d.pid()),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let _ = d.stop();
+    drop(d);
+    w.daemon = Some(Daemon::start(&w.config).unwrap_or_else(|e| panic!("restart: {e}")));
+    assert_eq!(
+        w.image_mounts(),
+        1,
+        "taken over from the new keeper, not mounted again"
+    );
+    assert_task_ok(task, 300);
+    assert_eq!(w.client().list().unwrap().images[0].rootfs, img.rootfs);
+    assert!(w.daemon.as_mut().unwrap().stop().success());
+    assert_eq!(w.image_mounts(), 0);
 }
