@@ -12,9 +12,17 @@ use crate::provision::harness::*;
 /// A world whose daemon runs with a keeper, an image prepared and pinned, and a task under
 /// runc reading and listing through it `rounds` times, 20 ms apart (each failure said).
 fn world_with_a_task(rounds: u32) -> (World, Keeper, lazyroot::provisioner::api::Image, Child) {
+    world_with_a_task_and_keeper(rounds, Duration::from_secs(60))
+}
+
+/// The same with a keeper that aborts what no daemon takes over within `timeout`.
+fn world_with_a_task_and_keeper(
+    rounds: u32,
+    timeout: Duration,
+) -> (World, Keeper, lazyroot::provisioner::api::Image, Child) {
     let mut w = World::new(600);
     assert!(w.daemon.as_mut().unwrap().stop().success());
-    let keeper = Keeper::start(Duration::from_secs(60));
+    let keeper = Keeper::start(timeout);
     let mut c: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&w.config).unwrap()).unwrap();
     c["keeper_socket"] = keeper.socket.display().to_string().into();
@@ -183,4 +191,92 @@ fn the_keeper_killed_under_the_provisioner_is_replaced_and_a_later_crash_survive
     assert_eq!(w.client().list().unwrap().images[0].rootfs, img.rootfs);
     assert!(w.daemon.as_mut().unwrap().stop().success());
     assert_eq!(w.image_mounts(), 0);
+}
+
+/// SIGKILL the daemon `d` (a crash) and reap it.
+fn crash(d: Option<Daemon>) {
+    let mut d = d.unwrap();
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(d.pid()),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let _ = d.stop();
+}
+
+/// The daemon killed and never started again: after the keeper's timeout the task's calls
+/// fail (they do not hang), the image's mount is gone; a daemon started later mounts the
+/// image anew and serves it.
+#[test]
+fn a_provisioner_that_never_comes_back_has_its_mounts_aborted_in_bounded_time() {
+    let (mut w, keeper, img, task) = world_with_a_task_and_keeper(400, Duration::from_secs(2));
+    std::thread::sleep(Duration::from_millis(300));
+    crash(w.daemon.take());
+    let killed = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while w.image_mounts() != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the orphaned mount is still there after 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let gone = killed.elapsed();
+    println!(
+        "no provisioner: its image's mount was aborted after {} ms",
+        gone.as_millis()
+    );
+    assert!(
+        gone >= Duration::from_millis(1500),
+        "aborted before the timeout: {gone:?}"
+    );
+    // The task fails (its root is gone) rather than hanging: it ends.
+    let out = task.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("FAIL") || !out.status.success(), "{stdout}");
+    assert!(!keeper.list().contains("images"), "{}", keeper.list());
+    w.daemon = Some(Daemon::start(&w.config).unwrap_or_else(|e| panic!("restart: {e}")));
+    assert_eq!(w.image_mounts(), 1);
+    assert_eq!(
+        std::fs::read_to_string(Path::new(&img.rootfs).join("etc/version")).unwrap(),
+        "v1\n"
+    );
+}
+
+/// 200 crash-and-restart cycles of the provisioner with a pinned image: the keeper's
+/// descriptors, threads and memory, and the mounts, stay flat; the image still reads.
+#[test]
+fn two_hundred_provisioner_restarts_leave_everything_flat() {
+    let (mut w, keeper, img, task) = world_with_a_task(100);
+    assert_task_ok(task, 100);
+    let version = Path::new(&img.rootfs).join("etc/version");
+    let mut at20 = None;
+    for i in 1..=200 {
+        assert_eq!(
+            std::fs::read_to_string(&version).unwrap(),
+            "v1\n",
+            "cycle {i}"
+        );
+        crash(w.daemon.take());
+        w.daemon = Some(Daemon::start(&w.config).unwrap_or_else(|e| panic!("cycle {i}: {e}")));
+        if i == 20 {
+            at20 = Some((super::harness::usage(keeper.child.id()), w.image_mounts()));
+        }
+    }
+    let (k20, m20) = at20.unwrap();
+    let k200 = super::harness::usage(keeper.child.id());
+    println!(
+        "200 provisioner restarts: keeper fds {} -> {}, threads {} -> {}, RSS {} -> {} KiB; image mounts {} -> {}",
+        k20.0, k200.0, k20.1, k200.1, k20.2, k200.2, m20, w.image_mounts()
+    );
+    assert_eq!(k20.0, k200.0, "keeper descriptors");
+    assert_eq!(k20.1, k200.1, "keeper threads");
+    assert!(
+        k200.2 < k20.2 + 1024,
+        "keeper memory grew: {} -> {} KiB",
+        k20.2,
+        k200.2
+    );
+    assert_eq!((m20, w.image_mounts()), (1, 1));
+    assert_eq!(std::fs::read_to_string(&version).unwrap(), "v1\n");
+    assert!(w.daemon.as_mut().unwrap().stop().success());
 }
