@@ -780,7 +780,10 @@ async fn a_client_at_its_limit_loses_its_oldest_idle_connection() {
     // client may see the answer first. Asking again on the two younger connections makes
     // them idle again, later than the first one's mark, however the server's tasks were
     // scheduled (under load, the first connection's mark could else come after theirs, and
-    // another connection would be the oldest idle).
+    // another connection would be the oldest idle). The pause first lets the first
+    // connection's mark land before the others ask again (a loaded CI machine once
+    // scheduled it after them all the same).
+    tokio::time::sleep(Duration::from_millis(300)).await;
     for c in &mut held[1..] {
         assert_eq!(
             c.request("GET", &url(".cvmfspublished"), "").await.status,
