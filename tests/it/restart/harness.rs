@@ -109,6 +109,22 @@ impl Keeper {
         }
     }
 
+    /// SIGKILLs this keeper and waits (bounded by `within`) until the keeper a daemon
+    /// starts in its place lists a key containing `holding`.
+    pub fn kill_and_await_successor(&mut self, holding: &str, within: Duration) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let deadline = Instant::now() + within;
+        while !self.list().contains(holding) {
+            assert!(
+                Instant::now() < deadline,
+                "no new keeper holds {holding}: {}",
+                self.list()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The keys it holds (`lazyroot keeper --list`).
     pub fn list(&self) -> String {
         let o = Command::new(env!("CARGO_BIN_EXE_lazyroot"))
@@ -176,6 +192,28 @@ pub fn stacks(pid: u32) -> String {
         out.push_str(&format!("{} {wchan}\n{stack}", comm.trim()));
     }
     out
+}
+
+/// SIGTERM, then the exit status.
+pub fn term(child: &mut Child) -> std::process::ExitStatus {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    child.wait().unwrap()
+}
+
+/// Asserts that the keeper's descriptors, threads and memory (`usage` at two moments)
+/// did not grow.
+pub fn assert_flat(before: (usize, usize, u64), after: (usize, usize, u64)) {
+    assert_eq!(before.0, after.0, "keeper descriptors");
+    assert_eq!(before.1, after.1, "keeper threads");
+    assert!(
+        after.2 < before.2 + 1024,
+        "keeper memory grew: {} -> {} KiB",
+        before.2,
+        after.2
+    );
 }
 
 /// SIGKILL and reap.

@@ -62,11 +62,7 @@ fn a_mount_survives_50_sigkills_with_every_read_byte_exact() {
         max.as_millis()
     );
     assert_eq!(mounts_at(&fx.mountpoint()), 1);
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    let st = child.wait().unwrap();
+    let st = term(&mut child);
     assert!(st.success(), "{st}");
     assert_eq!(mounts_at(&fx.mountpoint()), 0, "SIGTERM unmounts");
     assert!(
@@ -153,18 +149,8 @@ fn the_keeper_killed_under_a_live_daemon_is_replaced_and_nothing_is_lost() {
     let (mut child, _) = daemon(&args);
     let mut reader = Reader::start(&fx.mountpoint(), &fx.src);
     std::thread::sleep(Duration::from_millis(300));
-    let _ = keeper.child.kill();
-    let _ = keeper.child.wait();
     // The daemon notices within its 200 ms loop and starts one at the same socket.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !keeper.list().contains("mnt") {
-        assert!(
-            Instant::now() < deadline,
-            "no new keeper holds the mount: {}",
-            keeper.list()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    keeper.kill_and_await_successor("mnt", Duration::from_secs(20));
     kill(&mut child);
     let (mut child, line) = daemon(&args);
     assert!(line.contains("took over"), "{line}");
@@ -172,11 +158,7 @@ fn the_keeper_killed_under_a_live_daemon_is_replaced_and_nothing_is_lost() {
     reader.stop();
     let failures = reader.failures();
     assert!(failures.is_empty(), "{failures:#?}");
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    assert!(child.wait().unwrap().success());
+    assert!(term(&mut child).success());
 }
 
 /// No daemon comes back: after the takeover timeout the keeper aborts the connection. A
@@ -259,22 +241,11 @@ fn two_hundred_restarts_leave_everything_flat() {
         "200 restarts: keeper fds {} -> {}, threads {} -> {}, RSS {} -> {} KiB; mounts {} -> {}; daemon at 200: fds {}, threads {}, RSS {} KiB",
         k20.0, k200.0, k20.1, k200.1, k20.2, k200.2, m20, mounts_at(&mnt), d200.0, d200.1, d200.2
     );
-    assert_eq!(k20.0, k200.0, "keeper descriptors");
-    assert_eq!(k20.1, k200.1, "keeper threads");
-    assert!(
-        k200.2 < k20.2 + 1024,
-        "keeper memory grew: {} -> {} KiB",
-        k20.2,
-        k200.2
-    );
+    assert_flat(k20, k200);
     assert_eq!((m20, mounts_at(&mnt)), (1, 1));
     // Still byte-exact.
     assert_eq!(std::fs::read(mnt.join("big")).unwrap(), fx.big);
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    assert!(child.wait().unwrap().success());
+    assert!(term(&mut child).success());
 }
 
 /// A mount whose kernel looks up and forgets thousands of inodes over and over: the
@@ -360,11 +331,7 @@ fn a_journal_compacted_under_churn_is_taken_over() {
             );
         }
     }
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    assert!(child.wait().unwrap().success());
+    assert!(term(&mut child).success());
 }
 
 /// The daemon dies after writing an open down and before answering it (a failpoint): the
@@ -414,9 +381,5 @@ fn an_open_the_dead_daemon_never_answered_gets_its_own_handle() {
         .unwrap()
         .to_string();
     assert!(last.contains(" 0 open files"), "{last}");
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(third.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    assert!(third.wait().unwrap().success());
+    assert!(term(&mut third).success());
 }

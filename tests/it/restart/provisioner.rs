@@ -77,14 +77,7 @@ fn a_task_under_runc_survives_50_sigkills_of_the_provisioner() {
         std::thread::sleep(Duration::from_millis(100 + (i * 37) % 200));
         // The kernel forgets the image's dentries: the task's next lookups reach a daemon.
         std::fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
-        let mut d = w.daemon.take().unwrap();
-        let pid = d.pid();
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-        let _ = d.stop();
-        drop(d);
+        crash(w.daemon.take());
         w.daemon = Some(Daemon::start(&w.config).unwrap_or_else(|e| panic!("restart {i}: {e}")));
         assert_eq!(
             w.image_mounts(),
@@ -163,24 +156,8 @@ fn provisioner_upgrade_hands_every_image_over_under_a_runc_task() {
 fn the_keeper_killed_under_the_provisioner_is_replaced_and_a_later_crash_survived() {
     let (mut w, mut keeper, img, task) = world_with_a_task(300);
     std::thread::sleep(Duration::from_millis(300));
-    let _ = keeper.child.kill();
-    let _ = keeper.child.wait();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !keeper.list().contains("images") {
-        assert!(
-            Instant::now() < deadline,
-            "no new keeper holds the image: {}",
-            keeper.list()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let mut d = w.daemon.take().unwrap();
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(d.pid()),
-        nix::sys::signal::Signal::SIGKILL,
-    );
-    let _ = d.stop();
-    drop(d);
+    keeper.kill_and_await_successor("images", Duration::from_secs(30));
+    crash(w.daemon.take());
     w.daemon = Some(Daemon::start(&w.config).unwrap_or_else(|e| panic!("restart: {e}")));
     assert_eq!(
         w.image_mounts(),
@@ -268,14 +245,7 @@ fn two_hundred_provisioner_restarts_leave_everything_flat() {
         "200 provisioner restarts: keeper fds {} -> {}, threads {} -> {}, RSS {} -> {} KiB; image mounts {} -> {}",
         k20.0, k200.0, k20.1, k200.1, k20.2, k200.2, m20, w.image_mounts()
     );
-    assert_eq!(k20.0, k200.0, "keeper descriptors");
-    assert_eq!(k20.1, k200.1, "keeper threads");
-    assert!(
-        k200.2 < k20.2 + 1024,
-        "keeper memory grew: {} -> {} KiB",
-        k20.2,
-        k200.2
-    );
+    super::harness::assert_flat(k20, k200);
     assert_eq!((m20, w.image_mounts()), (1, 1));
     assert_eq!(std::fs::read_to_string(&version).unwrap(), "v1\n");
     assert!(w.daemon.as_mut().unwrap().stop().success());
