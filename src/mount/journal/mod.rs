@@ -68,6 +68,14 @@ struct Pending {
     handles_below: u64,
 }
 
+impl Pending {
+    /// Past the size where compacting pays.
+    fn over(&self) -> bool {
+        let used = self.end - self.start;
+        used > COMPACT_AT && used > 4 * self.compacted
+    }
+}
+
 /// An open journal, appended to by the mount and flushed by the session.
 pub struct Journal {
     file: File,
@@ -122,9 +130,7 @@ impl Journal {
 
     /// Whether the journal has grown enough to be worth compacting.
     pub fn wants_compaction(&self) -> bool {
-        let p = self.pending.lock().expect("journal");
-        let used = p.end - p.start;
-        used > COMPACT_AT && used > 4 * p.compacted
+        self.pending.lock().expect("journal").over()
     }
 
     /// Replaces everything written with `state` (the records that rebuild what the kernel
@@ -227,8 +233,7 @@ impl Journal {
             // Kept for the next flush; only memory pressure fails a memfd write.
             Err(e) => tracing::error!("writing the mount's journal: {e}"),
         }
-        let used = p.end - p.start;
-        used > COMPACT_AT && used > 4 * p.compacted
+        p.over()
     }
 }
 
